@@ -1,0 +1,249 @@
+//! The htpasswd file, and a cache that spares repeated checks of the same (user, password).
+//!
+//! The cache belongs to one loaded version of the file: a change to the file builds a new table,
+//! so everything remembered for any user is forgotten. It holds keyed digests, never passwords,
+//! and only successes.
+
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::hashes::PasswordHash;
+use crate::keys::DigestHasher;
+use crate::lines::{entries, has_control_bytes};
+use crate::watch::{Counted, LineWarning, Parse};
+
+/// How many verified (user, password) pairs one worker remembers per file.
+pub const CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Admitted,
+    UnknownUser,
+    WrongPassword,
+}
+
+/// Remembers successes as 128-bit digests keyed by a per-process random secret, so a copy of the
+/// cache says nothing about the passwords behind it.
+struct VerifiedCache {
+    secret: [u8; 32],
+    entries: HashSet<[u8; 16], BuildHasherDefault<DigestHasher>>,
+}
+
+impl VerifiedCache {
+    fn new() -> Self {
+        VerifiedCache { secret: random_secret(), entries: HashSet::default() }
+    }
+
+    fn key(&self, user: &[u8], password: &[u8]) -> [u8; 16] {
+        let digest = Sha256::new()
+            .chain_update(self.secret)
+            .chain_update((user.len() as u64).to_le_bytes())
+            .chain_update(user)
+            .chain_update(password)
+            .finalize();
+        digest[..16].try_into().expect("16 of 32 bytes")
+    }
+
+    fn insert(&mut self, key: [u8; 16]) {
+        if self.entries.len() >= CACHE_CAPACITY {
+            self.entries.clear(); // bounded memory; the next checks pay for their hash again
+        }
+        self.entries.insert(key);
+    }
+}
+
+/// 256 bits from the OS's randomness, through the standard library's randomly keyed hasher.
+fn random_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    for (i, chunk) in secret.chunks_exact_mut(8).enumerate() {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_usize(i);
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    secret
+}
+
+pub struct UserTable {
+    users: HashMap<Vec<u8>, PasswordHash>,
+    /// Checked when the user is unknown, so that costs what a known user's wrong password does.
+    decoy: Option<PasswordHash>,
+    cache: RefCell<VerifiedCache>,
+}
+
+impl UserTable {
+    pub fn verify(&self, user: &[u8], password: &[u8]) -> Verdict {
+        let key = self.cache.borrow().key(user, password);
+        if self.cache.borrow().entries.contains(&key) {
+            return Verdict::Admitted;
+        }
+        match self.users.get(user) {
+            Some(hash) if hash.verify(password) => {
+                self.cache.borrow_mut().insert(key);
+                Verdict::Admitted
+            }
+            Some(_) => Verdict::WrongPassword,
+            None => {
+                if let Some(decoy) = &self.decoy {
+                    decoy.verify(password);
+                }
+                Verdict::UnknownUser
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    #[cfg(test)]
+    fn cached_pairs(&self) -> usize {
+        self.cache.borrow().entries.len()
+    }
+}
+
+impl Counted for UserTable {
+    fn entry_count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Warnings name the line and, where the line has one, the user: user names are not secrets.
+fn user_warning(line: usize, user: &[u8], reason: impl std::fmt::Display) -> LineWarning {
+    let user = String::from_utf8_lossy(user);
+    LineWarning { line, reason: format!("user \"{}\": {reason}", user.escape_debug()) }
+}
+
+impl Parse for UserTable {
+    fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
+        let mut users: HashMap<Vec<u8>, PasswordHash> = HashMap::new();
+        let mut first_hash = None;
+        let mut warnings = Vec::new();
+        for (line, text) in entries(content) {
+            let Some(colon) = text.iter().position(|&b| b == b':') else {
+                warnings.push(LineWarning { line, reason: "no colon between user and hash".into() });
+                continue;
+            };
+            let user = &text[..colon];
+            // As in nginx, the hash ends at the next colon: later fields are comments.
+            let rest = &text[colon + 1..];
+            let hash_text = rest.split(|&b| b == b':').next().unwrap_or_default().trim_ascii();
+            if user.is_empty() || has_control_bytes(text) {
+                warnings.push(LineWarning { line, reason: "empty user name or control character".into() });
+                continue;
+            }
+            match PasswordHash::parse(hash_text) {
+                Ok(hash) => {
+                    if users.contains_key(user) {
+                        warnings.push(user_warning(line, user, "duplicate user, the first entry is kept"));
+                        continue;
+                    }
+                    first_hash.get_or_insert_with(|| hash.clone());
+                    users.insert(user.to_vec(), hash);
+                }
+                Err(rejected) => warnings.push(user_warning(line, user, rejected)),
+            }
+        }
+        let table = UserTable { users, decoy: first_hash, cache: RefCell::new(VerifiedCache::new()) };
+        (table, warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Written by Debian's htpasswd: alice/wonderland (bcrypt cost 5), bob/builder (apr1).
+    const FILE: &str = "alice:$2y$05$CqCSiysJ7w2wWDCh.wJMp.YxwDfIn34NKIXibsKCt6cTG47hDdgzG\r\n\
+                        # comment\n\
+                        bob:$apr1$QLQCSmbm$POW5D6uJk.qH.dFACC.xC.\n";
+
+    fn table(text: &str) -> (UserTable, Vec<LineWarning>) {
+        UserTable::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn verifies_users_from_an_htpasswd_file() {
+        let (users, warnings) = table(FILE);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(users.len(), 2);
+        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted);
+        assert_eq!(users.verify(b"bob", b"builder"), Verdict::Admitted);
+        assert_eq!(users.verify(b"alice", b"builder"), Verdict::WrongPassword);
+        assert_eq!(users.verify(b"Alice", b"wonderland"), Verdict::UnknownUser, "names match exactly");
+        assert_eq!(users.verify(b"carol", b"x"), Verdict::UnknownUser);
+    }
+
+    #[test]
+    fn caches_successes_only() {
+        let (users, _) = table(FILE);
+        assert_eq!(users.verify(b"alice", b"nope"), Verdict::WrongPassword);
+        assert_eq!(users.cached_pairs(), 0, "a failure is never remembered");
+        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted);
+        assert_eq!(users.cached_pairs(), 1);
+        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted);
+        assert_eq!(users.verify(b"alice", b"wonderlan"), Verdict::WrongPassword);
+        assert_eq!(users.verify(b"bob", b"wonderland"), Verdict::WrongPassword, "cache is per user");
+        assert_eq!(users.cached_pairs(), 1);
+    }
+
+    #[test]
+    fn cache_key_separates_user_and_password_boundary() {
+        let (users, _) = table("ab:{PLAIN}c\na:{PLAIN}bc\n");
+        let cache = users.cache.borrow();
+        assert_ne!(cache.key(b"ab", b"c"), cache.key(b"a", b"bc"));
+    }
+
+    #[test]
+    fn cache_memory_is_bounded() {
+        let (users, _) = table("u:{PLAIN}p\n");
+        for i in 0..(CACHE_CAPACITY + 5) {
+            let key = users.cache.borrow().key(b"u", i.to_string().as_bytes());
+            users.cache.borrow_mut().insert(key);
+        }
+        assert!(users.cached_pairs() <= CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn skipped_lines_name_line_and_user_but_not_the_hash() {
+        let text = "des:lZu0wOMcIYesE\nplain:mypassword\nnocolon\n:{PLAIN}x\nok:{PLAIN}x\nok:{PLAIN}y\nctl:{PLAIN}a\x01b\n";
+        let (users, warnings) = table(text);
+        assert_eq!(users.len(), 1);
+        let summary: Vec<(usize, &str)> = warnings.iter().map(|w| (w.line, w.reason.as_str())).collect();
+        assert_eq!(summary[0].0, 1);
+        assert!(summary[0].1.contains("\"des\"") && summary[0].1.contains("DES"));
+        assert_eq!(summary[1].0, 2);
+        assert!(summary[1].1.contains("\"plain\"") && summary[1].1.contains("plaintext"));
+        assert_eq!(warnings.iter().map(|w| w.line).collect::<Vec<_>>(), [1, 2, 3, 4, 6, 7]);
+        for warning in &warnings {
+            assert!(!warning.reason.contains("lZu0") && !warning.reason.contains("mypassword"));
+        }
+    }
+
+    #[test]
+    fn utf8_user_names_and_fields_after_the_hash() {
+        let (users, warnings) = table("jürgen:{PLAIN}pässwort:a comment\n");
+        assert!(warnings.is_empty());
+        assert_eq!(users.verify("jürgen".as_bytes(), "pässwort".as_bytes()), Verdict::Admitted);
+    }
+
+    #[test]
+    fn unknown_user_pays_for_a_decoy_check() {
+        let (users, _) = table("slow:$2y$08$3/JwCvpj/Y5LYmFO8Q2eYuOsK1MGDn39kitDxeJ0XkrwW7Jjzyt16\n");
+        let time = |user: &[u8]| {
+            let start = std::time::Instant::now();
+            users.verify(user, b"guess");
+            start.elapsed()
+        };
+        let (known, unknown) = (time(b"slow"), time(b"nobody"));
+        // Both run a cost-8 bcrypt (about 15 ms); without the decoy the unknown user takes microseconds.
+        assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
+    }
+}

@@ -1,0 +1,282 @@
+//! The bearer keys file and the in-memory set built from it.
+//!
+//! Each entry is `<key> [name]`, or `sha256:<64 hex digits> [name]` for a key stored by its
+//! SHA-256. Keys are held only as digests and looked up by digest, so a lookup takes the same time
+//! however much of a real key a guess shares, and the file need not hold secrets at all.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::lines::{entries, first_field, has_control_bytes};
+use crate::watch::{Counted, LineWarning, Parse};
+
+pub type Digest = [u8; 32];
+
+/// How much of the digest the table keeps: 128 bits, far beyond any guessing, at half the memory.
+type TableKey = [u8; 16];
+
+/// Longest key accepted from the file; longer lines are skipped with a warning.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Longest name accepted; a longer one is cut at a character boundary.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The table keys are uniformly random digests already: their first eight bytes are the hash.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().take(8).enumerate() {
+            self.0 |= u64::from(b) << (8 * i);
+        }
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Where a key's name sits in the shared name buffer; `len == 0` means unnamed.
+#[derive(Clone, Copy)]
+struct NameSpan {
+    start: u32,
+    len: u32,
+}
+
+pub struct KeySet {
+    table: HashMap<TableKey, NameSpan, BuildHasherDefault<DigestHasher>>,
+    names: Vec<u8>,
+}
+
+/// Who a key belongs to: its name from the file, or else a fingerprint of its digest.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyLabel<'a> {
+    Named(&'a [u8]),
+    Fingerprint([u8; FINGERPRINT_LEN]),
+}
+
+impl KeyLabel<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyLabel::Named(name) => name,
+            KeyLabel::Fingerprint(fingerprint) => fingerprint,
+        }
+    }
+}
+
+pub const FINGERPRINT_LEN: usize = "sha256:".len() + 12;
+
+/// `sha256:` and the first 12 hex digits of the key's SHA-256: enough to tell keys apart in a
+/// log, far too little to give the key back.
+pub fn fingerprint(digest: &Digest) -> [u8; FINGERPRINT_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; FINGERPRINT_LEN];
+    out[..7].copy_from_slice(b"sha256:");
+    for (i, byte) in digest[..6].iter().enumerate() {
+        out[7 + 2 * i] = HEX[usize::from(byte >> 4)];
+        out[8 + 2 * i] = HEX[usize::from(byte & 0xf)];
+    }
+    out
+}
+
+pub fn sha256(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
+fn table_key(digest: &Digest) -> TableKey {
+    digest[..16].try_into().expect("16 of 32 bytes")
+}
+
+fn parse_hex_digest(hex: &[u8]) -> Option<Digest> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        digest[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(digest)
+}
+
+/// Cuts a name at most `MAX_NAME_BYTES` long, never inside a UTF-8 sequence.
+fn bounded_name(name: &[u8]) -> &[u8] {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while end > 0 && (name[end] & 0xc0) == 0x80 {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+impl KeySet {
+    /// Looks a presented token up by its digest.
+    pub fn lookup(&self, token: &[u8]) -> Option<KeyLabel<'_>> {
+        let digest = sha256(token);
+        let span = self.table.get(&table_key(&digest))?;
+        Some(if span.len == 0 {
+            KeyLabel::Fingerprint(fingerprint(&digest))
+        } else {
+            let start = span.start as usize;
+            KeyLabel::Named(&self.names[start..start + span.len as usize])
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+impl Counted for KeySet {
+    fn entry_count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Parse for KeySet {
+    fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
+        let capacity = content.iter().filter(|&&b| b == b'\n').count() + 1;
+        let mut keys = KeySet {
+            table: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            names: Vec::new(),
+        };
+        let mut warnings = Vec::new();
+        let mut warn = |line: usize, reason: &str| warnings.push(LineWarning { line, reason: reason.into() });
+
+        for (line, text) in entries(content) {
+            if has_control_bytes(text) {
+                warn(line, "control character in line");
+                continue;
+            }
+            let (key, name) = first_field(text);
+            if key.len() > MAX_KEY_BYTES {
+                warn(line, "key longer than 4096 bytes");
+                continue;
+            }
+            let digest = match key.strip_prefix(b"sha256:") {
+                Some(hex) => match parse_hex_digest(hex) {
+                    Some(digest) => digest,
+                    None => {
+                        warn(line, "sha256: must be followed by 64 hex digits");
+                        continue;
+                    }
+                },
+                None => sha256(key),
+            };
+            let name = bounded_name(name);
+            let span = NameSpan { start: keys.names.len() as u32, len: name.len() as u32 };
+            match keys.table.entry(table_key(&digest)) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    warn(line, "duplicate key, the first entry is kept");
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    keys.names.extend_from_slice(name);
+                    slot.insert(span);
+                }
+            }
+        }
+        keys.names.shrink_to_fit();
+        (keys, warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (KeySet, Vec<LineWarning>) {
+        KeySet::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn seed_file_works_unchanged() {
+        let (keys, warnings) = parse("my-secret-api-key-1\nadmin-key-abcdef\n");
+        assert!(warnings.is_empty());
+        assert_eq!(keys.len(), 2);
+        assert!(keys.lookup(b"my-secret-api-key-1").is_some());
+        assert!(keys.lookup(b"admin-key-abcdef").is_some());
+        assert!(keys.lookup(b"admin-key-abcde").is_none());
+        assert!(keys.lookup(b"").is_none());
+    }
+
+    #[test]
+    fn names_and_fingerprints() {
+        let (keys, _) = parse("k1 alice smith\r\nk2\n");
+        assert_eq!(keys.lookup(b"k1"), Some(KeyLabel::Named(b"alice smith")));
+        let expected = format!("sha256:{}", &hex(&sha256(b"k2"))[..12]);
+        assert_eq!(keys.lookup(b"k2").unwrap().as_bytes(), expected.as_bytes());
+    }
+
+    #[test]
+    fn hashed_entries_match_the_key_not_the_hash_text() {
+        let line = format!("sha256:{} ci-bot", hex(&sha256(b"hidden-key")).to_uppercase());
+        let (keys, warnings) = parse(&line);
+        assert!(warnings.is_empty());
+        assert_eq!(keys.lookup(b"hidden-key"), Some(KeyLabel::Named(b"ci-bot")));
+        assert!(keys.lookup(line.split(' ').next().unwrap().as_bytes()).is_none());
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_with_line_numbers_and_no_content() {
+        let text = "good\nbad\x01key\nsha256:abc\n# note\nsha256:zz\n\ngood\n".to_string()
+            + &"x".repeat(MAX_KEY_BYTES + 1);
+        let (keys, warnings) = parse(&text);
+        assert_eq!(keys.len(), 1);
+        let lines: Vec<usize> = warnings.iter().map(|w| w.line).collect();
+        assert_eq!(lines, [2, 3, 5, 7, 8]);
+        for warning in &warnings {
+            assert!(!warning.reason.contains("bad") && !warning.reason.contains("xxx"), "{warning:?}");
+        }
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_admit_no_one() {
+        for text in ["", "\n\n", "# nothing\n   \r\n"] {
+            let (keys, warnings) = parse(text);
+            assert!(keys.is_empty() && warnings.is_empty());
+            assert!(keys.lookup(b"").is_none());
+        }
+    }
+
+    #[test]
+    fn binary_garbage_never_panics() {
+        let garbage: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let (keys, _) = KeySet::parse(&garbage);
+        assert!(keys.lookup(b"anything").is_none());
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary() {
+        let name = "é".repeat(MAX_NAME_BYTES);
+        let (keys, _) = parse(&format!("k {name}"));
+        let KeyLabel::Named(kept) = keys.lookup(b"k").unwrap() else { panic!() };
+        assert!(kept.len() <= MAX_NAME_BYTES);
+        assert!(std::str::from_utf8(kept).is_ok());
+    }
+
+    #[test]
+    fn a_million_keys_parse() {
+        let mut text = String::with_capacity(40_000_000);
+        for i in 0..1_000_000 {
+            text.push_str(&format!("key-{i:032}\n"));
+        }
+        let (keys, warnings) = parse(&text);
+        assert!(warnings.is_empty());
+        assert_eq!(keys.len(), 1_000_000);
+        assert!(keys.lookup(format!("key-{:032}", 999_999).as_bytes()).is_some());
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

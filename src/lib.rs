@@ -1,0 +1,14 @@
+//! ngx-ollama-auth: an nginx module that admits requests carrying a known Bearer key or Basic
+//! credential, so nginx can stand in front of an Ollama server.
+//!
+//! The pure logic (no FFI, unit tested) lives in `credentials`, `lines`, `keys`, `hashes`,
+//! `htpasswd` and `watch`. The nginx glue is in `module`; it is left out of unit-test builds,
+//! whose binaries have no nginx to link against.
+
+pub mod credentials;
+pub mod hashes;
+pub mod htpasswd;
+pub mod keys;
+pub mod lines;
+pub mod watch;
+
