@@ -17,7 +17,7 @@ pub const MAX_SHA_CRYPT_ROUNDS: usize = 500_000;
 const CRYPT_ALPHABET: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ShaCryptKind {
+pub enum ShaCryptKind {
     Sha256,
     Sha512,
 }

@@ -122,6 +122,9 @@ fn user_warning(line: usize, user: &[u8], reason: impl std::fmt::Display) -> Lin
 }
 
 impl Parse for UserTable {
+    const FILE_KIND: &'static str = "basic user file";
+    const ENTRY_KIND: &'static str = "users";
+
     fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
         let mut users: HashMap<Vec<u8>, PasswordHash> = HashMap::new();
         let mut first_hash = None;

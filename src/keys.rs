@@ -144,6 +144,9 @@ impl Counted for KeySet {
 }
 
 impl Parse for KeySet {
+    const FILE_KIND: &'static str = "bearer keys file";
+    const ENTRY_KIND: &'static str = "keys";
+
     fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
         let capacity = content.iter().filter(|&&b| b == b'\n').count() + 1;
         let mut keys = KeySet {

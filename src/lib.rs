@@ -12,3 +12,5 @@ pub mod keys;
 pub mod lines;
 pub mod watch;
 
+#[cfg(not(test))]
+mod module;

@@ -21,6 +21,11 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// A file format the watcher can load. Parsing never fails as a whole: bad lines are skipped and
 /// reported as warnings that name the line number, never its content.
 pub trait Parse: Sized {
+    /// What the file is, for log messages: "bearer keys file".
+    const FILE_KIND: &'static str;
+    /// What its entries are, for log messages: "keys".
+    const ENTRY_KIND: &'static str;
+
     fn parse(content: &[u8]) -> (Self, Vec<LineWarning>);
 }
 
@@ -99,6 +104,12 @@ impl From<io::Error> for LoadError {
     fn from(error: io::Error) -> Self {
         LoadError::Io(error.kind(), error.to_string())
     }
+}
+
+/// Whether this process may open the file for reading, without reading it.
+pub fn check_readable(path: &Path) -> Result<(), LoadError> {
+    File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    Ok(())
 }
 
 /// Reads the whole file, refusing anything but a regular file. The open is non-blocking so a
@@ -227,6 +238,9 @@ mod tests {
     struct Lines(Vec<String>);
 
     impl Parse for Lines {
+        const FILE_KIND: &'static str = "test file";
+        const ENTRY_KIND: &'static str = "lines";
+
         fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
             let text = String::from_utf8_lossy(content);
             (Lines(text.lines().map(str::to_owned).collect()), Vec::new())

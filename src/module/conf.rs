@@ -1,0 +1,302 @@
+//! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`; the
+//! registry of watched files; and the worker-start readability check.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_TAKE1, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
+use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+
+use super::{conf_error, Module};
+use crate::htpasswd::UserTable;
+use crate::keys::KeySet;
+use crate::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
+
+pub type Shared<T> = Rc<RefCell<WatchedFile<T>>>;
+
+/// At most this many skipped-line warnings are logged per load; the rest are counted.
+const MAX_LOGGED_WARNINGS: usize = 20;
+
+/// One directive's setting at one level: not given (inherit), `off`, or a file.
+pub enum FileSetting<T> {
+    Unset,
+    Off,
+    File(Shared<T>),
+}
+
+impl<T> Default for FileSetting<T> {
+    fn default() -> Self {
+        FileSetting::Unset
+    }
+}
+
+impl<T> Clone for FileSetting<T> {
+    fn clone(&self) -> Self {
+        match self {
+            FileSetting::Unset => FileSetting::Unset,
+            FileSetting::Off => FileSetting::Off,
+            FileSetting::File(file) => FileSetting::File(file.clone()),
+        }
+    }
+}
+
+impl<T> FileSetting<T> {
+    pub fn file(&self) -> Option<&Shared<T>> {
+        match self {
+            FileSetting::File(file) => Some(file),
+            _ => None,
+        }
+    }
+
+    fn inherit(&mut self, parent: &Self) {
+        if matches!(self, FileSetting::Unset) {
+            *self = parent.clone();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct LocConf {
+    pub keys: FileSetting<KeySet>,
+    pub users: FileSetting<UserTable>,
+    pub realm: Option<Vec<u8>>,
+}
+
+pub const DEFAULT_REALM: &[u8] = b"ollama";
+
+impl LocConf {
+    pub fn is_gated(&self) -> bool {
+        self.keys.file().is_some() || self.users.file().is_some()
+    }
+
+    pub fn realm(&self) -> &[u8] {
+        self.realm.as_deref().unwrap_or(DEFAULT_REALM)
+    }
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, parent: &LocConf) -> Result<(), MergeConfigError> {
+        self.keys.inherit(&parent.keys);
+        self.users.inherit(&parent.users);
+        if self.realm.is_none() {
+            self.realm = parent.realm.clone();
+        }
+        Ok(())
+    }
+}
+
+/// Every file the configuration names, loaded once however many locations name it.
+pub struct Registry<T> {
+    files: Vec<Shared<T>>,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Registry { files: Vec::new() }
+    }
+}
+
+#[derive(Default)]
+pub struct MainConf {
+    pub keys: Registry<KeySet>,
+    pub users: Registry<UserTable>,
+}
+
+// SAFETY: the configuration types match the ones create_*_conf allocate for this module.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+// SAFETY: as above.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+/// Logs what a load found: the count, and the skipped lines by number (never by content).
+pub fn log_loaded<T: Parse>(log: *mut ngx_log_t, path: &OsStr, entries: usize, warnings: &[LineWarning]) {
+    let path = path.to_string_lossy();
+    for warning in warnings.iter().take(MAX_LOGGED_WARNINGS) {
+        ngx_log_error!(NGX_LOG_WARN, log, "{} \"{}\" line {} skipped: {}", T::FILE_KIND, path, warning.line, warning.reason);
+    }
+    if warnings.len() > MAX_LOGGED_WARNINGS {
+        let more = warnings.len() - MAX_LOGGED_WARNINGS;
+        ngx_log_error!(NGX_LOG_WARN, log, "{} \"{}\": {} more lines skipped", T::FILE_KIND, path, more);
+    }
+    ngx_log_error!(NGX_LOG_NOTICE, log, "{} \"{}\" loaded: {} {}", T::FILE_KIND, path, entries, T::ENTRY_KIND);
+}
+
+/// Looks at a watched file if it is time, and logs what changed.
+pub fn refresh<T: Parse + Counted>(file: &Shared<T>, now_ms: u64, log: *mut ngx_log_t) {
+    let mut watched = file.borrow_mut();
+    match watched.refresh(now_ms) {
+        Refresh::Unchanged => {}
+        Refresh::Reloaded { entries, warnings } => {
+            log_loaded::<T>(log, watched.path().as_os_str(), entries, &warnings);
+        }
+        Refresh::Failed(error) => {
+            let path = watched.path().to_string_lossy();
+            ngx_log_error!(NGX_LOG_ERR, log, "{} \"{}\" cannot be read, still using the last good version: {}", T::FILE_KIND, path, error);
+        }
+    }
+}
+
+/// Resolves a path the way `auth_basic_user_file` does: relative to nginx's configuration prefix.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed and `name` one of its arguments.
+unsafe fn full_path(cf: *mut ngx_conf_t, name: &ngx_str_t) -> Option<PathBuf> {
+    let mut resolved = *name;
+    // SAFETY: cf->cycle is valid while a configuration is parsed; ngx_conf_full_name allocates
+    // the resolved path from the cycle's pool, which outlives this call.
+    if ngx_conf_full_name((*cf).cycle, &mut resolved, 1) != Status::NGX_OK.0 {
+        return None;
+    }
+    Some(PathBuf::from(OsStr::from_bytes(resolved.as_bytes())))
+}
+
+/// The handler shared by both file directives.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed, holding this directive's arguments.
+unsafe fn set_file<T: Parse + Counted + 'static>(
+    cf: *mut ngx_conf_t,
+    setting: &mut FileSetting<T>,
+    registry: impl FnOnce() -> Option<&'static mut Registry<T>>,
+) -> *mut c_char {
+    if !matches!(setting, FileSetting::Unset) {
+        return conf_error(c"is duplicate");
+    }
+    // SAFETY: nginx calls directive handlers with cf->args holding the directive and its
+    // arguments; NGX_CONF_TAKE1 guarantees exactly one argument.
+    let value = &(*(*cf).args).as_slice::<ngx_str_t>()[1];
+    if value.as_bytes() == b"off" {
+        *setting = FileSetting::Off;
+        return NGX_CONF_OK;
+    }
+    if value.is_empty() {
+        return conf_error(c"needs a file path or \"off\"");
+    }
+    let Some(path) = full_path(cf, value) else {
+        return NGX_CONF_ERROR;
+    };
+    let Some(registry) = registry() else {
+        return NGX_CONF_ERROR;
+    };
+    if let Some(existing) = registry.files.iter().find(|file| file.borrow().path() == path) {
+        *setting = FileSetting::File(existing.clone());
+        return NGX_CONF_OK;
+    }
+    match WatchedFile::<T>::load(path.clone()) {
+        Ok((watched, warnings)) => {
+            log_loaded::<T>((*cf).log, path.as_os_str(), watched.current().entry_count(), &warnings);
+            let shared = Rc::new(RefCell::new(watched));
+            registry.files.push(shared.clone());
+            *setting = FileSetting::File(shared);
+            NGX_CONF_OK
+        }
+        Err(error) => {
+            let shown = path.to_string_lossy();
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "cannot load {} \"{}\": {}", T::FILE_KIND, shown, error);
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+extern "C" fn set_keys_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration (NGX_HTTP_LOC_CONF_OFFSET) as
+    // `conf`, allocated by create_loc_conf as a LocConf; cf is the configuration being parsed.
+    unsafe {
+        let conf = &mut *(conf as *mut LocConf);
+        set_file(cf, &mut conf.keys, || Module::main_conf_mut(&*cf).map(|main| &mut main.keys))
+    }
+}
+
+extern "C" fn set_user_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file.
+    unsafe {
+        let conf = &mut *(conf as *mut LocConf);
+        set_file(cf, &mut conf.users, || Module::main_conf_mut(&*cf).map(|main| &mut main.users))
+    }
+}
+
+extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
+    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), &(*(*cf).args).as_slice::<ngx_str_t>()[1]) };
+    if conf.realm.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    let realm = value.as_bytes();
+    if realm.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return conf_error(c"must not contain control characters");
+    }
+    conf.realm = Some(realm.to_vec());
+    NGX_CONF_OK
+}
+
+const FILE_DIRECTIVE_CONTEXTS: u32 =
+    NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
+
+pub static mut COMMANDS: [ngx_command_t; 4] = [
+    ngx_command_t {
+        name: ngx_string!("ollama_bearer_keys_file"),
+        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
+        set: Some(set_keys_file),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_basic_user_file"),
+        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
+        set: Some(set_user_file),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_realm"),
+        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
+        set: Some(set_realm),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// At worker start, says plainly if the worker's user cannot read a file the master could: the
+/// worker keeps serving what the master loaded, but would not see a change.
+pub extern "C" fn check_files_in_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls init_process with the running cycle, whose configuration (and so this
+    // module's main configuration, if there is an http block) is complete and valid.
+    let (main, log) = unsafe {
+        match Module::main_conf(&*cycle) {
+            Some(main) => (main, (*cycle).log),
+            None => return Status::NGX_OK.0,
+        }
+    };
+    fn check_all<T: Parse + Counted>(registry: &Registry<T>, log: *mut ngx_log_t) {
+        for file in &registry.files {
+            let watched = file.borrow();
+            if let Err(error) = check_readable(watched.path()) {
+                let path = watched.path().to_string_lossy();
+                ngx_log_error!(NGX_LOG_ERR, log, "{} \"{}\" cannot be read by this worker process ({}); \
+                    serving the version the master loaded, and changes to the file will not be seen until \
+                    the worker can read it (check the file's owner and mode against the \"user\" directive)",
+                    T::FILE_KIND, path, error);
+            }
+        }
+    }
+    check_all(&main.keys, log);
+    check_all(&main.users, log);
+    Status::NGX_OK.0
+}

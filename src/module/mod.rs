@@ -1,0 +1,63 @@
+//! Registration of `ngx_http_ollama_auth_module` with nginx.
+//!
+//! This layer is thin on purpose: it turns nginx's structures into the plain Rust types of the
+//! crate's other modules and back. Every `unsafe` block says what makes it sound.
+
+mod access;
+mod conf;
+mod variables;
+
+use std::ffi::c_char;
+use std::ptr::addr_of;
+
+use ngx::ffi::{ngx_command_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_HTTP_MODULE};
+use ngx::http::HttpModule;
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only written by nginx while it loads and configures
+        // modules, in the master process, before any request handler can call this.
+        unsafe { &*addr_of!(ngx_http_ollama_auth_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
+        variables::register(cf)
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
+        access::install(cf)
+    }
+}
+
+static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+// The exports table that lets nginx's `load_module` find the module in this cdylib.
+ngx::ngx_modules!(ngx_http_ollama_auth_module);
+
+#[used]
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_ollama_auth_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(MODULE_CTX) as _,
+    // nginx only reads the commands array, which lives as long as the module.
+    commands: addr_of!(conf::COMMANDS) as *mut ngx_command_t,
+    type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(conf::check_files_in_worker),
+    ..ngx_module_t::default()
+};
+
+/// The `char *` nginx expects from a directive handler that fails with a message.
+fn conf_error(message: &'static std::ffi::CStr) -> *mut c_char {
+    message.as_ptr() as *mut c_char
+}
