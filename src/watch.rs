@@ -330,19 +330,20 @@ mod tests {
         let path = dir.file("keys");
         write(&path, "aaaa\n");
         let (mut watched, _) = WatchedFile::<Lines>::load(path.clone()).unwrap();
-        // Rewrite with identical metadata: same inode, same size, and mtime forced back.
-        let before = std::fs::metadata(&path).unwrap();
-        std::fs::write(&path, "zzzz\n").unwrap();
-        let times = [
-            libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
-            libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
-        ];
-        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: c_path is NUL-terminated and times points at two valid timespecs.
-        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) }, 0);
         assert!(watched.racy, "a file read right after it was written is racy");
+        // A second write within the same timestamp tick leaves every field of the identity as
+        // it was; simulate that collision by recording the new identity as the one read.
+        std::fs::write(&path, "zzzz\n").unwrap();
+        watched.identity = FileIdentity::of(&std::fs::metadata(&path).unwrap());
         watched.look();
-        assert_eq!(lines(&watched), ["zzzz"]);
+        assert_eq!(lines(&watched), ["zzzz"], "racy: read again although the identity matches");
+
+        // Once the file has aged past the tick, the identity alone decides.
+        settle(&mut watched);
+        std::fs::write(&path, "yyyy\n").unwrap();
+        watched.identity = FileIdentity::of(&std::fs::metadata(&path).unwrap());
+        assert_eq!(watched.look(), Refresh::Unchanged);
+        assert_eq!(lines(&watched), ["zzzz"], "why the racy re-read matters");
     }
 
     #[test]

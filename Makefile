@@ -1,0 +1,81 @@
+# ngx-ollama-auth: `make run` to try the gate, `make test` to check everything.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+PROFILE_DIR := target/release
+MODULE := $(PROFILE_DIR)/libngx_ollama_auth.so
+# Where the vendored build put nginx: written by build.rs.
+NGINX_BUILD := $(shell cat $(PROFILE_DIR)/nginx-build-dir 2>/dev/null)
+NGINX_BIN = $(shell cat $(PROFILE_DIR)/nginx-build-dir)/nginx
+RUN_DIR := .run
+PYTEST_ARGS ?=
+
+# Debian packages: building (clang for bindgen, nginx's libraries), Debian's own nginx to build
+# against, htpasswd, and the tools the tests and benchmarks use.
+APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc \
+	nginx nginx-dev apache2-utils curl procps python3
+BENCH_APT_PACKAGES := wrk linux-perf libnginx-mod-http-lua
+
+.PHONY: all build deps test unit integration debian-module run stop bench hashed-key clean
+
+all: build
+
+# Installs only what is missing, so a prepared machine pays nothing.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@$(PYTHON) -c 'import pytest, yaml' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml
+
+build: deps
+	$(CARGO) build --release
+
+unit: deps
+	$(CARGO) test --release --lib
+
+integration: build
+	cd tests && $(PYTHON) -m pytest -q $(PYTEST_ARGS) .
+
+# Builds the module against Debian's own nginx package with docker/build-module.sh.
+debian-module: deps
+	NGINX=/usr/sbin/nginx NGINX_SOURCE_DIR=/usr/share/nginx/src OUT_DIR=dist/debian docker/build-module.sh
+
+test: unit integration
+
+# The gate on 127.0.0.1:8880 in front of an Ollama on 127.0.0.1:11434, with
+# nginx-conf/bearer_token.conf and a sample keys file.
+run: build
+	@nginx-conf/localize.sh nginx-conf/bearer_token.conf $(RUN_DIR) "$(abspath $(MODULE))" 127.0.0.1:8880 127.0.0.1:11434
+	@[ -f $(RUN_DIR)/api_keys.txt ] || cp nginx-conf/api_keys.example.txt $(RUN_DIR)/api_keys.txt
+	@chmod 755 $(RUN_DIR); chmod 644 $(RUN_DIR)/api_keys.txt
+	@$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf -s stop 2>/dev/null; sleep 0.3; true
+	$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf
+	@echo
+	@echo "The gate listens on http://127.0.0.1:8880 in front of Ollama at 127.0.0.1:11434."
+	@echo "Keys: $(RUN_DIR)/api_keys.txt (edit it; changes count within a second, no reload)."
+	@echo "Try:"
+	@echo "  curl http://127.0.0.1:8880/api/tags -H 'Authorization: Bearer my-secret-api-key-1'"
+	@echo "  curl http://127.0.0.1:8880/api/generate -H 'Authorization: Bearer my-secret-api-key-1' \\"
+	@echo "       -d '{\"model\": \"gemma3:1b\", \"prompt\": \"Why is the sky blue?\", \"stream\": false}'"
+	@echo "  curl -i http://127.0.0.1:8880/api/tags -H 'Authorization: Bearer wrong-key'   # 401"
+	@echo "No Ollama here? In another terminal: python3 tests/fake_ollama.py 11434"
+	@echo "Stop with: make stop   (logs in $(RUN_DIR)/logs/)"
+
+stop:
+	-$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf -s stop
+
+# A keys-file line that holds the key's SHA-256 instead of the key: make hashed-key KEY=... [NAME=...]
+hashed-key:
+	@[ -n "$(KEY)" ] || { echo "usage: make hashed-key KEY=<key> [NAME=<name>]" >&2; exit 2; }
+	@printf '%s' "$$KEY" | sha256sum | awk -v name="$$NAME" '{ line = "sha256:" $$1; if (name != "") line = line " " name; print line }'
+
+bench: build
+	bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf dist $(RUN_DIR) bench/work
