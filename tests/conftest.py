@@ -138,6 +138,7 @@ http {{
     def start(self):
         result = self.run_nginx()
         assert result.returncode == 0, result.stderr
+        self.start_output = result.stderr  # what the configuration load said, before error_log opens
         wait_for_port(self.port)
         # Wait for the workers to be up, not only the listening socket.
         deadline = time.time() + 10
@@ -177,10 +178,12 @@ http {{
             os.kill(pid, signal.SIGKILL)
 
     def error_log(self):
+        """The error log, after what the start command printed while loading the configuration."""
         try:
-            return (self.dir / "error.log").read_text(errors="replace")
+            log = (self.dir / "error.log").read_text(errors="replace")
         except FileNotFoundError:
-            return ""
+            log = ""
+        return getattr(self, "start_output", "") + log
 
     def request(self, path="/", method="GET", headers=None, body=None, timeout=10):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
