@@ -17,7 +17,7 @@ APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make 
 	nginx nginx-dev apache2-utils curl procps python3
 BENCH_APT_PACKAGES := wrk linux-perf libnginx-mod-http-lua
 
-.PHONY: all build deps test unit integration debian-module run stop bench hashed-key clean
+.PHONY: all build deps test unit integration integration-debian debian-module run stop bench hashed-key clean
 
 all: build
 
@@ -44,7 +44,12 @@ integration: build
 debian-module: deps
 	NGINX=/usr/sbin/nginx NGINX_SOURCE_DIR=/usr/share/nginx/src OUT_DIR=dist/debian docker/build-module.sh
 
-test: unit integration
+# The same integration suite, with Debian's stock /usr/sbin/nginx and the module built for it.
+integration-debian: debian-module
+	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
+		$(PYTHON) -m pytest -q $(PYTEST_ARGS) .
+
+test: unit integration integration-debian
 
 # The gate on 127.0.0.1:8880 in front of an Ollama on 127.0.0.1:11434, with
 # nginx-conf/bearer_token.conf and a sample keys file.
