@@ -37,7 +37,7 @@ build: deps
 unit: deps
 	$(CARGO) test --release --lib
 
-integration: build
+integration: build debian-module
 	cd tests && $(PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
 # Builds the module against Debian's own nginx package with docker/build-module.sh.
@@ -45,7 +45,7 @@ debian-module: deps
 	NGINX=/usr/sbin/nginx NGINX_SOURCE_DIR=/usr/share/nginx/src OUT_DIR=dist/debian docker/build-module.sh
 
 # The same integration suite, with Debian's stock /usr/sbin/nginx and the module built for it.
-integration-debian: debian-module
+integration-debian: build debian-module
 	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
 		$(PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
@@ -55,13 +55,14 @@ test: unit integration integration-debian
 # nginx-conf/bearer_token.conf and a sample keys file.
 run: build
 	@nginx-conf/localize.sh nginx-conf/bearer_token.conf $(RUN_DIR) "$(abspath $(MODULE))" 127.0.0.1:8880 127.0.0.1:11434
-	@[ -f $(RUN_DIR)/api_keys.txt ] || cp nginx-conf/api_keys.example.txt $(RUN_DIR)/api_keys.txt
-	@chmod 755 $(RUN_DIR); chmod 644 $(RUN_DIR)/api_keys.txt
+	@mkdir -p $(RUN_DIR)/auth
+	@[ -f $(RUN_DIR)/auth/api_keys.txt ] || cp nginx-conf/api_keys.example.txt $(RUN_DIR)/auth/api_keys.txt
+	@chmod 755 $(RUN_DIR) $(RUN_DIR)/auth; chmod 644 $(RUN_DIR)/auth/api_keys.txt
 	@$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf -s stop 2>/dev/null; sleep 0.3; true
 	$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf
 	@echo
 	@echo "The gate listens on http://127.0.0.1:8880 in front of Ollama at 127.0.0.1:11434."
-	@echo "Keys: $(RUN_DIR)/api_keys.txt (edit it; changes count within a second, no reload)."
+	@echo "Keys: $(RUN_DIR)/auth/api_keys.txt (edit it; changes count within a second, no reload)."
 	@echo "Try:"
 	@echo "  curl http://127.0.0.1:8880/api/tags -H 'Authorization: Bearer my-secret-api-key-1'"
 	@echo "  curl http://127.0.0.1:8880/api/generate -H 'Authorization: Bearer my-secret-api-key-1' \\"
