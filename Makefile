@@ -29,7 +29,7 @@ deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@$(PYTHON) -c 'import pytest, yaml' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml
+	@$(PYTHON) -c 'import pytest, yaml, ollama, openai' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml ollama openai
 
 build: deps
 	$(CARGO) build --release
