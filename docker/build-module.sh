@@ -79,7 +79,7 @@ echo "configuring nginx $version like $nginx" >&2
 
 echo "building the module against $src/objs" >&2
 (cd "$repo" && NGINX_BUILD_DIR="$src/objs" NGINX_SOURCE_DIR="$src" CARGO_TARGET_DIR="$work/target" \
-    cargo build --release --locked --no-default-features) || die "cargo build failed"
+    cargo build --release --locked --no-default-features --features module) || die "cargo build failed"
 
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)

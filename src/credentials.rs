@@ -20,7 +20,8 @@ pub const MAX_BASIC_DECODED: usize = 4096;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential<'a> {
     Bearer(&'a [u8]),
-    Basic(BasicCredential),
+    /// The base64 text; [`decode_basic`] turns it into a user and a password.
+    Basic(&'a [u8]),
     None,
 }
 
@@ -57,37 +58,70 @@ impl std::fmt::Debug for BasicCredential {
     }
 }
 
-/// Splits `<scheme> 1*(SP / HTAB) <token>` and checks the token is one run of visible characters.
-fn scheme_and_token(header: &[u8]) -> Option<(&[u8], &[u8])> {
-    let scheme_end = header.iter().position(|&b| b == b' ' || b == b'\t')?;
-    let (scheme, rest) = header.split_at(scheme_end);
-    let token_start = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
-    let token = &rest[token_start..];
-    if token.iter().all(|&b| b.is_ascii_graphic() || b >= 0x80) {
-        Some((scheme, token))
-    } else {
-        None
-    }
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
 }
 
+/// Whether `header` starts with the ASCII word `lowercase` in any case, then a blank.
+/// `b | 0x20` lowercases a letter and maps no other byte onto a lowercase letter.
+fn starts_with_scheme(header: &[u8], lowercase: &[u8]) -> bool {
+    header.len() > lowercase.len()
+        && is_blank(header[lowercase.len()])
+        && header.iter().zip(lowercase).all(|(&a, &b)| a | 0x20 == b)
+}
+
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// Whether any of the eight bytes is below `limit` (at most 0x80). Borrows can only flag bytes
+/// above a byte that really is below the limit, so the answer for "any" is exact.
+fn any_byte_below(word: u64, limit: u8) -> bool {
+    word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS != 0
+}
+
+/// Whether a token has white space or a control character (bytes up to 0x20, and 0x7f),
+/// eight bytes at a time: this runs on every request.
+fn has_blank_or_control(token: &[u8]) -> bool {
+    let mut chunks = token.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if any_byte_below(word, 0x21) || any_byte_below(word ^ (ONES * 0x7f), 1) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b <= b' ' || b == 0x7f)
+}
+
+/// Parses `<scheme> 1*(SP / HTAB) <token>`, where the token is one run of bytes without white
+/// space or control characters (so two credentials in one header are no credential).
 pub fn parse_authorization(header: &[u8]) -> Credential<'_> {
-    let Some((scheme, token)) = scheme_and_token(header) else {
+    let (is_bearer, scheme_len) = if starts_with_scheme(header, b"bearer") {
+        (true, 6)
+    } else if starts_with_scheme(header, b"basic") {
+        (false, 5)
+    } else {
         return Credential::None;
     };
-    if scheme.eq_ignore_ascii_case(b"Bearer") {
+    let rest = &header[scheme_len..];
+    let blanks = rest.iter().take_while(|&&b| is_blank(b)).count();
+    let token = &rest[blanks..];
+    if token.is_empty() || has_blank_or_control(token) {
+        return Credential::None;
+    }
+    if is_bearer {
         Credential::Bearer(token)
-    } else if scheme.eq_ignore_ascii_case(b"Basic") {
-        decode_basic(token).map_or(Credential::None, Credential::Basic)
     } else {
-        Credential::None
+        Credential::Basic(token)
     }
 }
 
-fn decode_basic(token: &[u8]) -> Option<BasicCredential> {
-    let mut credential = BasicCredential { buffer: [0; MAX_BASIC_DECODED], len: 0, colon: 0 };
+/// Decodes a Basic token into `user:password`. Malformed base64, no colon or an empty user name
+/// is no credential.
+pub fn decode_basic(token: &[u8]) -> Option<BasicCredential> {
     if base64::decoded_len_estimate(token.len()) > MAX_BASIC_DECODED {
         return None;
     }
+    let mut credential = BasicCredential { buffer: [0; MAX_BASIC_DECODED], len: 0, colon: 0 };
     credential.len = BASE64.decode_slice(token, &mut credential.buffer).ok()?;
     credential.colon = credential.buffer[..credential.len].iter().position(|&b| b == b':')?;
     if credential.colon == 0 {
@@ -102,7 +136,7 @@ mod tests {
 
     fn basic(header: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         match parse_authorization(header.as_bytes()) {
-            Credential::Basic(c) => Some((c.user().to_vec(), c.password().to_vec())),
+            Credential::Basic(token) => decode_basic(token).map(|c| (c.user().to_vec(), c.password().to_vec())),
             _ => None,
         }
     }
@@ -123,9 +157,27 @@ mod tests {
         for header in [
             "", "Bearer", "Bearer ", "Bearer\t", "Bearerk1", "Token k1", "xBearer k1", " Bearer k1",
             "Basic-ish k1", "Bearer k1 k2", "Bearer k1, Bearer k2", "Bearer k1,Basic Zm9vOmJhcg== x",
-            "Bearer k\x01", "Bearer k\x7f1",
+            "Bearer k\x01", "Bearer k\x7f1", "Bearer\x00 k1", "Bea\x02rer k1", "BearerX k1", "Beare k1",
         ] {
             assert_eq!(parse_authorization(header.as_bytes()), Credential::None, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn every_control_and_blank_byte_is_refused_at_every_position() {
+        for bad in (0u8..=0x20).chain([0x7f]) {
+            // A blank in front of the token only lengthens the run of blanks after the scheme.
+            let first = if bad == b' ' || bad == b'\t' { 1 } else { 0 };
+            for position in first..20 {
+                let mut token = b"abcdefghijklmnopqrst".to_vec();
+                token[position] = bad;
+                let header = [&b"Bearer "[..], &token].concat();
+                assert_eq!(parse_authorization(&header), Credential::None, "byte {bad:#x} at {position}");
+            }
+        }
+        for good in (0x21u8..=0x7e).chain(0x80..=0xff) {
+            let header = [&b"Bearer abcdefghij"[..], &[good], b"klmnop"].concat();
+            assert!(matches!(parse_authorization(&header), Credential::Bearer(_)), "byte {good:#x}");
         }
     }
 
@@ -171,8 +223,7 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_password() {
-        let header = format!("Basic {}", b64(b"alice:s3cret"));
-        let Credential::Basic(c) = parse_authorization(header.as_bytes()) else { panic!() };
+        let c = decode_basic(b64(b"alice:s3cret").as_bytes()).unwrap();
         let shown = format!("{c:?}");
         assert!(shown.contains("alice") && !shown.contains("s3cret"), "{shown}");
     }

@@ -5,19 +5,12 @@
 //! and only successes.
 
 use std::cell::RefCell;
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::HashMap;
 
-use sha2::{Digest as _, Sha256};
-
+use crate::cache::{KeyedDigest, VerifiedCache};
 use crate::hashes::PasswordHash;
-use crate::keys::DigestHasher;
 use crate::lines::{entries, has_control_bytes};
 use crate::watch::{Counted, LineWarning, Parse};
-
-/// How many verified (user, password) pairs one worker remembers per file.
-pub const CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -26,63 +19,24 @@ pub enum Verdict {
     WrongPassword,
 }
 
-/// Remembers successes as 128-bit digests keyed by a per-process random secret, so a copy of the
-/// cache says nothing about the passwords behind it.
-struct VerifiedCache {
-    secret: [u8; 32],
-    entries: HashSet<[u8; 16], BuildHasherDefault<DigestHasher>>,
-}
-
-impl VerifiedCache {
-    fn new() -> Self {
-        VerifiedCache { secret: random_secret(), entries: HashSet::default() }
-    }
-
-    fn key(&self, user: &[u8], password: &[u8]) -> [u8; 16] {
-        let digest = Sha256::new()
-            .chain_update(self.secret)
-            .chain_update((user.len() as u64).to_le_bytes())
-            .chain_update(user)
-            .chain_update(password)
-            .finalize();
-        digest[..16].try_into().expect("16 of 32 bytes")
-    }
-
-    fn insert(&mut self, key: [u8; 16]) {
-        if self.entries.len() >= CACHE_CAPACITY {
-            self.entries.clear(); // bounded memory; the next checks pay for their hash again
-        }
-        self.entries.insert(key);
-    }
-}
-
-/// 256 bits from the OS's randomness, through the standard library's randomly keyed hasher.
-fn random_secret() -> [u8; 32] {
-    let mut secret = [0u8; 32];
-    for (i, chunk) in secret.chunks_exact_mut(8).enumerate() {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_usize(i);
-        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-    }
-    secret
-}
-
 pub struct UserTable {
     users: HashMap<Vec<u8>, PasswordHash>,
     /// Checked when the user is unknown, so that costs what a known user's wrong password does.
     decoy: Option<PasswordHash>,
-    cache: RefCell<VerifiedCache>,
+    /// Keyed digests of (user, password) pairs already verified; see `cache`.
+    verified: RefCell<VerifiedCache<()>>,
+    digest: KeyedDigest,
 }
 
 impl UserTable {
     pub fn verify(&self, user: &[u8], password: &[u8]) -> Verdict {
-        let key = self.cache.borrow().key(user, password);
-        if self.cache.borrow().entries.contains(&key) {
+        let key = self.digest.of_pair(user, password);
+        if self.verified.borrow().get(&key).is_some() {
             return Verdict::Admitted;
         }
         match self.users.get(user) {
             Some(hash) if hash.verify(password) => {
-                self.cache.borrow_mut().insert(key);
+                self.verified.borrow_mut().insert(&key, ());
                 Verdict::Admitted
             }
             Some(_) => Verdict::WrongPassword,
@@ -105,7 +59,7 @@ impl UserTable {
 
     #[cfg(test)]
     fn cached_pairs(&self) -> usize {
-        self.cache.borrow().entries.len()
+        self.verified.borrow().len()
     }
 }
 
@@ -154,7 +108,7 @@ impl Parse for UserTable {
                 Err(rejected) => warnings.push(user_warning(line, user, rejected)),
             }
         }
-        let table = UserTable { users, decoy: first_hash, cache: RefCell::new(VerifiedCache::new()) };
+        let table = UserTable { users, decoy: first_hash, verified: RefCell::new(VerifiedCache::new()), digest: KeyedDigest::new() };
         (table, warnings)
     }
 }
@@ -195,23 +149,6 @@ mod tests {
         assert_eq!(users.verify(b"alice", b"wonderlan"), Verdict::WrongPassword);
         assert_eq!(users.verify(b"bob", b"wonderland"), Verdict::WrongPassword, "cache is per user");
         assert_eq!(users.cached_pairs(), 1);
-    }
-
-    #[test]
-    fn cache_key_separates_user_and_password_boundary() {
-        let (users, _) = table("ab:{PLAIN}c\na:{PLAIN}bc\n");
-        let cache = users.cache.borrow();
-        assert_ne!(cache.key(b"ab", b"c"), cache.key(b"a", b"bc"));
-    }
-
-    #[test]
-    fn cache_memory_is_bounded() {
-        let (users, _) = table("u:{PLAIN}p\n");
-        for i in 0..(CACHE_CAPACITY + 5) {
-            let key = users.cache.borrow().key(b"u", i.to_string().as_bytes());
-            users.cache.borrow_mut().insert(key);
-        }
-        assert!(users.cached_pairs() <= CACHE_CAPACITY);
     }
 
     #[test]

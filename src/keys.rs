@@ -4,11 +4,13 @@
 //! SHA-256. Keys are held only as digests and looked up by digest, so a lookup takes the same time
 //! however much of a real key a guess shares, and the file need not hold secrets at all.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::cache::VerifiedCache;
 use crate::lines::{entries, first_field, has_control_bytes};
 use crate::watch::{Counted, LineWarning, Parse};
 
@@ -22,11 +24,12 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// Longest name accepted; a longer one is cut at a character boundary.
 pub const MAX_NAME_BYTES: usize = 256;
 
-/// The table keys are uniformly random digests already: their first eight bytes are the hash.
+/// The table's keys are SHA-256 digests, uniformly random already: their first eight bytes are
+/// the table hash, with nothing left to compute.
 #[derive(Default)]
-pub struct DigestHasher(u64);
+pub struct DigestPrefixHasher(u64);
 
-impl Hasher for DigestHasher {
+impl Hasher for DigestPrefixHasher {
     fn write(&mut self, bytes: &[u8]) {
         for (i, &b) in bytes.iter().take(8).enumerate() {
             self.0 |= u64::from(b) << (8 * i);
@@ -41,15 +44,26 @@ impl Hasher for DigestHasher {
 }
 
 /// Where a key's name sits in the shared name buffer; `len == 0` means unnamed.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct NameSpan {
     start: u32,
     len: u32,
 }
 
+/// What an accepted token leads to: its name, and the start of its digest for a fingerprint.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef {
+    name: NameSpan,
+    digest_prefix: [u8; 6],
+}
+
 pub struct KeySet {
-    table: HashMap<TableKey, NameSpan, BuildHasherDefault<DigestHasher>>,
+    /// Keyed by the digest, which is uniformly random: its first bytes are the table hash.
+    table: HashMap<TableKey, NameSpan, BuildHasherDefault<DigestPrefixHasher>>,
     names: Vec<u8>,
+    /// Tokens already admitted, so they skip the SHA-256 (thousands of instructions on a CPU
+    /// without SHA extensions, against about a hundred for the cache).
+    verified: RefCell<VerifiedCache<KeyRef>>,
 }
 
 /// Who a key belongs to: its name from the file, or else a fingerprint of its digest.
@@ -72,11 +86,11 @@ pub const FINGERPRINT_LEN: usize = "sha256:".len() + 12;
 
 /// `sha256:` and the first 12 hex digits of the key's SHA-256: enough to tell keys apart in a
 /// log, far too little to give the key back.
-pub fn fingerprint(digest: &Digest) -> [u8; FINGERPRINT_LEN] {
+fn fingerprint(digest_prefix: &[u8; 6]) -> [u8; FINGERPRINT_LEN] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; FINGERPRINT_LEN];
     out[..7].copy_from_slice(b"sha256:");
-    for (i, byte) in digest[..6].iter().enumerate() {
+    for (i, byte) in digest_prefix.iter().enumerate() {
         out[7 + 2 * i] = HEX[usize::from(byte >> 4)];
         out[8 + 2 * i] = HEX[usize::from(byte & 0xf)];
     }
@@ -116,16 +130,36 @@ fn bounded_name(name: &[u8]) -> &[u8] {
 }
 
 impl KeySet {
-    /// Looks a presented token up by its digest.
-    pub fn lookup(&self, token: &[u8]) -> Option<KeyLabel<'_>> {
-        let digest = sha256(token);
-        let span = self.table.get(&table_key(&digest))?;
-        Some(if span.len == 0 {
-            KeyLabel::Fingerprint(fingerprint(&digest))
+    /// Looks a presented token up: first among tokens already admitted (seeded hash, constant-time
+    /// comparison), then by the token's SHA-256. Neither lookup's time depends on how much of a
+    /// key the token shares.
+    pub fn find(&self, token: &[u8]) -> Option<KeyRef> {
+        let cached = self.verified.borrow().get(token);
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let digest = sha256(token);
+                let name = *self.table.get(&table_key(&digest))?;
+                let found = KeyRef { name, digest_prefix: digest[..6].try_into().expect("6 bytes") };
+                self.verified.borrow_mut().insert(token, found);
+                found
+            }
+        };
+        Some(found)
+    }
+
+    /// Who a found key belongs to, for `$ollama_auth_user`.
+    pub fn label(&self, found: KeyRef) -> KeyLabel<'_> {
+        if found.name.len == 0 {
+            KeyLabel::Fingerprint(fingerprint(&found.digest_prefix))
         } else {
-            let start = span.start as usize;
-            KeyLabel::Named(&self.names[start..start + span.len as usize])
-        })
+            let start = found.name.start as usize;
+            KeyLabel::Named(&self.names[start..start + found.name.len as usize])
+        }
+    }
+
+    pub fn lookup(&self, token: &[u8]) -> Option<KeyLabel<'_>> {
+        self.find(token).map(|found| self.label(found))
     }
 
     pub fn len(&self) -> usize {
@@ -152,6 +186,7 @@ impl Parse for KeySet {
         let mut keys = KeySet {
             table: HashMap::with_capacity_and_hasher(capacity, Default::default()),
             names: Vec::new(),
+            verified: RefCell::new(VerifiedCache::new()),
         };
         let mut warnings = Vec::new();
         let mut warn = |line: usize, reason: &str| warnings.push(LineWarning { line, reason: reason.into() });
@@ -277,6 +312,17 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(keys.len(), 1_000_000);
         assert!(keys.lookup(format!("key-{:032}", 999_999).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn repeated_lookups_are_answered_from_the_cache_and_agree() {
+        let (keys, _) = parse("k1 alice\nk2\n");
+        for _ in 0..3 {
+            assert_eq!(keys.lookup(b"k1"), Some(KeyLabel::Named(b"alice")));
+            assert_eq!(keys.lookup(b"k2").unwrap().as_bytes(), format!("sha256:{}", &hex(&sha256(b"k2"))[..12]).as_bytes());
+            assert_eq!(keys.lookup(b"k3"), None);
+        }
+        assert_eq!(keys.verified.borrow().len(), 2, "only admitted tokens are remembered");
     }
 
     fn hex(bytes: &[u8]) -> String {

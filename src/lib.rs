@@ -2,9 +2,10 @@
 //! credential, so nginx can stand in front of an Ollama server.
 //!
 //! The pure logic (no FFI, unit tested) lives in `credentials`, `lines`, `keys`, `hashes`,
-//! `htpasswd` and `watch`. The nginx glue is in `module`; it is left out of unit-test builds,
-//! whose binaries have no nginx to link against.
+//! `htpasswd`, `cache` and `watch`. The nginx glue is in `module`, behind the `module` feature;
+//! it is left out of unit-test builds, whose binaries have no nginx to link against.
 
+pub mod cache;
 pub mod credentials;
 pub mod hashes;
 pub mod htpasswd;
@@ -12,5 +13,5 @@ pub mod keys;
 pub mod lines;
 pub mod watch;
 
-#[cfg(not(test))]
+#[cfg(all(feature = "module", not(test)))]
 mod module;

@@ -187,9 +187,16 @@ impl<T: Parse + Counted> WatchedFile<T> {
         &self.current
     }
 
-    /// Looks at the file if `now_ms` (a monotonic millisecond clock) says it is time.
+    /// Whether `now_ms` (a monotonic millisecond clock) says it is time to look at the file.
+    /// This is all that runs on most requests.
+    #[inline]
+    pub fn due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_check_ms
+    }
+
+    /// Looks at the file if `now_ms` says it is time.
     pub fn refresh(&mut self, now_ms: u64) -> Refresh {
-        if now_ms < self.next_check_ms {
+        if !self.due(now_ms) {
             return Refresh::Unchanged;
         }
         self.next_check_ms = now_ms.saturating_add(CHECK_INTERVAL_MS);

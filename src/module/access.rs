@@ -22,7 +22,7 @@ use ngx::ngx_log_error;
 
 use super::conf::{refresh, LocConf};
 use super::Module;
-use crate::credentials::{parse_authorization, Credential};
+use crate::credentials::{decode_basic, parse_authorization, Credential};
 use crate::htpasswd::Verdict;
 
 /// Which schemes a denied request is challenged for.
@@ -65,6 +65,13 @@ pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
     let Some(core) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
         return Status::NGX_ERROR.0;
     };
+    // Variables the configuration refers to are indexed by now: record labels only if ours is.
+    let used = core.variables.as_slice::<ngx::ffi::ngx_http_variable_t>()
+        .iter()
+        .any(|variable| variable.name.as_bytes() == super::variables::NAME);
+    if let Some(main) = Module::main_conf_mut(&*cf) {
+        main.user_variable_used = used;
+    }
     // SAFETY: the access phase's handler array exists in the core main configuration during
     // postconfiguration, and ngx_array_push returns room for one element or NULL.
     let slot = ngx::ffi::ngx_array_push(&mut core.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers)
@@ -128,9 +135,79 @@ fn authorization_header(request: &Request) -> &[u8] {
     unsafe { (*header).value.as_bytes() }
 }
 
-/// Decides once per request whether its credential admits it here, and remembers the answer.
-/// Also called from `$ollama_auth_user` before the access phase (for `limit_req`).
-pub fn check<'r>(request: &mut Request) -> Option<&'r mut RequestCtx> {
+/// What one look at a request's credential found.
+enum Decision {
+    /// Admitted; with the label for `$ollama_auth_user` when it was asked for.
+    Admitted(Option<ngx_str_t>),
+    Refused,
+}
+
+/// Checks the request's credential against this location's files. With `want_label`, an admitted
+/// request's label is copied into the request pool; otherwise the admitted path allocates nothing.
+fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Decision {
+    // SAFETY: ngx_current_msec and ngx_cycle are nginx's globals, written only by this worker's
+    // own thread between events; ngx_cycle->log is valid while the cycle runs.
+    let (now_ms, cycle_log) = unsafe { (ngx_current_msec as u64, (*ngx_cycle).log) };
+    let log = request.log();
+    let keys = conf.keys.file();
+    let users = conf.users.file();
+    if let Some(keys) = keys {
+        refresh(keys, now_ms, cycle_log);
+    }
+    if let Some(users) = users {
+        refresh(users, now_ms, cycle_log);
+    }
+    let admitted = |label: &[u8]| Decision::Admitted(if want_label { pool_copy(request, label) } else { None });
+
+    match parse_authorization(authorization_header(request)) {
+        Credential::Bearer(token) => {
+            let Some(keys) = keys else { return Decision::Refused };
+            // The borrow lasts for this lookup only; nothing in it can reload the file.
+            let watched = keys.borrow();
+            let keys = watched.current();
+            match keys.find(token) {
+                Some(found) if want_label => admitted(keys.label(found).as_bytes()),
+                Some(_) => Decision::Admitted(None),
+                None => {
+                    ngx_log_error!(NGX_LOG_ERR, log, "bearer key not accepted: not in the keys file");
+                    Decision::Refused
+                }
+            }
+        }
+        Credential::Basic(token) => {
+            let (Some(users), Some(credential)) = (users, decode_basic(token)) else {
+                return Decision::Refused;
+            };
+            let watched = users.borrow();
+            let users = watched.current();
+            let user = credential.user();
+            match users.verify(user, credential.password()) {
+                Verdict::Admitted => admitted(user),
+                Verdict::UnknownUser => {
+                    let shown = String::from_utf8_lossy(user);
+                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\" was not found in the basic user file", shown.escape_debug());
+                    Decision::Refused
+                }
+                Verdict::WrongPassword => {
+                    let shown = String::from_utf8_lossy(user);
+                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", shown.escape_debug());
+                    Decision::Refused
+                }
+            }
+        }
+        Credential::None => Decision::Refused,
+    }
+}
+
+fn challenges_of(conf: &LocConf) -> u8 {
+    let bearer = if conf.keys.file().is_some() { CHALLENGE_BEARER } else { 0 };
+    let basic = if conf.users.file().is_some() { CHALLENGE_BASIC } else { 0 };
+    bearer | basic
+}
+
+/// The request's decision with its label, checked once and kept in the request context: for
+/// `$ollama_auth_user`, which may be read before the access phase (by `limit_req`).
+pub fn checked_with_label<'r>(request: &mut Request) -> Option<&'r mut RequestCtx> {
     let conf: &LocConf = Module::location_conf(request)?;
     if !conf.is_gated() {
         return None;
@@ -139,56 +216,17 @@ pub fn check<'r>(request: &mut Request) -> Option<&'r mut RequestCtx> {
         Some(ctx) => ctx,
         None => new_ctx(request)?,
     };
-    if ctx.checked {
-        return Some(ctx);
-    }
-    ctx.checked = true;
-
-    // SAFETY: ngx_current_msec and ngx_cycle are nginx's globals, written only by this worker's
-    // own thread between events; ngx_cycle->log is valid while the cycle runs.
-    let (now_ms, cycle_log) = unsafe { (ngx_current_msec as u64, (*ngx_cycle).log) };
-    let log = request.log();
-
-    if let Some(keys) = conf.keys.file() {
-        ctx.challenges |= CHALLENGE_BEARER;
-        refresh(keys, now_ms, cycle_log);
-    }
-    if let Some(users) = conf.users.file() {
-        ctx.challenges |= CHALLENGE_BASIC;
-        refresh(users, now_ms, cycle_log);
-    }
-
-    let admitted_as: Option<ngx_str_t> = match parse_authorization(authorization_header(request)) {
-        Credential::Bearer(token) => conf.keys.file().and_then(|keys| {
-            let keys = keys.borrow().current().clone();
-            match keys.lookup(token) {
-                Some(label) => pool_copy(request, label.as_bytes()),
-                None => {
-                    ngx_log_error!(NGX_LOG_ERR, log, "bearer key not accepted: not in the keys file");
-                    None
-                }
+    // A request admitted while no one wanted the label has none yet: look again, with it.
+    if !ctx.checked || (ctx.admitted && ctx.user.data.is_null()) {
+        ctx.checked = true;
+        ctx.challenges = challenges_of(conf);
+        match authenticate(request, conf, true) {
+            Decision::Admitted(label) => {
+                ctx.admitted = true;
+                ctx.user = label.unwrap_or(ngx_str_t { len: 0, data: ptr::null_mut() });
             }
-        }),
-        Credential::Basic(credential) => conf.users.file().and_then(|users| {
-            let users = users.borrow().current().clone();
-            let user = String::from_utf8_lossy(credential.user());
-            match users.verify(credential.user(), credential.password()) {
-                Verdict::Admitted => pool_copy(request, credential.user()),
-                Verdict::UnknownUser => {
-                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\" was not found in the basic user file", user.escape_debug());
-                    None
-                }
-                Verdict::WrongPassword => {
-                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", user.escape_debug());
-                    None
-                }
-            }
-        }),
-        Credential::None => None,
-    };
-    if let Some(user) = admitted_as {
-        ctx.admitted = true;
-        ctx.user = user;
+            Decision::Refused => ctx.admitted = false,
+        }
     }
     Some(ctx)
 }
@@ -200,13 +238,37 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     if !request.is_main() {
         return Status::NGX_DECLINED.0;
     }
-    let Some(ctx) = check(request) else {
-        let gated = Module::location_conf(request).is_some_and(LocConf::is_gated);
-        return if gated { Status::NGX_ERROR.0 } else { Status::NGX_DECLINED.0 };
+    let Some(conf) = Module::location_conf(request).filter(|conf: &&LocConf| conf.is_gated()) else {
+        return Status::NGX_DECLINED.0;
     };
-    if ctx.admitted {
+    let record_user = Module::main_conf(request).is_some_and(|main| main.user_variable_used);
+
+    let admitted = match ctx_of(request) {
+        Some(ctx) if ctx.checked => ctx.admitted, // decided earlier, when the variable was read
+        _ => match authenticate(request, conf, record_user) {
+            Decision::Admitted(None) => true,
+            Decision::Admitted(Some(label)) => {
+                let Some(ctx) = new_ctx(request) else { return Status::NGX_ERROR.0 };
+                ctx.checked = true;
+                ctx.admitted = true;
+                ctx.user = label;
+                true
+            }
+            Decision::Refused => false,
+        },
+    };
+    if admitted {
         return Status::NGX_OK.0;
     }
+    let ctx = match ctx_of(request) {
+        Some(ctx) => ctx,
+        None => match new_ctx(request) {
+            Some(ctx) => ctx,
+            None => return Status::NGX_ERROR.0,
+        },
+    };
+    ctx.checked = true;
+    ctx.challenges = challenges_of(conf);
     ctx.denied = true;
     NGX_HTTP_UNAUTHORIZED as ngx_int_t
 }

@@ -109,6 +109,9 @@ impl<T> Default for Registry<T> {
 pub struct MainConf {
     pub keys: Registry<KeySet>,
     pub users: Registry<UserTable>,
+    /// Whether the configuration reads `$ollama_auth_user`; if not, admitted requests need no
+    /// label and the access handler allocates nothing for them.
+    pub user_variable_used: bool,
 }
 
 // SAFETY: the configuration types match the ones create_*_conf allocate for this module.
@@ -135,7 +138,15 @@ pub fn log_loaded<T: Parse>(log: *mut ngx_log_t, path: &OsStr, entries: usize, w
 }
 
 /// Looks at a watched file if it is time, and logs what changed.
+#[inline]
 pub fn refresh<T: Parse + Counted>(file: &Shared<T>, now_ms: u64, log: *mut ngx_log_t) {
+    if file.borrow().due(now_ms) {
+        look_and_log(file, now_ms, log);
+    }
+}
+
+#[cold]
+fn look_and_log<T: Parse + Counted>(file: &Shared<T>, now_ms: u64, log: *mut ngx_log_t) {
     let mut watched = file.borrow_mut();
     match watched.refresh(now_ms) {
         Refresh::Unchanged => {}

@@ -8,7 +8,9 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::ngx_string;
 
-use super::access::check;
+use super::access::checked_with_label;
+
+pub const NAME: &[u8] = b"ollama_auth_user";
 
 /// Registers the variable. Called in preconfiguration, so configurations can name it.
 ///
@@ -31,13 +33,11 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
 unsafe extern "C" fn get_user(r: *mut ngx_http_request_t, value: *mut ngx_variable_value_t, _data: usize) -> ngx_int_t {
     // SAFETY: nginx calls variable handlers with a valid request and value slot; a subrequest's
     // main request is valid for as long as the subrequest.
-    let request = Request::from_ngx_http_request(r);
     let main = Request::from_ngx_http_request((*r).main);
-    let user = match check(main) {
+    let user = match checked_with_label(main) {
         Some(ctx) if !ctx.user.data.is_null() => ctx.user,
         _ => ngx::ffi::ngx_str_t { len: 0, data: b"".as_ptr() as *mut u8 },
     };
-    let _ = request;
     let value = &mut *value;
     value.set_len(user.len as u32);
     value.data = user.data;
