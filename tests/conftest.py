@@ -88,6 +88,7 @@ class Gate:
         self.dir = Path(tempfile.mkdtemp(prefix="ollama-auth-test-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         (self.dir / "html").mkdir()
+        (self.dir / "logs").mkdir()  # nginx opens its built-in logs/error.log before reading nginx.conf
         (self.dir / "html/index.html").write_text("static ok\n")
         os.chmod(self.dir / "html/index.html", 0o644)
         self.port = free_port()

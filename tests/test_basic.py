@@ -123,7 +123,8 @@ def test_user_name_is_the_variable_and_passwords_never_logged(gate):
     gate.request("/api/tags", headers=basic("jürgen", "wrong-pass-123"))
     gate.request("/api/tags", headers=basic("nobody-here", "other-pass-456"))
     from conftest import wait_until
-    lines = wait_until(lambda: gate.path("who.log").read_bytes().decode().splitlines(), 5)
+    lines = wait_until(lambda: len(gate.path("who.log").read_bytes().decode().splitlines()) >= 3
+                       and gate.path("who.log").read_bytes().decode().splitlines(), 5)
     assert lines[0] == "[jürgen]" and lines[1:] == ["[]", "[]"]
     log = gate.error_log()
     assert 'user "jürgen": password mismatch' in log

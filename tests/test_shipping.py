@@ -124,8 +124,11 @@ def test_either_auth_conf_serves_both_schemes_and_hides_the_credential(ollama):
         assert get(gate.port, "/api/tags", {"Authorization": basic_header("myuser", "mypassword")})[0] == 200
         assert all("Authorization" not in seen["headers"] for seen in ollama.seen[before:])
         assert all(seen["headers"]["Host"] == "localhost:11434" for seen in ollama.seen[before:])
-        log = (gate.dir / "logs/access.log").read_text()
-        assert " - team [" in log and " - myuser [" in log
+        # nginx writes the log line after the answer: wait for it.
+        from conftest import wait_until
+        log = wait_until(lambda: (gate.dir / "logs/access.log").read_text().count("\n") >= 3
+                         and (gate.dir / "logs/access.log").read_text(), 5)
+        assert " - team [" in log and " - myuser [" in log, log
 
 
 def test_https_conf_tls_12_and_13_and_plain_http_redirects(ollama):
