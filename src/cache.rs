@@ -12,7 +12,7 @@
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use siphasher::sip128::{Hasher128, SipHasher24};
+use siphasher::sip128::SipHasher24;
 
 use crate::hashes::constant_time_eq;
 
@@ -62,8 +62,8 @@ impl<V: Copy> Default for VerifiedCache<V> {
     }
 }
 
-/// SipHash-2-4-128 of a (user, password) pair under a random per-process key: what the Basic
-/// cache stores instead of the password.
+/// SipHash-2-4-128 under a random per-process key: what the Basic cache stores instead of the
+/// credential (user and password, as presented).
 pub struct KeyedDigest(SipHasher24);
 
 impl KeyedDigest {
@@ -77,14 +77,8 @@ impl KeyedDigest {
         KeyedDigest(SipHasher24::new_with_key(&key))
     }
 
-    /// The user is length-prefixed, so no two splits of the same bytes collide.
-    pub fn of_pair(&self, user: &[u8], password: &[u8]) -> [u8; 16] {
-        use std::hash::Hasher;
-        let mut mac = self.0;
-        mac.write(&(user.len() as u64).to_le_bytes());
-        mac.write(user);
-        mac.write(password);
-        mac.finish128().as_bytes()
+    pub fn of(&self, credential: &[u8]) -> [u8; 16] {
+        self.0.hash(credential).as_bytes()
     }
 }
 
@@ -120,11 +114,11 @@ mod tests {
     }
 
     #[test]
-    fn pair_digest_separates_user_and_password() {
+    fn keyed_digest_is_keyed() {
         let digest = KeyedDigest::new();
-        assert_ne!(digest.of_pair(b"ab", b"c"), digest.of_pair(b"a", b"bc"));
-        assert_eq!(digest.of_pair(b"ab", b"c"), digest.of_pair(b"ab", b"c"));
+        assert_eq!(digest.of(b"dTpw"), digest.of(b"dTpw"));
+        assert_ne!(digest.of(b"dTpw"), digest.of(b"dTpx"));
         // Each process (here: each instance) has its own key.
-        assert_ne!(KeyedDigest::new().of_pair(b"u", b"p"), digest.of_pair(b"u", b"p"));
+        assert_ne!(KeyedDigest::new().of(b"dTpw"), digest.of(b"dTpw"));
     }
 }

@@ -14,8 +14,11 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Longest decoded `user:password` accepted; decoding happens on the stack, without allocation.
+/// Longest decoded `user:password` accepted.
 pub const MAX_BASIC_DECODED: usize = 4096;
+
+/// Decoded credentials up to this size stay on the stack.
+const SMALL_DECODED: usize = 128;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -25,36 +28,47 @@ pub enum Credential<'a> {
     None,
 }
 
-/// A decoded `user:password` pair, held in a fixed buffer.
-pub struct BasicCredential {
-    buffer: [u8; MAX_BASIC_DECODED],
-    len: usize,
-    colon: usize,
+/// Room to decode a Basic credential into: on the stack for the usual short one, on the heap
+/// for a long one.
+pub struct DecodeBuffer {
+    small: [u8; SMALL_DECODED],
+    large: Vec<u8>,
 }
 
-impl BasicCredential {
-    pub fn user(&self) -> &[u8] {
-        &self.buffer[..self.colon]
+impl DecodeBuffer {
+    pub fn new() -> Self {
+        DecodeBuffer { small: [0; SMALL_DECODED], large: Vec::new() }
+    }
+}
+
+impl Default for DecodeBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A decoded `user:password` pair, in a [`DecodeBuffer`].
+#[derive(PartialEq, Eq)]
+pub struct BasicCredential<'a> {
+    user: &'a [u8],
+    password: &'a [u8],
+}
+
+impl<'a> BasicCredential<'a> {
+    pub fn user(&self) -> &'a [u8] {
+        self.user
     }
 
     /// Everything after the first colon, NUL bytes included.
-    pub fn password(&self) -> &[u8] {
-        &self.buffer[self.colon + 1..self.len]
+    pub fn password(&self) -> &'a [u8] {
+        self.password
     }
 }
 
-impl PartialEq for BasicCredential {
-    fn eq(&self, other: &Self) -> bool {
-        self.user() == other.user() && self.password() == other.password()
-    }
-}
-
-impl Eq for BasicCredential {}
-
-impl std::fmt::Debug for BasicCredential {
+impl std::fmt::Debug for BasicCredential<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The password never reaches a log or a panic message.
-        f.debug_struct("BasicCredential").field("user", &String::from_utf8_lossy(self.user())).finish()
+        f.debug_struct("BasicCredential").field("user", &String::from_utf8_lossy(self.user)).finish()
     }
 }
 
@@ -82,14 +96,16 @@ fn any_byte_below(word: u64, limit: u8) -> bool {
 /// Whether a token has white space or a control character (bytes up to 0x20, and 0x7f),
 /// eight bytes at a time: this runs on every request.
 fn has_blank_or_control(token: &[u8]) -> bool {
-    let mut chunks = token.chunks_exact(8);
-    for chunk in &mut chunks {
+    let bad = |chunk: &[u8]| {
         let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        if any_byte_below(word, 0x21) || any_byte_below(word ^ (ONES * 0x7f), 1) {
-            return true;
-        }
+        any_byte_below(word, 0x21) || any_byte_below(word ^ (ONES * 0x7f), 1)
+    };
+    if token.len() < 8 {
+        return token.iter().any(|&b| b <= b' ' || b == 0x7f);
     }
-    chunks.remainder().iter().any(|&b| b <= b' ' || b == 0x7f)
+    // Whole words, then the last eight bytes (overlapping) for whatever is left over.
+    let mut chunks = token.chunks_exact(8);
+    (&mut chunks).any(bad) || (!chunks.remainder().is_empty() && bad(&token[token.len() - 8..]))
 }
 
 /// Parses `<scheme> 1*(SP / HTAB) <token>`, where the token is one run of bytes without white
@@ -115,19 +131,26 @@ pub fn parse_authorization(header: &[u8]) -> Credential<'_> {
     }
 }
 
-/// Decodes a Basic token into `user:password`. Malformed base64, no colon or an empty user name
-/// is no credential.
-pub fn decode_basic(token: &[u8]) -> Option<BasicCredential> {
-    if base64::decoded_len_estimate(token.len()) > MAX_BASIC_DECODED {
+/// Decodes a Basic token into `user:password`. Malformed base64, no colon, an empty user name
+/// or more than [`MAX_BASIC_DECODED`] bytes is no credential.
+pub fn decode_basic<'b>(token: &[u8], buffer: &'b mut DecodeBuffer) -> Option<BasicCredential<'b>> {
+    let room = base64::decoded_len_estimate(token.len());
+    if room > MAX_BASIC_DECODED {
         return None;
     }
-    let mut credential = BasicCredential { buffer: [0; MAX_BASIC_DECODED], len: 0, colon: 0 };
-    credential.len = BASE64.decode_slice(token, &mut credential.buffer).ok()?;
-    credential.colon = credential.buffer[..credential.len].iter().position(|&b| b == b':')?;
-    if credential.colon == 0 {
+    let out: &mut [u8] = if room <= SMALL_DECODED {
+        &mut buffer.small[..]
+    } else {
+        buffer.large.resize(room, 0);
+        &mut buffer.large[..]
+    };
+    let len = BASE64.decode_slice(token, out).ok()?;
+    let decoded = &out[..len];
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    if colon == 0 {
         return None;
     }
-    Some(credential)
+    Some(BasicCredential { user: &decoded[..colon], password: &decoded[colon + 1..] })
 }
 
 #[cfg(test)]
@@ -136,7 +159,10 @@ mod tests {
 
     fn basic(header: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         match parse_authorization(header.as_bytes()) {
-            Credential::Basic(token) => decode_basic(token).map(|c| (c.user().to_vec(), c.password().to_vec())),
+            Credential::Basic(token) => {
+                let mut buffer = DecodeBuffer::new();
+                decode_basic(token, &mut buffer).map(|c| (c.user().to_vec(), c.password().to_vec()))
+            }
             _ => None,
         }
     }
@@ -199,6 +225,13 @@ mod tests {
     }
 
     #[test]
+    fn long_credentials_decode_on_the_heap() {
+        let long = format!("{}:{}", "u".repeat(500), "p".repeat(2000));
+        let header = format!("Basic {}", b64(long.as_bytes()));
+        assert_eq!(basic(&header), Some(("u".repeat(500).into_bytes(), "p".repeat(2000).into_bytes())));
+    }
+
+    #[test]
     fn basic_padding_is_optional() {
         let padded = b64(b"ab:c");
         assert!(padded.ends_with('='));
@@ -223,7 +256,8 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_password() {
-        let c = decode_basic(b64(b"alice:s3cret").as_bytes()).unwrap();
+        let mut buffer = DecodeBuffer::new();
+        let c = decode_basic(b64(b"alice:s3cret").as_bytes(), &mut buffer).unwrap();
         let shown = format!("{c:?}");
         assert!(shown.contains("alice") && !shown.contains("s3cret"), "{shown}");
     }

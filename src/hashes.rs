@@ -63,10 +63,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = a_words.remainder().iter().zip(b_words.remainder()).fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
-    let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-    a_words.zip(b_words).fold(tail, |acc, (x, y)| acc | (word(x) ^ word(y))) == 0
+    if a.len() < 8 {
+        return a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    }
+    let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+    // Whole words, then the last eight bytes (overlapping) for whatever is left over.
+    let tail = word(&a[a.len() - 8..]) ^ word(&b[b.len() - 8..]);
+    a.chunks_exact(8).zip(b.chunks_exact(8)).fold(tail, |acc, (x, y)| acc | (word(x) ^ word(y))) == 0
 }
 
 fn is_crypt_text(bytes: &[u8]) -> bool {
@@ -372,7 +375,8 @@ mod tests {
 
     #[test]
     fn constant_time_eq_is_equality() {
-        let samples: [&[u8]; 7] = [b"", b"a", b"abcdefgh", b"abcdefgi", b"abcdefghijklmnopq", b"abcdefghijklmnopr", b"bbcdefghijklmnopq"];
+        let samples: [&[u8]; 10] = [b"", b"a", b"abcdefgh", b"abcdefgi", b"bbcdefgh", b"abcdefghijklmnopq", b"abcdefghijklmnopr",
+                                    b"bbcdefghijklmnopq", b"abcdefghXjklmnopq", b"abcdefghijXlmnopq"];
         for a in samples {
             for b in samples {
                 assert_eq!(constant_time_eq(a, b), a == b, "{a:?} {b:?}");

@@ -1,13 +1,15 @@
-//! The htpasswd file, and a cache that spares repeated checks of the same (user, password).
+//! The htpasswd file, and a cache that spares repeated checks of the same credential.
 //!
 //! The cache belongs to one loaded version of the file: a change to the file builds a new table,
-//! so everything remembered for any user is forgotten. It holds keyed digests, never passwords,
-//! and only successes.
+//! so everything remembered for any user is forgotten. It holds keyed digests of credentials as
+//! presented (the base64 text of `user:password`), never passwords, and only successes; so a
+//! repeated credential is admitted without being decoded or hashed again.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::cache::{KeyedDigest, VerifiedCache};
+use crate::credentials::{decode_basic, DecodeBuffer};
 use crate::hashes::PasswordHash;
 use crate::lines::{entries, has_control_bytes};
 use crate::watch::{Counted, LineWarning, Parse};
@@ -17,6 +19,8 @@ pub enum Verdict {
     Admitted,
     UnknownUser,
     WrongPassword,
+    /// Not base64 of `user:password` with a user name.
+    Malformed,
 }
 
 pub struct UserTable {
@@ -29,16 +33,27 @@ pub struct UserTable {
 }
 
 impl UserTable {
-    pub fn verify(&self, user: &[u8], password: &[u8]) -> Verdict {
-        let key = self.digest.of_pair(user, password);
+    /// Checks a Basic credential as presented: the base64 text after `Basic `.
+    pub fn verify_basic(&self, encoded: &[u8]) -> Verdict {
+        let key = self.digest.of(encoded);
         if self.verified.borrow().get(&key).is_some() {
             return Verdict::Admitted;
         }
+        let mut buffer = DecodeBuffer::new();
+        let Some(credential) = decode_basic(encoded, &mut buffer) else {
+            return Verdict::Malformed;
+        };
+        let verdict = self.verify(credential.user(), credential.password());
+        if verdict == Verdict::Admitted {
+            self.verified.borrow_mut().insert(&key, ());
+        }
+        verdict
+    }
+
+    /// Checks a user and password against the file, paying for the hash.
+    pub fn verify(&self, user: &[u8], password: &[u8]) -> Verdict {
         match self.users.get(user) {
-            Some(hash) if hash.verify(password) => {
-                self.verified.borrow_mut().insert(&key, ());
-                Verdict::Admitted
-            }
+            Some(hash) if hash.verify(password) => Verdict::Admitted,
             Some(_) => Verdict::WrongPassword,
             None => {
                 if let Some(decoy) = &self.decoy {
@@ -138,17 +153,35 @@ mod tests {
         assert_eq!(users.verify(b"carol", b"x"), Verdict::UnknownUser);
     }
 
+    fn encoded(user: &str, password: &str) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")).into_bytes()
+    }
+
     #[test]
     fn caches_successes_only() {
         let (users, _) = table(FILE);
-        assert_eq!(users.verify(b"alice", b"nope"), Verdict::WrongPassword);
+        assert_eq!(users.verify_basic(&encoded("alice", "nope")), Verdict::WrongPassword);
         assert_eq!(users.cached_pairs(), 0, "a failure is never remembered");
-        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted);
+        assert_eq!(users.verify_basic(&encoded("alice", "wonderland")), Verdict::Admitted);
         assert_eq!(users.cached_pairs(), 1);
-        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted);
-        assert_eq!(users.verify(b"alice", b"wonderlan"), Verdict::WrongPassword);
-        assert_eq!(users.verify(b"bob", b"wonderland"), Verdict::WrongPassword, "cache is per user");
+        assert_eq!(users.verify_basic(&encoded("alice", "wonderland")), Verdict::Admitted);
+        assert_eq!(users.verify_basic(&encoded("alice", "wonderlan")), Verdict::WrongPassword);
+        assert_eq!(users.verify_basic(&encoded("bob", "wonderland")), Verdict::WrongPassword, "cache is per credential");
+        assert_eq!(users.verify_basic(&encoded("carol", "x")), Verdict::UnknownUser);
+        assert_eq!(users.verify_basic(b"!!notbase64"), Verdict::Malformed);
+        assert_eq!(users.verify_basic(&encoded("", "wonderland")), Verdict::Malformed);
         assert_eq!(users.cached_pairs(), 1);
+    }
+
+    #[test]
+    fn a_reload_forgets_cached_successes() {
+        let (users, _) = table(FILE);
+        assert_eq!(users.verify_basic(&encoded("alice", "wonderland")), Verdict::Admitted);
+        // A new version of the file is a new table, with an empty cache.
+        let (changed, _) = table("alice:{PLAIN}new\n");
+        assert_eq!(changed.verify_basic(&encoded("alice", "wonderland")), Verdict::WrongPassword);
+        assert_eq!(changed.verify_basic(&encoded("alice", "new")), Verdict::Admitted);
     }
 
     #[test]

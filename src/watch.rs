@@ -218,6 +218,9 @@ impl<T: Parse + Counted> WatchedFile<T> {
                 // A racy re-read is parsed even when the identity is the same: the bytes may differ.
                 self.last_failure = None;
                 self.racy = identity.is_racy(SystemTime::now());
+                // Parsing cannot fail, and nothing is served while this worker parses, so the old
+                // version goes first: the peak is one version and the file's bytes, not two versions.
+                self.current = Rc::new(T::parse(b"").0);
                 let (parsed, warnings) = T::parse(&content);
                 let entries = parsed.entry_count();
                 self.current = Rc::new(parsed);

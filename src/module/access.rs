@@ -22,7 +22,7 @@ use ngx::ngx_log_error;
 
 use super::conf::{refresh, LocConf};
 use super::Module;
-use crate::credentials::{decode_basic, parse_authorization, Credential};
+use crate::credentials::{decode_basic, parse_authorization, Credential, DecodeBuffer};
 use crate::htpasswd::Verdict;
 
 /// Which schemes a denied request is challenged for.
@@ -175,24 +175,27 @@ fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Decision
             }
         }
         Credential::Basic(token) => {
-            let (Some(users), Some(credential)) = (users, decode_basic(token)) else {
-                return Decision::Refused;
-            };
+            let Some(users) = users else { return Decision::Refused };
             let watched = users.borrow();
-            let users = watched.current();
-            let user = credential.user();
-            match users.verify(user, credential.password()) {
-                Verdict::Admitted => admitted(user),
+            let verdict = watched.current().verify_basic(token);
+            if verdict == Verdict::Admitted && !want_label {
+                return Decision::Admitted(None);
+            }
+            // Cold paths: the user name for the label, or for the log line of a refusal.
+            let mut buffer = DecodeBuffer::new();
+            let Some(credential) = decode_basic(token, &mut buffer) else { return Decision::Refused };
+            let shown = || String::from_utf8_lossy(credential.user()).escape_debug().to_string();
+            match verdict {
+                Verdict::Admitted => admitted(credential.user()),
                 Verdict::UnknownUser => {
-                    let shown = String::from_utf8_lossy(user);
-                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\" was not found in the basic user file", shown.escape_debug());
+                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\" was not found in the basic user file", shown());
                     Decision::Refused
                 }
                 Verdict::WrongPassword => {
-                    let shown = String::from_utf8_lossy(user);
-                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", shown.escape_debug());
+                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", shown());
                     Decision::Refused
                 }
+                Verdict::Malformed => Decision::Refused,
             }
         }
         Credential::None => Decision::Refused,
