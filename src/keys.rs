@@ -11,6 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::VerifiedCache;
+use crate::credentials::is_single_token;
 use crate::lines::{entries, first_field, has_control_bytes};
 use crate::watch::{Counted, LineWarning, Parse};
 
@@ -138,6 +139,10 @@ impl KeySet {
         let found = match cached {
             Some(found) => found,
             None => {
+                // First sight of this token: it must be one token before it is trusted.
+                if !is_single_token(token) {
+                    return None;
+                }
                 let digest = sha256(token);
                 let name = *self.table.get(&table_key(&digest))?;
                 let found = KeyRef { name, digest_prefix: digest[..6].try_into().expect("6 bytes") };
@@ -312,6 +317,16 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(keys.len(), 1_000_000);
         assert!(keys.lookup(format!("key-{:032}", 999_999).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn two_tokens_in_one_header_never_match_even_a_hashed_entry_with_a_space() {
+        // `printf '%s' 'k1 k2' | sha256sum` makes an entry whose key has a space in it.
+        let (keys, _) = parse(&format!("sha256:{} spaced\nk1\n", hex(&sha256(b"k1 k2"))));
+        assert!(keys.lookup(b"k1 k2").is_none());
+        assert!(keys.lookup(b"k1\tk2").is_none());
+        assert!(keys.lookup(b"k1").is_some());
+        assert!(keys.lookup(b"k1 ").is_none());
     }
 
     #[test]
