@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc \
 	nginx nginx-dev apache2-utils curl procps python3
 
-.PHONY: all build deps test unit integration integration-debian debian-module run stop bench hashed-key clean
+.PHONY: all build deps test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
 
 all: build
 
@@ -48,7 +48,39 @@ integration-debian: build debian-module
 	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
 		$(PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
-test: unit integration integration-debian
+test: unit integration integration-debian fuzz-smoke
+
+# Fuzzing with AFL++ through afl.rs, on the stable toolchain. fuzz-smoke (part of make test)
+# replays every seed and runs each target briefly; `make fuzz` runs each for FUZZ_SECONDS.
+FUZZ_TARGETS := authorization keys_file htpasswd_file hash_strings
+FUZZ_SECONDS ?= 600
+FUZZ_OUT ?= target/fuzz-out
+AFL_ENV := AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
+
+fuzz-build: deps
+	@command -v cargo-afl >/dev/null 2>&1 || $(CARGO) install cargo-afl --version 0.18.2 --locked
+	@# Builds AFL++ once per toolchain; says so (and fails) when it is built already.
+	@$(CARGO) afl config --build >/dev/null 2>&1 || true
+	cd fuzz && $(CARGO) afl build --release
+
+fuzz-smoke: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		for seed in fuzz/corpus/$$t/*; do fuzz/target/release/$$t < $$seed || { echo "$$t crashed on $$seed"; exit 1; }; done; \
+	done
+	@$(MAKE) -s fuzz FUZZ_SECONDS=10 FUZZ_OUT=target/fuzz-smoke
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_OUT)
+	@for t in $(FUZZ_TARGETS); do \
+		rm -rf $(FUZZ_OUT)/$$t; \
+		$(AFL_ENV) $(CARGO) afl fuzz -V $(FUZZ_SECONDS) -i fuzz/corpus/$$t -o $(FUZZ_OUT)/$$t fuzz/target/release/$$t >$(FUZZ_OUT)/$$t.log 2>&1 \
+			|| { tail -20 $(FUZZ_OUT)/$$t.log; exit 1; }; \
+		stats=$(FUZZ_OUT)/$$t/default/fuzzer_stats; \
+		printf '%-14s %s executions, %s crashes, %s hangs, %s paths\n' $$t \
+			$$(awk '/^execs_done/{print $$3}' $$stats) $$(awk '/^saved_crashes/{print $$3}' $$stats) \
+			$$(awk '/^saved_hangs/{print $$3}' $$stats) $$(awk '/^corpus_count/{print $$3}' $$stats); \
+		[ -z "$$(ls $(FUZZ_OUT)/$$t/default/crashes 2>/dev/null | grep -v README)" ] || { echo "$$t: crashes in $(FUZZ_OUT)/$$t/default/crashes"; exit 1; }; \
+	done
 
 # The gate on 127.0.0.1:8880 in front of an Ollama on 127.0.0.1:11434, with
 # nginx-conf/bearer_token.conf and a sample keys file.
@@ -77,6 +109,11 @@ stop:
 hashed-key:
 	@[ -n "$(KEY)" ] || { echo "usage: make hashed-key KEY=<key> [NAME=<name>]" >&2; exit 2; }
 	@printf '%s' "$$KEY" | sha256sum | awk -v name="$$NAME" '{ line = "sha256:" $$1; if (name != "") line = line " " name; print line }'
+
+# valgrind memcheck over a request mix with re-reads, then worker RSS over a million requests.
+memcheck: debian-module
+	@$(MAKE) -s deps APT_PACKAGES="valgrind wrk apache2-utils"
+	$(PYTHON) tests/memcheck.py
 
 # Benchmarks (issue: the gate against no auth, the Lua block and auth_basic). BENCH_ARGS=--quick
 # for a short run.

@@ -172,7 +172,7 @@ def check_status(header):
     return out
 
 
-def run_wrk(header, duration):
+def run_wrk_once(header, duration):
     out = sh("taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{duration}s", "--timeout", "30s", "--latency",
              "-H", header, f"http://127.0.0.1:{PORT}/f").stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -180,6 +180,11 @@ def run_wrk(header, duration):
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, p99_ms, int(non2xx.group(1)) if non2xx else 0
+
+
+def run_wrk(header, duration, runs=3):
+    """The best of a few runs: other tenants of a shared machine only ever slow a run down."""
+    return max((run_wrk_once(header, duration) for _ in range(runs)), key=lambda result: result[0])
 
 
 def callgrind_per_request(location, header, requests):
@@ -237,7 +242,7 @@ def scale_figures():
     master, worker = start_nginx(location)
     try:
         header = bearer_header(1_000_000)
-        run_wrk(header, 2)
+        run_wrk(header, 2, runs=1)
         rss_serving = proc_status(worker, "VmRSS")
         time.sleep(0.5)
         # A change: the file replaced by atomic rename with one more key.
@@ -270,7 +275,7 @@ def scale_figures():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run; each variant gets the best of three")
     parser.add_argument("--quick", action="store_true", help="2 and 1,000 keys only, no scale figures")
     args = parser.parse_args()
     prepare_files()
@@ -309,7 +314,7 @@ def report(rows, scale, args):
     date = datetime.date.today().isoformat()
     lua = {r["keys"]: r for r in rows if r["variant"].startswith("Lua")}
     lines = [
-        f"Measured {date} on {machine()}; `make bench` (wrk -t1 -c32 -d{args.duration}s; callgrind over fixed keep-alive request counts).",
+        f"Measured {date} on {machine()}; `make bench` (wrk -t1 -c32, best of three {args.duration}-second runs; callgrind over fixed keep-alive request counts).",
         "",
         "| variant | req/s | ratio to no auth (req/s) | p99 (ms) | instructions/request | ratio to no auth (instructions) |",
         "|---|---:|---:|---:|---:|---:|",

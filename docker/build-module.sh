@@ -58,24 +58,34 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 src=$work/src
 
-if [ -n "${NGINX_SOURCE_DIR:-}" ]; then
-    [ -x "$NGINX_SOURCE_DIR/configure" ] || die "NGINX_SOURCE_DIR=$NGINX_SOURCE_DIR has no configure script"
-    rm -rf "$src"
-    cp -a "$NGINX_SOURCE_DIR" "$src"
-elif [ ! -x "$src/configure" ]; then
-    url="https://nginx.org/download/nginx-$version.tar.gz"
-    echo "downloading $url" >&2
-    rm -rf "$src" && mkdir -p "$src"
-    curl -fsSL "$url" | tar -xz -C "$src" --strip-components=1 || die "cannot download $url"
+# A source already configured with the same arguments is reused: configuring again would make
+# cargo rebuild the bindings.
+stamp=$work/configured-with
+wanted=$(printf '%s\n' "${NGINX_SOURCE_DIR:-download}" "${args[@]}")
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -f "$src/objs/ngx_auto_config.h" ]; then
+    echo "nginx $version source already configured in $src" >&2
+else
+    rm -f "$stamp"
+    if [ -n "${NGINX_SOURCE_DIR:-}" ]; then
+        [ -x "$NGINX_SOURCE_DIR/configure" ] || die "NGINX_SOURCE_DIR=$NGINX_SOURCE_DIR has no configure script"
+        rm -rf "$src"
+        cp -a "$NGINX_SOURCE_DIR" "$src"
+    elif [ ! -x "$src/configure" ]; then
+        url="https://nginx.org/download/nginx-$version.tar.gz"
+        echo "downloading $url" >&2
+        rm -rf "$src" && mkdir -p "$src"
+        curl -fsSL "$url" | tar -xz -C "$src" --strip-components=1 || die "cannot download $url"
+    fi
+
+    # The source must be the binary's own version: a module built for another version will not load.
+    source_version=$(sed -n 's/^#define NGINX_VERSION *"\(.*\)"/\1/p' "$src/src/core/nginx.h")
+    [ "$source_version" = "$version" ] || die "source is nginx $source_version but $nginx is $version"
+
+    echo "configuring nginx $version like $nginx" >&2
+    (cd "$src" && ./configure "${args[@]}" >"$work/configure.log" 2>&1) \
+        || die "configure failed; see $work/configure.log (missing -dev packages?)"
+    printf '%s' "$wanted" >"$stamp"
 fi
-
-# The source must be the binary's own version: a module built for another version will not load.
-source_version=$(sed -n 's/^#define NGINX_VERSION *"\(.*\)"/\1/p' "$src/src/core/nginx.h")
-[ "$source_version" = "$version" ] || die "source is nginx $source_version but $nginx is $version"
-
-echo "configuring nginx $version like $nginx" >&2
-(cd "$src" && ./configure "${args[@]}" >"$work/configure.log" 2>&1) \
-    || die "configure failed; see $work/configure.log (missing -dev packages?)"
 
 echo "building the module against $src/objs" >&2
 (cd "$repo" && NGINX_BUILD_DIR="$src/objs" NGINX_SOURCE_DIR="$src" CARGO_TARGET_DIR="$work/target" \

@@ -23,10 +23,12 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx calls this with the configuration being loaded, as register requires.
         variables::register(cf)
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx calls this with the configuration being loaded, as install requires.
         access::install(cf)
     }
 }
