@@ -1,9 +1,14 @@
 //! The line syntax both files share: LF or CRLF, surrounding white space trimmed, blank lines and
-//! lines whose first non-blank character is `#` skipped.
+//! lines whose first non-blank character is `#` skipped, and a leading UTF-8 byte-order mark
+//! (which Windows editors write) ignored.
+
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Yields `(line number, trimmed line)` for every line that holds an entry.
 pub fn entries(content: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     content
+        .strip_prefix(UTF8_BOM)
+        .unwrap_or(content)
         .split(|&b| b == b'\n')
         .enumerate()
         .map(|(index, line)| (index + 1, line.trim_ascii()))
@@ -33,6 +38,12 @@ mod tests {
         let content = b"  one  \r\n\r\n# comment\n   # indented comment\n\ttwo\tnamed\r\nthree";
         let found: Vec<(usize, &[u8])> = entries(content).collect();
         assert_eq!(found, [(1, &b"one"[..]), (5, b"two\tnamed"), (6, b"three")]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_entry() {
+        let found: Vec<(usize, &[u8])> = entries(b"\xef\xbb\xbfkey-1\r\nkey-2\r\n").collect();
+        assert_eq!(found, [(1, &b"key-1"[..]), (2, b"key-2")]);
     }
 
     #[test]
