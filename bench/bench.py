@@ -150,18 +150,37 @@ def start_nginx(location):
     sh("taskset", "-c", "0", NGINX, "-p", str(WORK), "-c", str(path))
     wait_port()
     master = int((WORK / "nginx.pid").read_text())
-    worker = int(sh("pgrep", "-P", str(master)).stdout.split()[0])
-    return master, worker
+    # The master listens before it forks the worker (after loading the files): wait for it.
+    for _ in range(600):
+        found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        if found:
+            return master, int(found[0])
+        time.sleep(0.05)
+    raise TimeoutError("no worker process")
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def stop_nginx(master):
+    """Stops nginx and makes sure no worker is left: a worker inside a slow request (the Lua block
+    at 1,000,000 keys takes seconds) does not stop on SIGTERM until that request is done, and
+    would burn the CPU the next variant is measured on."""
+    workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
     os.kill(master, signal.SIGTERM)
-    for _ in range(200):
-        try:
-            state = Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state == "Z":
-                break
-        except FileNotFoundError:
+    for _ in range(40):
+        if not alive(master):
+            break
+        time.sleep(0.05)
+    for pid in [master, *map(int, workers)]:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not any(alive(p) for p in [master, *map(int, workers)]):
             break
         time.sleep(0.05)
 
@@ -330,8 +349,9 @@ def report(rows, scale, args):
         if r["variant"].startswith("module Bearer,") and r["keys"] in lua:
             other = lua[r["keys"]]
             fewer = f"{other['instructions'] / r['instructions']:,.0f}x fewer instructions and " if other["instructions"] else ""
-            lines.append(f"- Bearer at {r['keys']:,} keys: {r['instruction_ratio']:.3f} of the ceiling; "
-                         f"{fewer}{r['rps'] / other['rps']:,.0f}x the req/s of the Lua block.")
+            faster = f"{r['rps'] / other['rps']:,.0f}x the req/s of the Lua block" if other["rps"] > 0 else \
+                "the Lua block completed no request in the measured time"
+            lines.append(f"- Bearer at {r['keys']:,} keys: {r['instruction_ratio']:.3f} of the ceiling; {fewer}{faster}.")
     if scale:
         lines += [
             "",
