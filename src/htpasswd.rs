@@ -27,7 +27,7 @@ pub struct UserTable {
     users: HashMap<Vec<u8>, PasswordHash>,
     /// Checked when the user is unknown, so that costs what a known user's wrong password does.
     decoy: Option<PasswordHash>,
-    /// Keyed digests of (user, password) pairs already verified; see `cache`.
+    /// Keyed digests of credentials (as sent) already verified; see `cache`.
     verified: RefCell<VerifiedCache<()>>,
     digest: KeyedDigest,
 }

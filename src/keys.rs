@@ -1,8 +1,10 @@
 //! The bearer keys file and the in-memory set built from it.
 //!
 //! Each entry is `<key> [name]`, or `sha256:<64 hex digits> [name]` for a key stored by its
-//! SHA-256. Keys are held only as digests and looked up by digest, so a lookup takes the same time
-//! however much of a real key a guess shares, and the file need not hold secrets at all.
+//! SHA-256. The table holds digests only and is looked up by digest, so a lookup takes the same
+//! time however much of a real key a guess shares, and the file need not hold secrets at all.
+//! Tokens already admitted are also remembered as presented (see `cache`), so that a repeated
+//! token skips the SHA-256.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,7 +30,7 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// The table's keys are SHA-256 digests, uniformly random already: their first eight bytes are
 /// the table hash, with nothing left to compute.
 #[derive(Default)]
-pub struct DigestPrefixHasher(u64);
+struct DigestPrefixHasher(u64);
 
 impl Hasher for DigestPrefixHasher {
     fn write(&mut self, bytes: &[u8]) {

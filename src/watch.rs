@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often a worker looks at the file. nginx's cached clock may lag a little behind, so this
@@ -106,20 +105,21 @@ impl From<io::Error> for LoadError {
     }
 }
 
+/// Opens for reading without ever blocking: a FIFO without a writer cannot stall a worker.
+fn open_for_reading(path: &Path) -> io::Result<File> {
+    File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY).open(path)
+}
+
 /// Whether this process may open the file for reading, without reading it.
 pub fn check_readable(path: &Path) -> Result<(), LoadError> {
-    File::options().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    open_for_reading(path)?;
     Ok(())
 }
 
-/// Reads the whole file, refusing anything but a regular file. The open is non-blocking so a
-/// FIFO without a writer cannot stall a worker; the type is checked on the opened descriptor, so
-/// a swap between check and read cannot slip a FIFO in.
+/// Reads the whole file, refusing anything but a regular file. The type is checked on the opened
+/// descriptor, so a swap between check and read cannot slip a FIFO in.
 pub fn read_regular_file(path: &Path) -> Result<(Vec<u8>, FileIdentity), LoadError> {
-    let mut file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)?;
+    let mut file = open_for_reading(path)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(LoadError::NotRegularFile);
@@ -154,7 +154,7 @@ pub trait Counted {
 
 pub struct WatchedFile<T> {
     path: PathBuf,
-    current: Rc<T>,
+    current: T,
     identity: FileIdentity,
     racy: bool,
     next_check_ms: u64,
@@ -168,7 +168,7 @@ impl<T: Parse + Counted> WatchedFile<T> {
         let (parsed, warnings) = T::parse(&content);
         let watched = WatchedFile {
             path,
-            current: Rc::new(parsed),
+            current: parsed,
             identity,
             racy: identity.is_racy(SystemTime::now()),
             next_check_ms: 0,
@@ -181,9 +181,8 @@ impl<T: Parse + Counted> WatchedFile<T> {
         &self.path
     }
 
-    /// The last good version. Callers hold the `Rc` for the length of one check, so a reload in
-    /// the middle cannot free what they are reading.
-    pub fn current(&self) -> &Rc<T> {
+    /// The last good version.
+    pub fn current(&self) -> &T {
         &self.current
     }
 
@@ -220,10 +219,10 @@ impl<T: Parse + Counted> WatchedFile<T> {
                 self.racy = identity.is_racy(SystemTime::now());
                 // Parsing cannot fail, and nothing is served while this worker parses, so the old
                 // version goes first: the peak is one version and the file's bytes, not two versions.
-                self.current = Rc::new(T::parse(b"").0);
+                self.current = T::parse(b"").0;
                 let (parsed, warnings) = T::parse(&content);
                 let entries = parsed.entry_count();
-                self.current = Rc::new(parsed);
+                self.current = parsed;
                 self.identity = identity;
                 Refresh::Reloaded { entries, warnings }
             }
@@ -334,17 +333,38 @@ mod tests {
         assert_eq!(lines(&watched), ["cccc"]);
     }
 
+    fn identity_modified_at(modified: SystemTime) -> FileIdentity {
+        let since = modified.duration_since(UNIX_EPOCH).unwrap();
+        FileIdentity { dev: 1, ino: 1, size: 1, mtime_sec: since.as_secs() as i64, mtime_nsec: i64::from(since.subsec_nanos()),
+                       ctime_sec: 0, ctime_nsec: 0 }
+    }
+
+    #[test]
+    fn racy_means_read_within_one_timestamp_tick_of_the_last_change() {
+        let changed = UNIX_EPOCH + Duration::new(1_800_000_000, 123_000_000);
+        let identity = identity_modified_at(changed);
+        assert!(identity.is_racy(changed));
+        assert!(identity.is_racy(changed + Duration::from_millis(49)));
+        assert!(!identity.is_racy(changed + Duration::from_millis(50)));
+        assert!(identity.is_racy(changed - Duration::from_millis(1)), "an mtime in the future stays racy");
+        // Whole-second timestamps come from a coarse filesystem: its tick is taken as two seconds.
+        let coarse = identity_modified_at(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        assert!(coarse.is_racy(UNIX_EPOCH + Duration::from_millis(1_800_000_001_900)));
+        assert!(!coarse.is_racy(UNIX_EPOCH + Duration::from_secs(1_800_000_002)));
+    }
+
     #[test]
     fn racily_clean_file_is_read_again_at_next_look() {
         let dir = TempDir::new("racy");
         let path = dir.file("keys");
         write(&path, "aaaa\n");
         let (mut watched, _) = WatchedFile::<Lines>::load(path.clone()).unwrap();
-        assert!(watched.racy, "a file read right after it was written is racy");
         // A second write within the same timestamp tick leaves every field of the identity as
-        // it was; simulate that collision by recording the new identity as the one read.
+        // it was. Simulate that collision: the new identity is recorded as the one read, and the
+        // read as racy (what load() finds when it reads within a tick of the write).
         std::fs::write(&path, "zzzz\n").unwrap();
         watched.identity = FileIdentity::of(&std::fs::metadata(&path).unwrap());
+        watched.racy = true;
         watched.look();
         assert_eq!(lines(&watched), ["zzzz"], "racy: read again although the identity matches");
 

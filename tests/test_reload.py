@@ -46,7 +46,9 @@ def test_edit_in_place_twice_within_one_second_same_size(gate):
 
 
 def test_same_size_rewrite_with_restored_mtime_is_still_seen(gate):
-    """Racily clean: the file is rewritten within one timestamp tick of being read."""
+    """Same inode, same size, mtime put back (as `cp -p`, `rsync -t` or tar do): the ctime still
+    changes, and it is part of what the watcher compares. (The racily-clean case, two writes in
+    one timestamp tick, cannot be produced on demand; watch.rs unit-tests it.)"""
     start(gate, "key-aaaa\n")
     path = gate.path("keys.txt")
     for _ in range(3):
