@@ -1,13 +1,11 @@
 //! A bounded memory of credentials already verified, shared by the keys file and the htpasswd file.
 //!
-//! An entry is found by a per-process randomly seeded hash and confirmed by a comparison whose
-//! time depends only on the length, so a lookup tells a guesser nothing about what is stored.
-//! Only successes go in. Each loaded version of a file has its own cache, so a change to the file
-//! forgets everything.
-//!
-//! What is stored is what the caller hands in: a bearer token as presented (the keys file holds
-//! it too, unless hashed), or, for Basic, a keyed digest of the user and password (see
-//! [`KeyedDigest`]), never the password.
+//! What is stored is a keyed digest of the credential as presented (SipHash-2-4-128 under a
+//! random key), never the credential: no bearer key or password stays in worker memory beyond
+//! the request that sent it. The digest is unpredictable without the key, so it also places the
+//! entry in the table, and a lookup tells a guesser nothing about what is stored. Only successes
+//! go in. Each loaded version of a file has its own cache, so a change to the file forgets
+//! everything.
 
 use std::hash::BuildHasher;
 
@@ -23,28 +21,36 @@ pub const CACHE_CAPACITY: usize = 10_000;
 /// do not allocate under a request.
 const INITIAL_CAPACITY: usize = 256;
 
+type Digest = [u8; 16];
+
 pub struct VerifiedCache<V> {
-    seed: foldhash::fast::RandomState,
-    entries: HashTable<(Box<[u8]>, V)>,
+    key: KeyedDigest,
+    entries: HashTable<(Digest, V)>,
+}
+
+/// The digest is uniformly random: its first eight bytes are the table hash.
+fn table_hash(digest: &Digest) -> u64 {
+    u64::from_le_bytes(digest[..8].try_into().expect("8 of 16 bytes"))
 }
 
 impl<V: Copy> VerifiedCache<V> {
     pub fn new() -> Self {
-        VerifiedCache { seed: Default::default(), entries: HashTable::with_capacity(INITIAL_CAPACITY) }
+        VerifiedCache { key: KeyedDigest::new(), entries: HashTable::with_capacity(INITIAL_CAPACITY) }
     }
 
     pub fn get(&self, credential: &[u8]) -> Option<V> {
-        let hash = self.seed.hash_one(credential);
-        self.entries.find(hash, |(stored, _)| constant_time_eq(stored, credential)).map(|(_, value)| *value)
+        let digest = self.key.of(credential);
+        self.entries
+            .find(table_hash(&digest), |(stored, _)| constant_time_eq(stored, &digest))
+            .map(|(_, value)| *value)
     }
 
     pub fn insert(&mut self, credential: &[u8], value: V) {
         if self.entries.len() >= CACHE_CAPACITY {
             self.entries.clear(); // bounded memory; the next checks pay their full cost again
         }
-        let seed = &self.seed;
-        let hash = seed.hash_one(credential);
-        self.entries.insert_unique(hash, (credential.into(), value), |(stored, _)| seed.hash_one(&stored[..]));
+        let digest = self.key.of(credential);
+        self.entries.insert_unique(table_hash(&digest), (digest, value), |(stored, _)| table_hash(stored));
     }
 
     pub fn len(&self) -> usize {
@@ -62,14 +68,14 @@ impl<V: Copy> Default for VerifiedCache<V> {
     }
 }
 
-/// SipHash-2-4-128 under a random per-process key: what the Basic cache stores instead of the
-/// credential (user and password, as presented).
-pub struct KeyedDigest(SipHasher24);
+/// SipHash-2-4-128 under a random 128-bit key, made when a file version is loaded: in the master
+/// at start (the workers inherit it through fork) or in a worker when it re-reads the file.
+struct KeyedDigest(SipHasher24);
 
 impl KeyedDigest {
-    /// The key is 128 bits from the OS's randomness, through the standard library's randomly
-    /// keyed hasher (foldhash's seed, good enough to place entries, is not a secret key).
-    pub fn new() -> Self {
+    /// The key comes from the OS's randomness, through the standard library's randomly keyed
+    /// hasher (each `RandomState::new()` draws fresh keys from it).
+    fn new() -> Self {
         let mut key = [0u8; 16];
         for (i, chunk) in key.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&std::collections::hash_map::RandomState::new().hash_one(i).to_le_bytes());
@@ -77,14 +83,8 @@ impl KeyedDigest {
         KeyedDigest(SipHasher24::new_with_key(&key))
     }
 
-    pub fn of(&self, credential: &[u8]) -> [u8; 16] {
+    fn of(&self, credential: &[u8]) -> Digest {
         self.0.hash(credential).as_bytes()
-    }
-}
-
-impl Default for KeyedDigest {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -118,7 +118,18 @@ mod tests {
         let digest = KeyedDigest::new();
         assert_eq!(digest.of(b"dTpw"), digest.of(b"dTpw"));
         assert_ne!(digest.of(b"dTpw"), digest.of(b"dTpx"));
-        // Each process (here: each instance) has its own key.
+        // Each instance (each loaded file version) has its own key.
         assert_ne!(KeyedDigest::new().of(b"dTpw"), digest.of(b"dTpw"));
+    }
+
+    #[test]
+    fn the_credential_is_not_in_the_cache() {
+        let secret = b"sk-ollama-0123456789abcdef0123456789abcdef";
+        let mut cache = VerifiedCache::new();
+        cache.insert(secret, ());
+        for (stored, ()) in cache.entries.iter() {
+            assert!(!secret.windows(8).any(|part| stored.windows(8).any(|s| s == part)));
+        }
+        assert_eq!(std::mem::size_of::<(Digest, ())>(), 16, "an entry is the digest and nothing else");
     }
 }

@@ -10,6 +10,7 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use zeroize::Zeroize;
 
 /// Standard base64, padding optional, as clients differ on it.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -35,12 +36,28 @@ pub enum Credential<'a> {
 /// for a long one.
 pub struct DecodeBuffer {
     small: [u8; SMALL_DECODED],
+    /// How much of `small` was written, so the wipe costs nothing when nothing was decoded.
+    small_used: usize,
     large: Vec<u8>,
 }
 
 impl DecodeBuffer {
     pub fn new() -> Self {
-        DecodeBuffer { small: [0; SMALL_DECODED], large: Vec::new() }
+        DecodeBuffer { small: [0; SMALL_DECODED], small_used: 0, large: Vec::new() }
+    }
+}
+
+/// A decoded password must not outlive the request that sent it, in any memory.
+impl Drop for DecodeBuffer {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl DecodeBuffer {
+    fn wipe(&mut self) {
+        self.small[..self.small_used].zeroize();
+        self.large.zeroize(); // the whole allocation, then the length
     }
 }
 
@@ -75,15 +92,12 @@ impl std::fmt::Debug for BasicCredential<'_> {
     }
 }
 
-fn is_blank(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-/// Whether `header` starts with the ASCII word `lowercase` in any case, then a blank.
+/// Whether `header` starts with the ASCII word `lowercase` in any case, then a space: RFC 9110
+/// and RFC 6750 separate scheme and credential with `1*SP`, not tabs (nginx's auth_basic agrees).
 /// `b | 0x20` lowercases a letter and maps no other byte onto a lowercase letter.
 fn starts_with_scheme(header: &[u8], lowercase: &[u8]) -> bool {
     header.len() > lowercase.len()
-        && is_blank(header[lowercase.len()])
+        && header[lowercase.len()] == b' '
         && header.iter().zip(lowercase).all(|(&a, &b)| a | 0x20 == b)
 }
 
@@ -116,7 +130,7 @@ fn has_blank_or_control(token: &[u8]) -> bool {
     (&mut chunks).any(bad) || (!chunks.remainder().is_empty() && bad(&token[token.len() - 8..]))
 }
 
-/// Parses `<scheme> 1*(SP / HTAB) <token>`. The token is not checked here: see the module's note.
+/// Parses `<scheme> 1*SP <token>`. The token is not checked here: see the module's note.
 pub fn parse_authorization(header: &[u8]) -> Credential<'_> {
     let (is_bearer, scheme_len) = if starts_with_scheme(header, b"bearer") {
         (true, 6)
@@ -126,7 +140,7 @@ pub fn parse_authorization(header: &[u8]) -> Credential<'_> {
         return Credential::None;
     };
     let rest = &header[scheme_len..];
-    let blanks = rest.iter().take_while(|&&b| is_blank(b)).count();
+    let blanks = rest.iter().take_while(|&&b| b == b' ').count();
     let token = &rest[blanks..];
     if token.is_empty() {
         return Credential::None;
@@ -146,7 +160,8 @@ pub fn decode_basic<'b>(token: &[u8], buffer: &'b mut DecodeBuffer) -> Option<Ba
         return None;
     }
     let out: &mut [u8] = if room <= SMALL_DECODED {
-        &mut buffer.small[..]
+        buffer.small_used = room;
+        &mut buffer.small[..room]
     } else {
         buffer.large.resize(room, 0);
         &mut buffer.large[..]
@@ -180,9 +195,18 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_with_one_or_more_spaces() {
-        for header in ["Bearer k1", "bearer k1", "BEARER   k1", "bEaReR\tk1", "Bearer \t k1"] {
+        for header in ["Bearer k1", "bearer k1", "BEARER   k1", "bEaReR k1"] {
             assert_eq!(parse_authorization(header.as_bytes()), Credential::Bearer(b"k1"), "{header:?}");
         }
+    }
+
+    #[test]
+    fn a_tab_does_not_separate_scheme_and_credential() {
+        for header in ["Bearer\tk1", "bEaReR\tk1", "Basic\tdTpw", "Bearer\t k1"] {
+            assert_eq!(parse_authorization(header.as_bytes()), Credential::None, "{header:?}");
+        }
+        // After the spaces, a tab is part of the token, which is then not a single token.
+        assert_eq!(bearer_token(b"Bearer \tk1"), None);
     }
 
     /// What a gate sees: a bearer credential only if the token is also a single token.
@@ -202,7 +226,7 @@ mod tests {
         ] {
             assert_eq!(bearer_token(header.as_bytes()), None, "{header:?}");
         }
-        for header in ["", "Bearer", "Bearer \t ", "Token k1", "xBearer k1", "Beare k1", "Basic"] {
+        for header in ["", "Bearer", "Bearer   ", "Token k1", "xBearer k1", "Beare k1", "Basic"] {
             assert_eq!(parse_authorization(header.as_bytes()), Credential::None, "{header:?}");
         }
     }
@@ -210,8 +234,8 @@ mod tests {
     #[test]
     fn every_control_and_blank_byte_is_refused_at_every_position() {
         for bad in (0u8..=0x20).chain([0x7f]) {
-            // A blank in front of the token only lengthens the run of blanks after the scheme.
-            let first = if bad == b' ' || bad == b'\t' { 1 } else { 0 };
+            // A space in front of the token only lengthens the run of spaces after the scheme.
+            let first = if bad == b' ' { 1 } else { 0 };
             for position in first..20 {
                 let mut token = b"abcdefghijklmnopqrst".to_vec();
                 token[position] = bad;
@@ -270,6 +294,21 @@ mod tests {
         ] {
             assert_eq!(basic(&header), None, "{header:?}");
         }
+    }
+
+    #[test]
+    fn the_buffer_is_wiped_when_dropped() {
+        let mut buffer = DecodeBuffer::new();
+        decode_basic(b64(b"alice:s3cret").as_bytes(), &mut buffer).unwrap();
+        assert!(buffer.small.windows(6).any(|w| w == b"s3cret"));
+        let mut long = DecodeBuffer::new();
+        decode_basic(b64(format!("bob:{}", "x".repeat(300)).as_bytes()).as_bytes(), &mut long).unwrap();
+        assert!(long.large.windows(6).any(|w| w == b"xxxxxx"));
+        // What Drop runs.
+        buffer.wipe();
+        long.wipe();
+        assert!(buffer.small.iter().all(|&b| b == 0));
+        assert!(long.large.is_empty());
     }
 
     #[test]

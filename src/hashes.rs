@@ -11,8 +11,18 @@ use sha1::Sha1;
 
 /// Highest bcrypt cost accepted (cost 12: 0.44 s per check on the benchmark machine).
 pub const MAX_BCRYPT_COST: u32 = 12;
-/// Highest SHA-crypt rounds accepted (500,000 SHA-512 rounds: 0.33 s per check there).
-pub const MAX_SHA_CRYPT_ROUNDS: usize = 500_000;
+
+/// Longest password any hash is asked to check. SHA-crypt hashes the password once per round, so
+/// its cost grows with the password's length: without a cap, one request with a long password
+/// (to an unknown user, checked against the decoy) could hold a worker for seconds.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Highest SHA-crypt rounds accepted, chosen so that a check with a [`MAX_PASSWORD_BYTES`]
+/// password costs no more than a cost-12 bcrypt (measured here, 256-byte password: SHA-256
+/// crypt 500,000 rounds 0.29 s, SHA-512 crypt 100,000 rounds 0.32 s; SHA-256 is faster because
+/// these CPUs have SHA-256 instructions and no SHA-512 ones).
+pub const MAX_SHA256_CRYPT_ROUNDS: usize = 500_000;
+pub const MAX_SHA512_CRYPT_ROUNDS: usize = 100_000;
 
 const CRYPT_ALPHABET: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -180,23 +190,23 @@ fn parse_md5_crypt(rest: &[u8], magic: &'static str) -> Result<PasswordHash, Rej
     let malformed = Rejected::Malformed("MD5 crypt");
     let split = rest.iter().position(|&b| b == b'$').ok_or(Rejected::Malformed("MD5 crypt"))?;
     let (salt, encoded) = (&rest[..split], &rest[split + 1..]);
-    if salt.len() > 8 || encoded.len() != 22 || !is_crypt_text(encoded) || salt.contains(&b'$') {
+    if salt.len() > 8 || encoded.len() != 22 || !is_crypt_text(encoded) {
         return Err(malformed);
     }
     Ok(PasswordHash::Md5Crypt { magic, salt: salt.to_vec(), encoded: encoded.to_vec() })
 }
 
 fn parse_sha_crypt(rest: &[u8], kind: ShaCryptKind) -> Result<PasswordHash, Rejected> {
-    let format = match kind {
-        ShaCryptKind::Sha256 => "SHA-256 crypt",
-        ShaCryptKind::Sha512 => "SHA-512 crypt",
+    let (format, max_rounds) = match kind {
+        ShaCryptKind::Sha256 => ("SHA-256 crypt", MAX_SHA256_CRYPT_ROUNDS),
+        ShaCryptKind::Sha512 => ("SHA-512 crypt", MAX_SHA512_CRYPT_ROUNDS),
     };
     let mut fields: Vec<&[u8]> = rest.split(|&b| b == b'$').collect();
     let mut rounds = sha_crypt::ROUNDS_DEFAULT;
     if let Some(spec) = fields.first().and_then(|f| f.strip_prefix(b"rounds=")) {
         let text = std::str::from_utf8(spec).map_err(|_| Rejected::Malformed(format))?;
         let asked: u64 = text.parse().map_err(|_| Rejected::Malformed(format))?;
-        if asked > MAX_SHA_CRYPT_ROUNDS as u64 {
+        if asked > max_rounds as u64 {
             return Err(Rejected::TooCostly(format!("{format} with {asked} rounds")));
         }
         // As glibc does: fewer than the minimum means the minimum.
@@ -264,8 +274,12 @@ impl PasswordHash {
         }
     }
 
-    /// Checks a password; the cost is the hash's own, whatever the password.
+    /// Checks a password. The cost is bounded by the load-time caps as long as the password is
+    /// at most [`MAX_PASSWORD_BYTES`] long; a longer one is refused without hashing.
     pub fn verify(&self, password: &[u8]) -> bool {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return false;
+        }
         match self {
             // bcrypt reads at most 72 bytes of the password, as htpasswd's bcrypt does.
             PasswordHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
@@ -280,6 +294,27 @@ impl PasswordHash {
                 constant_time_eq(&Sha1::new().chain_update(password).chain_update(salt).finalize(), digest)
             }
             PasswordHash::Plain(plain) => constant_time_eq(password, plain),
+        }
+    }
+}
+
+impl PasswordHash {
+    /// A rough cost of one check, in microseconds on the benchmark machine, to pick the costliest
+    /// hash of a file as the decoy for unknown users. Only the order matters.
+    pub fn cost_estimate(&self) -> u64 {
+        match self {
+            // bcrypt cost 12: about 0.44 s, doubling per step.
+            PasswordHash::Bcrypt(hash) => {
+                let cost: u32 = hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(MAX_BCRYPT_COST);
+                (440_000u64 << cost.min(MAX_BCRYPT_COST)) >> MAX_BCRYPT_COST
+            }
+            // Per round, for a short password: SHA-512 about 0.75 µs, SHA-256 about 0.2 µs.
+            PasswordHash::ShaCrypt { kind: ShaCryptKind::Sha512, rounds, .. } => *rounds as u64 * 3 / 4,
+            PasswordHash::ShaCrypt { kind: ShaCryptKind::Sha256, rounds, .. } => *rounds as u64 / 5,
+            // 1,000 MD5 rounds.
+            PasswordHash::Md5Crypt { .. } => 300,
+            PasswordHash::Sha1(_) | PasswordHash::SaltedSha1 { .. } => 1,
+            PasswordHash::Plain(_) => 0,
         }
     }
 }
@@ -369,8 +404,46 @@ mod tests {
         assert!(PasswordHash::parse(cost12).is_ok());
         let many_rounds = b"$6$rounds=1000000$ZoFKqrdrHcVw5sNC$RU/Hup2dRctb4ayExkWgCt8dx1tskI3KuJHlk8U7BvL2OFG9lR1nTxjPQPPCsS4ynVy1oWWAuOmwxmyeYUAZm1";
         assert!(matches!(PasswordHash::parse(many_rounds), Err(Rejected::TooCostly(_))));
+        let sha512_over = b"$6$rounds=100001$ZoFKqrdrHcVw5sNC$RU/Hup2dRctb4ayExkWgCt8dx1tskI3KuJHlk8U7BvL2OFG9lR1nTxjPQPPCsS4ynVy1oWWAuOmwxmyeYUAZm1";
+        assert!(matches!(PasswordHash::parse(sha512_over), Err(Rejected::TooCostly(_))));
+        let sha256_max = b"$5$rounds=500000$ZBuN2Q9/7vn9A1Tt$M016vBarD963U7eqUi/hwlzIwaTQnPGL.FmRjAChIC4";
+        assert!(PasswordHash::parse(sha256_max).is_ok());
         let at_limit = b"$5$rounds=100000$ZBuN2Q9/7vn9A1Tt$M016vBarD963U7eqUi/hwlzIwaTQnPGL.FmRjAChIC4";
         assert!(PasswordHash::parse(at_limit).is_ok());
+    }
+
+    #[test]
+    fn a_long_password_is_refused_without_hashing() {
+        // Before the cap, a 4,000-byte password took 7.5 s against this hash (SHA-crypt hashes
+        // the password once per round); now it is refused at once. The hash's salt and digest
+        // need not match: the check must not even start.
+        let costly = b"$6$rounds=100000$ZoFKqrdrHcVw5sNC$RU/Hup2dRctb4ayExkWgCt8dx1tskI3KuJHlk8U7BvL2OFG9lR1nTxjPQPPCsS4ynVy1oWWAuOmwxmyeYUAZm1";
+        let hash = PasswordHash::parse(costly).unwrap();
+        let start = std::time::Instant::now();
+        assert!(!hash.verify(&[b'a'; 4000]));
+        assert!(start.elapsed() < std::time::Duration::from_millis(5), "{:?}", start.elapsed());
+        let plain = PasswordHash::parse(format!("{{PLAIN}}{}", "p".repeat(MAX_PASSWORD_BYTES + 1)).as_bytes()).unwrap();
+        assert!(!plain.verify("p".repeat(MAX_PASSWORD_BYTES + 1).as_bytes()), "over the cap, whatever the hash");
+        let plain = PasswordHash::parse(format!("{{PLAIN}}{}", "p".repeat(MAX_PASSWORD_BYTES)).as_bytes()).unwrap();
+        assert!(plain.verify("p".repeat(MAX_PASSWORD_BYTES).as_bytes()), "at the cap");
+    }
+
+    #[test]
+    fn cost_estimates_order_hashes_by_their_real_cost() {
+        let parse = |text: &[u8]| PasswordHash::parse(text).unwrap();
+        let plain = parse(b"{PLAIN}x");
+        let sha1 = parse(b"{SHA}DRIHHM4AV3Qz8RTwikQAPCo1Kw0=");
+        let apr1 = parse(WRITTEN_BY_HTPASSWD[0].1.as_bytes());
+        let bcrypt5 = parse(WRITTEN_BY_HTPASSWD[3].1.as_bytes());
+        let sha512_default = parse(WRITTEN_BY_HTPASSWD[2].1.as_bytes());
+        let bcrypt12 = parse(b"$2y$12$br39LHCF.YEzpKtp/sFSOeITf6AgeOLnTddlrDVUi6Fc/lOFfjg56");
+        // Cost 5 bcrypt and 5,000-round SHA-512 crypt are within a factor of two of each other,
+        // so only their order against the cheap and the costly ones is checked.
+        for middle in [&bcrypt5, &sha512_default] {
+            for pair in [[&plain, &sha1], [&sha1, &apr1], [&apr1, middle], [middle, &bcrypt12]] {
+                assert!(pair[0].cost_estimate() < pair[1].cost_estimate());
+            }
+        }
     }
 
     #[test]

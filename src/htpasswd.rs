@@ -8,60 +8,80 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::cache::{KeyedDigest, VerifiedCache};
+use crate::cache::VerifiedCache;
 use crate::credentials::{decode_basic, DecodeBuffer};
 use crate::hashes::PasswordHash;
 use crate::lines::{entries, has_control_bytes};
 use crate::watch::{Counted, LineWarning, Parse};
 
+/// A user of one loaded version of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserId(u32);
+
+/// What a Basic credential turned out to be. The user name as sent is handed back only for a
+/// user the file does not know, for the log line; a known user is named by its [`UserId`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Admitted,
-    UnknownUser,
-    WrongPassword,
+pub enum Verdict<'b> {
+    Admitted(UserId),
+    WrongPassword(UserId),
+    UnknownUser(&'b [u8]),
     /// Not base64 of `user:password` with a user name.
     Malformed,
 }
 
+struct User {
+    name: Box<[u8]>,
+    hash: PasswordHash,
+}
+
 pub struct UserTable {
-    users: HashMap<Vec<u8>, PasswordHash>,
-    /// Checked when the user is unknown, so that costs what a known user's wrong password does.
-    decoy: Option<PasswordHash>,
-    /// Keyed digests of credentials (as sent) already verified; see `cache`.
-    verified: RefCell<VerifiedCache<()>>,
-    digest: KeyedDigest,
+    users: Vec<User>,
+    by_name: HashMap<Box<[u8]>, UserId>,
+    /// The costliest hash of the file, checked when the user is unknown, so that an unknown user
+    /// costs at least what any known user's wrong password does.
+    decoy: Option<UserId>,
+    /// Credentials (as sent) already verified, by keyed digest; see `cache`.
+    verified: RefCell<VerifiedCache<UserId>>,
 }
 
 impl UserTable {
-    /// Checks a Basic credential as presented: the base64 text after `Basic `.
-    pub fn verify_basic(&self, encoded: &[u8]) -> Verdict {
-        let key = self.digest.of(encoded);
-        if self.verified.borrow().get(&key).is_some() {
-            return Verdict::Admitted;
+    /// Checks a Basic credential as presented: the base64 text after `Basic `. A credential
+    /// admitted before is neither decoded nor hashed again; otherwise it is decoded into `buffer`.
+    pub fn verify_basic<'b>(&self, encoded: &[u8], buffer: &'b mut DecodeBuffer) -> Verdict<'b> {
+        if let Some(user) = self.verified.borrow().get(encoded) {
+            return Verdict::Admitted(user);
         }
-        let mut buffer = DecodeBuffer::new();
-        let Some(credential) = decode_basic(encoded, &mut buffer) else {
+        let Some(credential) = decode_basic(encoded, buffer) else {
             return Verdict::Malformed;
         };
         let verdict = self.verify(credential.user(), credential.password());
-        if verdict == Verdict::Admitted {
-            self.verified.borrow_mut().insert(&key, ());
+        if let Verdict::Admitted(user) = verdict {
+            self.verified.borrow_mut().insert(encoded, user);
         }
         verdict
     }
 
     /// Checks a user and password against the file, paying for the hash.
-    pub fn verify(&self, user: &[u8], password: &[u8]) -> Verdict {
-        match self.users.get(user) {
-            Some(hash) if hash.verify(password) => Verdict::Admitted,
-            Some(_) => Verdict::WrongPassword,
+    pub fn verify<'u>(&self, user: &'u [u8], password: &[u8]) -> Verdict<'u> {
+        match self.by_name.get(user) {
+            Some(&id) if self.user(id).hash.verify(password) => Verdict::Admitted(id),
+            Some(&id) => Verdict::WrongPassword(id),
             None => {
-                if let Some(decoy) = &self.decoy {
-                    decoy.verify(password);
+                if let Some(decoy) = self.decoy {
+                    self.user(decoy).hash.verify(password);
                 }
-                Verdict::UnknownUser
+                Verdict::UnknownUser(user)
             }
         }
+    }
+
+    fn user(&self, id: UserId) -> &User {
+        &self.users[id.0 as usize]
+    }
+
+    /// The user's name as the file spells it, for `$ollama_auth_user` and log lines.
+    pub fn name(&self, id: UserId) -> &[u8] {
+        &self.user(id).name
     }
 
     pub fn len(&self) -> usize {
@@ -95,8 +115,12 @@ impl Parse for UserTable {
     const ENTRY_KIND: &'static str = "users";
 
     fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
-        let mut users: HashMap<Vec<u8>, PasswordHash> = HashMap::new();
-        let mut first_hash = None;
+        let mut table = UserTable {
+            users: Vec::new(),
+            by_name: HashMap::new(),
+            decoy: None,
+            verified: RefCell::new(VerifiedCache::new()),
+        };
         let mut warnings = Vec::new();
         for (line, text) in entries(content) {
             let Some(colon) = text.iter().position(|&b| b == b':') else {
@@ -105,25 +129,31 @@ impl Parse for UserTable {
             };
             let user = &text[..colon];
             // As in nginx, the hash ends at the next colon: later fields are comments.
-            let rest = &text[colon + 1..];
-            let hash_text = rest.split(|&b| b == b':').next().unwrap_or_default().trim_ascii();
+            let hash_text = text[colon + 1..].split(|&b| b == b':').next().expect("split yields a first part");
             if user.is_empty() || has_control_bytes(text) {
                 warnings.push(LineWarning { line, reason: "empty user name or control character".into() });
                 continue;
             }
-            match PasswordHash::parse(hash_text) {
-                Ok(hash) => {
-                    if users.contains_key(user) {
-                        warnings.push(user_warning(line, user, "duplicate user, the first entry is kept"));
-                        continue;
-                    }
-                    first_hash.get_or_insert_with(|| hash.clone());
-                    users.insert(user.to_vec(), hash);
+            let hash = match PasswordHash::parse(hash_text.trim_ascii()) {
+                Ok(hash) => hash,
+                Err(rejected) => {
+                    warnings.push(user_warning(line, user, rejected));
+                    continue;
                 }
-                Err(rejected) => warnings.push(user_warning(line, user, rejected)),
+            };
+            if table.by_name.contains_key(user) {
+                warnings.push(user_warning(line, user, "duplicate user, the first entry is kept"));
+                continue;
             }
+            let id = UserId(table.users.len() as u32);
+            let costliest =
+                table.decoy.is_none_or(|decoy| hash.cost_estimate() > table.user(decoy).hash.cost_estimate());
+            if costliest {
+                table.decoy = Some(id);
+            }
+            table.by_name.insert(user.into(), id);
+            table.users.push(User { name: user.into(), hash });
         }
-        let table = UserTable { users, decoy: first_hash, verified: RefCell::new(VerifiedCache::new()), digest: KeyedDigest::new() };
         (table, warnings)
     }
 }
@@ -146,11 +176,12 @@ mod tests {
         let (users, warnings) = table(FILE);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(users.len(), 2);
-        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted);
-        assert_eq!(users.verify(b"bob", b"builder"), Verdict::Admitted);
-        assert_eq!(users.verify(b"alice", b"builder"), Verdict::WrongPassword);
-        assert_eq!(users.verify(b"Alice", b"wonderland"), Verdict::UnknownUser, "names match exactly");
-        assert_eq!(users.verify(b"carol", b"x"), Verdict::UnknownUser);
+        assert_eq!(users.verify(b"alice", b"wonderland"), Verdict::Admitted(UserId(0)));
+        assert_eq!(users.verify(b"bob", b"builder"), Verdict::Admitted(UserId(1)));
+        assert_eq!(users.name(UserId(1)), b"bob");
+        assert_eq!(users.verify(b"alice", b"builder"), Verdict::WrongPassword(UserId(0)));
+        assert_eq!(users.verify(b"Alice", b"wonderland"), Verdict::UnknownUser(b"Alice"), "names match exactly");
+        assert_eq!(users.verify(b"carol", b"x"), Verdict::UnknownUser(b"carol"));
     }
 
     fn encoded(user: &str, password: &str) -> Vec<u8> {
@@ -158,30 +189,35 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")).into_bytes()
     }
 
+    /// verify_basic with a buffer of its own, for tests that only look at the outcome's shape.
+    fn check(users: &UserTable, encoded: &[u8]) -> String {
+        format!("{:?}", users.verify_basic(encoded, &mut DecodeBuffer::new()))
+    }
+
     #[test]
     fn caches_successes_only() {
         let (users, _) = table(FILE);
-        assert_eq!(users.verify_basic(&encoded("alice", "nope")), Verdict::WrongPassword);
+        assert_eq!(check(&users, &encoded("alice", "nope")), "WrongPassword(UserId(0))");
         assert_eq!(users.cached_pairs(), 0, "a failure is never remembered");
-        assert_eq!(users.verify_basic(&encoded("alice", "wonderland")), Verdict::Admitted);
+        assert_eq!(check(&users, &encoded("alice", "wonderland")), "Admitted(UserId(0))");
         assert_eq!(users.cached_pairs(), 1);
-        assert_eq!(users.verify_basic(&encoded("alice", "wonderland")), Verdict::Admitted);
-        assert_eq!(users.verify_basic(&encoded("alice", "wonderlan")), Verdict::WrongPassword);
-        assert_eq!(users.verify_basic(&encoded("bob", "wonderland")), Verdict::WrongPassword, "cache is per credential");
-        assert_eq!(users.verify_basic(&encoded("carol", "x")), Verdict::UnknownUser);
-        assert_eq!(users.verify_basic(b"!!notbase64"), Verdict::Malformed);
-        assert_eq!(users.verify_basic(&encoded("", "wonderland")), Verdict::Malformed);
+        assert_eq!(check(&users, &encoded("alice", "wonderland")), "Admitted(UserId(0))");
+        assert_eq!(check(&users, &encoded("alice", "wonderlan")), "WrongPassword(UserId(0))");
+        assert_eq!(check(&users, &encoded("bob", "wonderland")), "WrongPassword(UserId(1))", "cache is per credential");
+        assert_eq!(check(&users, &encoded("carol", "x")), format!("UnknownUser({:?})", b"carol"));
+        assert_eq!(check(&users, b"!!notbase64"), "Malformed");
+        assert_eq!(check(&users, &encoded("", "wonderland")), "Malformed");
         assert_eq!(users.cached_pairs(), 1);
     }
 
     #[test]
     fn a_reload_forgets_cached_successes() {
         let (users, _) = table(FILE);
-        assert_eq!(users.verify_basic(&encoded("alice", "wonderland")), Verdict::Admitted);
+        assert_eq!(check(&users, &encoded("alice", "wonderland")), "Admitted(UserId(0))");
         // A new version of the file is a new table, with an empty cache.
         let (changed, _) = table("alice:{PLAIN}new\n");
-        assert_eq!(changed.verify_basic(&encoded("alice", "wonderland")), Verdict::WrongPassword);
-        assert_eq!(changed.verify_basic(&encoded("alice", "new")), Verdict::Admitted);
+        assert_eq!(check(&changed, &encoded("alice", "wonderland")), "WrongPassword(UserId(0))");
+        assert_eq!(check(&changed, &encoded("alice", "new")), "Admitted(UserId(0))");
     }
 
     #[test]
@@ -204,7 +240,7 @@ mod tests {
     fn utf8_user_names_and_fields_after_the_hash() {
         let (users, warnings) = table("jürgen:{PLAIN}pässwort:a comment\n");
         assert!(warnings.is_empty());
-        assert_eq!(users.verify("jürgen".as_bytes(), "pässwort".as_bytes()), Verdict::Admitted);
+        assert_eq!(users.verify("jürgen".as_bytes(), "pässwort".as_bytes()), Verdict::Admitted(UserId(0)));
     }
 
     #[test]
@@ -217,6 +253,23 @@ mod tests {
         };
         let (known, unknown) = (time(b"slow"), time(b"nobody"));
         // Both run a cost-8 bcrypt (about 15 ms); without the decoy the unknown user takes microseconds.
+        assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
+    }
+
+    #[test]
+    fn the_decoy_is_the_costliest_hash_not_the_first() {
+        // With `{PLAIN}` first, a decoy taken from the first line cost 1 µs against 67 ms for a
+        // known bcrypt user: the timing told who exists.
+        let text = "cheap:{PLAIN}x\nmd5:$apr1$QLQCSmbm$POW5D6uJk.qH.dFACC.xC.\n\
+                    slow:$2y$08$3/JwCvpj/Y5LYmFO8Q2eYuOsK1MGDn39kitDxeJ0XkrwW7Jjzyt16\nplain2:{PLAIN}y\n";
+        let (users, _) = table(text);
+        assert_eq!(users.decoy, Some(UserId(2)));
+        let time = |user: &[u8]| {
+            let start = std::time::Instant::now();
+            users.verify(user, b"guess");
+            start.elapsed()
+        };
+        let (known, unknown) = (time(b"slow"), time(b"nobody"));
         assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
     }
 }

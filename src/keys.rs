@@ -3,8 +3,8 @@
 //! Each entry is `<key> [name]`, or `sha256:<64 hex digits> [name]` for a key stored by its
 //! SHA-256. The table holds digests only and is looked up by digest, so a lookup takes the same
 //! time however much of a real key a guess shares, and the file need not hold secrets at all.
-//! Tokens already admitted are also remembered as presented (see `cache`), so that a repeated
-//! token skips the SHA-256.
+//! Tokens already admitted are also remembered by a keyed digest (see `cache`), so that a
+//! repeated token skips the SHA-256.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -64,8 +64,8 @@ pub struct KeySet {
     /// Keyed by the digest, which is uniformly random: its first bytes are the table hash.
     table: HashMap<TableKey, NameSpan, BuildHasherDefault<DigestPrefixHasher>>,
     names: Vec<u8>,
-    /// Tokens already admitted, so they skip the SHA-256 (thousands of instructions on a CPU
-    /// without SHA extensions, against about a hundred for the cache).
+    /// Tokens already admitted, by keyed digest, so they skip the SHA-256 (thousands of
+    /// instructions on a CPU without SHA extensions, against a few hundred for the cache).
     verified: RefCell<VerifiedCache<KeyRef>>,
 }
 
@@ -108,14 +108,23 @@ fn table_key(digest: &Digest) -> TableKey {
     digest[..16].try_into().expect("16 of 32 bytes")
 }
 
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Exactly 64 hex digits (`from_str_radix` would also take a sign: `+f` is 15).
 fn parse_hex_digest(hex: &[u8]) -> Option<Digest> {
     if hex.len() != 64 {
         return None;
     }
     let mut digest = [0u8; 32];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        digest[i] = u8::from_str_radix(text, 16).ok()?;
+    for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
     }
     Some(digest)
 }
@@ -133,8 +142,8 @@ fn bounded_name(name: &[u8]) -> &[u8] {
 }
 
 impl KeySet {
-    /// Looks a presented token up: first among tokens already admitted (seeded hash, constant-time
-    /// comparison), then by the token's SHA-256. Neither lookup's time depends on how much of a
+    /// Looks a presented token up: first among tokens already admitted (by keyed digest), then by
+    /// the token's SHA-256. Neither lookup's time depends on how much of a
     /// key the token shares.
     pub fn find(&self, token: &[u8]) -> Option<KeyRef> {
         let cached = self.verified.borrow().get(token);
@@ -189,7 +198,8 @@ impl Parse for KeySet {
     const ENTRY_KIND: &'static str = "keys";
 
     fn parse(content: &[u8]) -> (Self, Vec<LineWarning>) {
-        let capacity = content.iter().filter(|&&b| b == b'\n').count() + 1;
+        // Sized by entries, not lines: blank and comment lines must not make the table huge.
+        let capacity = entries(content).count();
         let mut keys = KeySet {
             table: HashMap::with_capacity_and_hasher(capacity, Default::default()),
             names: Vec::new(),
@@ -282,6 +292,29 @@ mod tests {
         for warning in &warnings {
             assert!(!warning.reason.contains("bad") && !warning.reason.contains("xxx"), "{warning:?}");
         }
+    }
+
+    #[test]
+    fn sha256_lines_take_hex_digits_only() {
+        let digest = hex(&sha256(b"k"));
+        // `u8::from_str_radix("+f", 16)` is 15: a sign must not pass for a digit.
+        let signed = format!("sha256:+{}", &digest[1..]);
+        let (keys, warnings) = parse(&format!("{signed} signed\nsha256:{digest} good\n"));
+        assert_eq!(warnings.iter().map(|w| w.line).collect::<Vec<_>>(), [1]);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(parse_hex_digest(b"-f").map(|_| ()), None);
+        for bad in ["+0", "-0", " f", "g0", "0x"] {
+            assert_eq!(parse_hex_digest(format!("{bad}{}", &digest[2..]).as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_table_is_sized_by_entries_not_lines() {
+        // A file of newlines near the size limit once asked for a table of that many entries.
+        let (keys, _) = KeySet::parse(&vec![b'\n'; 10_000_000]);
+        assert!(keys.table.capacity() < 1_000, "{}", keys.table.capacity());
+        let (keys, _) = parse(&"# comment\n".repeat(100_000));
+        assert!(keys.table.capacity() < 1_000);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `htpasswd`, `cache` and `watch`. The nginx glue is in `module`, behind the `module` feature;
 //! it is left out of unit-test builds, whose binaries have no nginx to link against.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod cache;
 pub mod credentials;
 pub mod hashes;

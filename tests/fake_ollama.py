@@ -66,6 +66,15 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/api/tags":
             self._send_json(200, {"models": [{"name": MODEL, "model": MODEL, "size": 815319791,
                                               "digest": "e0a42594d802", "details": {"family": "gemma3"}}]})
+        elif self.path == "/upstream-401":
+            # A server behind the gate with authentication of its own.
+            data = b"upstream says no"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Upstream realm="inner"')
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif self.path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "library"}]})
         else:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import wait_until
 from test_bearer import PROXY, bearer
 
 PASSWORD = "p:ss wörd"  # a colon, a space and non-ASCII
@@ -100,6 +101,7 @@ def test_too_costly_hashes_are_skipped_at_load(gate):
     "Basic " + base64.b64encode(b":emptyuser").decode(), "Basic " + base64.b64encode(b"u:p").decode() + " trailing",
     "Basic " + base64.b64encode(b"u:p").decode() + "===", "Basic " + "A" * 6000,
     "Basic " + base64.b64encode(b"\xff\xfe:\x00\x01").decode(), "Basic =", "Basic\t" + "%%%%",
+    "Basic\t" + base64.b64encode(b"u:p").decode(), "Basic \t" + base64.b64encode(b"u:p").decode(),
 ])
 def test_malformed_basic_credentials_get_401_never_400_or_500(gate, header):
     start(gate, htpasswd_line("-m", "u", "p") + "\n")
@@ -122,7 +124,7 @@ def test_user_name_is_the_variable_and_passwords_never_logged(gate):
     gate.request("/api/tags", headers=basic("jürgen", PASSWORD))
     gate.request("/api/tags", headers=basic("jürgen", "wrong-pass-123"))
     gate.request("/api/tags", headers=basic("nobody-here", "other-pass-456"))
-    from conftest import wait_until
+
     lines = wait_until(lambda: len(gate.path("who.log").read_bytes().decode().splitlines()) >= 3
                        and gate.path("who.log").read_bytes().decode().splitlines(), 5)
     assert lines[0] == "[jürgen]" and lines[1:] == ["[]", "[]"]
@@ -195,3 +197,42 @@ def test_nginx_t_fails_for_a_missing_user_file(gate):
     gate.configure(f"location / {{ ollama_basic_user_file missing.htpasswd; {PROXY} }}")
     rc, output = gate.test_config()
     assert rc != 0 and f'cannot load basic user file "{gate.dir}/missing.htpasswd": No such file' in output
+
+
+def timed(gate, headers):
+    start_time = time.monotonic()
+    status = gate.request("/api/tags", headers=headers).status
+    return status, time.monotonic() - start_time
+
+
+def test_a_long_password_cannot_hold_a_worker(gate):
+    """SHA-crypt hashes the password once per round: a 4,000-byte password against 100,000
+    SHA-512 rounds once took seconds, reachable without credentials through the decoy."""
+    costly = htpasswd_line("-5", "costly", "pw", "-r", "100000")
+    start(gate, costly + "\n")
+    long_password = "x" * 4000
+    for user in ["costly", "nobody"]:
+        status, seconds = timed(gate, basic(user, long_password))
+        assert status == 401 and seconds < 0.2, (user, seconds)
+    # A password at the cap is still checked (htpasswd refuses passwords this long; glibc's
+    # crypt(3) through Python makes the hash).
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    at_cap = "y" * 256
+    gate.write("users.htpasswd", "capped:" + crypt.crypt(at_cap, crypt.mksalt(crypt.METHOD_SHA512)) + "\n")
+    wait_until(lambda: gate.request("/api/tags", headers=basic("capped", at_cap)).status == 200, 3)
+    assert gate.request("/api/tags", headers=basic("capped", at_cap)).status == 200
+    assert gate.request("/api/tags", headers=basic("capped", at_cap + "y")).status == 401
+
+
+def test_an_unknown_user_costs_what_the_costliest_known_user_costs(gate):
+    """The decoy was the file's first hash: with {PLAIN} first and bcrypt later, an unknown user
+    cost a microsecond and a known one tens of milliseconds, which told who exists."""
+    users = "cheap:{PLAIN}x\n" + htpasswd_line("-B", "slow", "right", "-C", "10") + "\n"
+    start(gate, users)
+    known = min(timed(gate, basic("slow", "guess"))[1] for _ in range(3))
+    unknown = min(timed(gate, basic("nobody", "guess"))[1] for _ in range(3))
+    assert known > 0.02, known  # cost-10 bcrypt: some 60 ms here
+    assert unknown > known / 3, (known, unknown)

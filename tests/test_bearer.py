@@ -78,7 +78,7 @@ def test_denied_post_keeps_the_connection_usable(gate):
 
 
 @pytest.mark.parametrize("header", [
-    "bearer admin-key-abcdef", "BEARER admin-key-abcdef", "Bearer    admin-key-abcdef", "Bearer \tadmin-key-abcdef",
+    "bearer admin-key-abcdef", "BEARER admin-key-abcdef", "Bearer    admin-key-abcdef",
 ])
 def test_scheme_is_case_insensitive_and_spaces_are_one_or_more(gate, header):
     gated(gate)
@@ -95,6 +95,8 @@ def test_scheme_is_case_insensitive_and_spaces_are_one_or_more(gate, header):
     ({"Authorization": "Bearer admin-key-abcdef,Basic eDp5"}, "/api/tags"),
     ({"Authorization": "Bearer"}, "/api/tags"),
     ({"Authorization": "Bearer "}, "/api/tags"),
+    ({"Authorization": "Bearer\tadmin-key-abcdef"}, "/api/tags"),
+    ({"Authorization": "Bearer \tadmin-key-abcdef"}, "/api/tags"),
     ({}, "/api/tags?key=admin-key-abcdef"),
     ({}, "/api/tags?api_key=admin-key-abcdef&access_token=admin-key-abcdef"),
     ({"X-Api-Key": "admin-key-abcdef"}, "/api/tags"),
@@ -246,6 +248,18 @@ def test_satisfy_any_with_allow_admits_without_a_stale_challenge(gate):
     response = gate.request("/api/tags")
     assert response.status == 200
     assert response.header("WWW-Authenticate") is None
+
+
+def test_satisfy_any_leaves_an_upstreams_own_401_alone(gate):
+    """allow admits a request the module refused: the upstream's 401 is the upstream's, and gets
+    neither this module's JSON body nor a Bearer challenge."""
+    gated(gate, location_extra="satisfy any; allow 127.0.0.1; deny all;")
+    for headers in [{}, bearer("admin-key-abcdef")]:
+        response = gate.request("/upstream-401", headers=headers)
+        assert response.status == 401
+        assert response.body == b"upstream says no", response
+        assert response.header_all("WWW-Authenticate") == ['Upstream realm="inner"']
+        assert response.header("Content-Type") == "text/plain"
 
 
 def test_satisfy_any_with_deny_still_takes_a_key(gate):

@@ -33,7 +33,9 @@ def raw_status(gate, header_lines):
     (b"Authorization: Bearer " + GOOD.encode(), 200),
     (b"authorization: bearer " + GOOD.encode(), 200),         # header names and scheme in any case
     (b"Authorization:    Bearer " + GOOD.encode() + b"   ", 200),  # surrounding white space is not part of the value
-    (b"Authorization: Bearer\t" + GOOD.encode(), 200),
+    # RFC 9110 and 6750: scheme 1*SP credential. A tab is refused, as nginx's auth_basic refuses it.
+    (b"Authorization: Bearer\t" + GOOD.encode(), 401),
+    (b"Authorization: Bearer \t" + GOOD.encode(), 401),
     (b"Authorization: Bearer " + GOOD.encode() + b"\xff", 401),
     (b"Authorization: Bearer \xc3\xa9\xe2\x82\xac\xf0\x9f\x94\x91", 401),
     (b"Authorization: Bearer " + b"x" * 7000, 401),
@@ -124,3 +126,38 @@ def test_file_swapped_for_garbage_at_run_time_keeps_working(gate):
     assert raw_status(gate, [b"Authorization: Bearer " + GOOD.encode()])[0] == 401
     assert wait_until(lambda: "loaded: 0 keys" in gate.error_log(), 3)
     assert "exited on signal" not in gate.error_log()
+
+
+def test_pipelined_401s_to_a_small_send_buffer_all_arrive(gate):
+    """A 401 whose write meets EAGAIN is finished by nginx's flush (an output_filter call with
+    no data); the body filter must pass that call on. It once answered NGX_OK instead: 20
+    answers, then nothing until send_timeout and a reset."""
+    gate.write("keys.txt", f"{GOOD}\n")
+    gate.configure("""
+        send_timeout 5s;
+        keepalive_requests 10000;
+        location / { ollama_bearer_keys_file keys.txt; }
+    """)
+    conf = gate.path("nginx.conf").read_text().replace(f"listen 127.0.0.1:{gate.port};",
+                                                       f"listen 127.0.0.1:{gate.port} sndbuf=4k;")
+    gate.write("nginx.conf", conf)
+    gate.start()
+    count = 3000
+    requests = b"GET /api/tags HTTP/1.1\r\nHost: x\r\n\r\n" * (count - 1) + \
+        b"GET /api/tags HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    import socket
+    import threading
+    with socket.create_connection(("127.0.0.1", gate.port), timeout=20) as s:
+        sender = threading.Thread(target=s.sendall, args=(requests,), daemon=True)
+        sender.start()
+        received = []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received.append(chunk)
+        except (socket.timeout, ConnectionResetError):
+            pass
+    answers = b"".join(received).count(b"HTTP/1.1 401 ")
+    assert answers == count

@@ -1,6 +1,7 @@
 //! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`; the
 //! registry of watched files; and the worker-start readability check.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -68,18 +69,41 @@ impl<T> FileSetting<T> {
 pub struct LocConf {
     pub keys: FileSetting<KeySet>,
     pub users: FileSetting<UserTable>,
-    pub realm: Option<Vec<u8>>,
+    /// From `ollama_auth_realm`; `None` means the default realm.
+    pub challenges: Option<Rc<Challenges>>,
 }
 
-pub const DEFAULT_REALM: &[u8] = b"ollama";
+/// The `WWW-Authenticate` values for one realm, made once at configuration time so that a 401
+/// allocates nothing for them.
+pub struct Challenges {
+    pub bearer: Cow<'static, [u8]>,
+    pub basic: Cow<'static, [u8]>,
+}
+
+impl Challenges {
+    /// `<scheme> realm="…"`, with the realm quoted as RFC 9110 asks.
+    fn for_realm(realm: &[u8]) -> Self {
+        let quoted: Vec<u8> = realm.iter().flat_map(|&b| if b == b'"' || b == b'\\' { vec![b'\\', b] } else { vec![b] }).collect();
+        let value = |scheme: &[u8]| [scheme, b" realm=\"", &quoted, b"\""].concat();
+        Challenges { bearer: Cow::Owned(value(b"Bearer")), basic: Cow::Owned(value(b"Basic")) }
+    }
+
+    pub fn default_realm() -> &'static Challenges {
+        static DEFAULT: Challenges = Challenges {
+            bearer: Cow::Borrowed(b"Bearer realm=\"ollama\""),
+            basic: Cow::Borrowed(b"Basic realm=\"ollama\""),
+        };
+        &DEFAULT
+    }
+}
 
 impl LocConf {
     pub fn is_gated(&self) -> bool {
         self.keys.file().is_some() || self.users.file().is_some()
     }
 
-    pub fn realm(&self) -> &[u8] {
-        self.realm.as_deref().unwrap_or(DEFAULT_REALM)
+    pub fn challenges(&self) -> &Challenges {
+        self.challenges.as_deref().unwrap_or(Challenges::default_realm())
     }
 }
 
@@ -87,8 +111,8 @@ impl Merge for LocConf {
     fn merge(&mut self, parent: &LocConf) -> Result<(), MergeConfigError> {
         self.keys.inherit(&parent.keys);
         self.users.inherit(&parent.users);
-        if self.realm.is_none() {
-            self.realm = parent.realm.clone();
+        if self.challenges.is_none() {
+            self.challenges = parent.challenges.clone();
         }
         Ok(())
     }
@@ -166,9 +190,9 @@ fn look_and_log<T: Parse + Counted>(file: &Shared<T>, now_ms: u64, log: *mut ngx
 /// `cf` must be the configuration being parsed and `name` one of its arguments.
 unsafe fn full_path(cf: *mut ngx_conf_t, name: &ngx_str_t) -> Option<PathBuf> {
     let mut resolved = *name;
-    // SAFETY: cf->cycle is valid while a configuration is parsed; ngx_conf_full_name allocates
-    // the resolved path from the cycle's pool, which outlives this call.
-    if ngx_conf_full_name((*cf).cycle, &mut resolved, 1) != Status::NGX_OK.0 {
+    // SAFETY: cf->cycle is valid while a configuration is parsed (the caller's promise);
+    // ngx_conf_full_name allocates the resolved path from the cycle's pool, which outlives this.
+    if unsafe { ngx_conf_full_name((*cf).cycle, &mut resolved, 1) } != Status::NGX_OK.0 {
         return None;
     }
     Some(PathBuf::from(OsStr::from_bytes(resolved.as_bytes())))
@@ -186,9 +210,9 @@ unsafe fn set_file<T: Parse + Counted + 'static>(
     if !matches!(setting, FileSetting::Unset) {
         return conf_error(c"is duplicate");
     }
-    // SAFETY: nginx calls directive handlers with cf->args holding the directive and its
-    // arguments; NGX_CONF_TAKE1 guarantees exactly one argument.
-    let value = &(*(*cf).args).as_slice::<ngx_str_t>()[1];
+    // SAFETY: the caller passes the configuration being parsed, whose args hold the directive
+    // and its arguments; NGX_CONF_TAKE1 guarantees exactly one argument.
+    let value = unsafe { &(*(*cf).args).as_slice::<ngx_str_t>()[1] };
     if value.as_bytes() == b"off" {
         *setting = FileSetting::Off;
         return NGX_CONF_OK;
@@ -196,7 +220,8 @@ unsafe fn set_file<T: Parse + Counted + 'static>(
     if value.is_empty() {
         return conf_error(c"needs a file path or \"off\"");
     }
-    let Some(path) = full_path(cf, value) else {
+    // SAFETY: cf and value are the configuration being parsed and its argument.
+    let Some(path) = (unsafe { full_path(cf, value) }) else {
         return NGX_CONF_ERROR;
     };
     let Some(registry) = registry() else {
@@ -208,7 +233,8 @@ unsafe fn set_file<T: Parse + Counted + 'static>(
     }
     match WatchedFile::<T>::load(path.clone()) {
         Ok((watched, warnings)) => {
-            log_loaded::<T>((*cf).log, path.as_os_str(), watched.current().entry_count(), &warnings);
+            // SAFETY: cf->log is valid while the configuration is parsed.
+            log_loaded::<T>(unsafe { (*cf).log }, path.as_os_str(), watched.current().entry_count(), &warnings);
             let shared = Rc::new(RefCell::new(watched));
             registry.files.push(shared.clone());
             *setting = FileSetting::File(shared);
@@ -242,14 +268,14 @@ extern "C" fn set_user_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf:
 extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
     let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), &(*(*cf).args).as_slice::<ngx_str_t>()[1]) };
-    if conf.realm.is_some() {
+    if conf.challenges.is_some() {
         return conf_error(c"is duplicate");
     }
     let realm = value.as_bytes();
     if realm.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return conf_error(c"must not contain control characters");
     }
-    conf.realm = Some(realm.to_vec());
+    conf.challenges = Some(Rc::new(Challenges::for_realm(realm)));
     NGX_CONF_OK
 }
 

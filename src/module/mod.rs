@@ -1,10 +1,16 @@
 //! Registration of `ngx_http_ollama_auth_module` with nginx.
 //!
 //! This layer is thin on purpose: it turns nginx's structures into the plain Rust types of the
-//! crate's other modules and back. Every `unsafe` block says what makes it sound.
+//! crate's other modules and back. One file per nginx mechanism: `conf` (directives and the
+//! watched files), `ctx` (the per-request context and its decision), `authenticate` (the
+//! credential check), `access` (the access-phase handler), `filters` (the 401's headers and
+//! body), `variables` (`$ollama_auth_user`). Every `unsafe` block says what makes it sound.
 
 mod access;
+mod authenticate;
 mod conf;
+mod ctx;
+mod filters;
 mod variables;
 
 use std::ffi::c_char;
@@ -24,12 +30,19 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx calls this with the configuration being loaded, as register requires.
-        variables::register(cf)
+        unsafe { variables::register(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
-        // SAFETY: nginx calls this with the configuration being loaded, as install requires.
-        access::install(cf)
+        for step in [variables::note_use, access::install, filters::install] {
+            // SAFETY: nginx calls this with the configuration being loaded, in
+            // postconfiguration, as all three require.
+            let rc = unsafe { step(cf) };
+            if rc != ngx::core::Status::NGX_OK.0 {
+                return rc;
+            }
+        }
+        ngx::core::Status::NGX_OK.0
     }
 }
 

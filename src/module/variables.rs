@@ -3,42 +3,65 @@
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t,
+    NGX_HTTP_VAR_NOCACHEABLE,
 };
-use ngx::http::Request;
-use ngx::ngx_string;
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
 
-use super::access::checked_with_label;
+use super::ctx::decided_with_label;
+use super::Module;
 
-pub const NAME: &[u8] = b"ollama_auth_user";
+const NAME: &str = "ollama_auth_user";
 
 /// Registers the variable. Called in preconfiguration, so configurations can name it.
 ///
 /// # Safety
 /// `cf` must be the configuration being loaded.
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_string!("ollama_auth_user");
-    // SAFETY: cf is valid during preconfiguration; nginx copies nothing from `name` that it does
-    // not keep in its own pool, and the name's bytes are static.
-    let variable = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize);
+    let mut name = ngx_str_t { len: NAME.len(), data: NAME.as_ptr().cast_mut() };
+    // SAFETY: cf is valid during preconfiguration (the caller's promise); nginx copies the name
+    // into its own pool and never writes through `name.data`.
+    let variable = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize) };
     if variable.is_null() {
         return Status::NGX_ERROR.0;
     }
-    (*variable).get_handler = Some(get_user);
+    // SAFETY: non-null: the variable nginx just added, in the configuration's pool.
+    unsafe { (*variable).get_handler = Some(get_user) };
+    Status::NGX_OK.0
+}
+
+/// Notes whether the configuration reads the variable: by postconfiguration, the variables it
+/// names are indexed. If not, admitted requests need no label and allocate nothing for it.
+///
+/// # Safety
+/// `cf` must be the configuration being loaded, in postconfiguration.
+pub unsafe fn note_use(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: cf is valid during postconfiguration (the caller's promise).
+    let cf = unsafe { &*cf };
+    let Some(core) = NgxHttpCoreModule::main_conf(cf) else {
+        return Status::NGX_ERROR.0;
+    };
+    // SAFETY: the core module's `variables` array holds ngx_http_variable_t elements.
+    let variables = unsafe { core.variables.as_slice::<ngx::ffi::ngx_http_variable_t>() };
+    let used = variables.iter().any(|variable| variable.name.as_bytes() == NAME.as_bytes());
+    if let Some(main) = Module::main_conf_mut(cf) {
+        main.user_variable_used = used;
+    }
     Status::NGX_OK.0
 }
 
 /// Evaluates the variable. If it is read before the access phase (by `limit_req` or
 /// `limit_conn`, say), the credential is checked here and the answer kept for the access phase.
 unsafe extern "C" fn get_user(r: *mut ngx_http_request_t, value: *mut ngx_variable_value_t, _data: usize) -> ngx_int_t {
-    // SAFETY: nginx calls variable handlers with a valid request and value slot; a subrequest's
-    // main request is valid for as long as the subrequest.
-    let main = Request::from_ngx_http_request((*r).main);
-    let user = match checked_with_label(main) {
-        Some(ctx) if !ctx.user.data.is_null() => ctx.user,
-        _ => ngx::ffi::ngx_str_t { len: 0, data: b"".as_ptr() as *mut u8 },
+    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
+    // for as long as it is.
+    let main = unsafe { Request::from_ngx_http_request((*r).main) };
+    let user = match decided_with_label(main) {
+        Some(ctx) if ctx.has_label() => ctx.user,
+        _ => ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() },
     };
-    let value = &mut *value;
+    // SAFETY: nginx hands variable handlers a valid value slot to fill.
+    let value = unsafe { &mut *value };
     value.set_len(user.len as u32);
     value.data = user.data;
     value.set_valid(1);

@@ -1,0 +1,102 @@
+//! Checks a request's credential against its location's keys file and htpasswd file.
+
+use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_str_t, NGX_LOG_ERR};
+use ngx::http::Request;
+use ngx::{ngx_log_debug_http, ngx_log_error};
+
+use super::conf::{refresh, LocConf};
+use crate::credentials::{parse_authorization, Credential, DecodeBuffer};
+use crate::htpasswd::Verdict;
+
+/// What one look at a request's credential found.
+pub enum Decision {
+    /// Admitted; with the label for `$ollama_auth_user` when it was asked for.
+    Admitted(Option<ngx_str_t>),
+    Refused,
+}
+
+fn authorization_header(request: &Request) -> &[u8] {
+    let header = request.as_ref().headers_in.authorization;
+    if header.is_null() {
+        return b"";
+    }
+    // SAFETY: a non-null headers_in.authorization points at a parsed header in the request's
+    // header list, whose value stays valid for the request's life.
+    unsafe { (*header).value.as_bytes() }
+}
+
+/// A name for a log line: user names may hold any byte but control characters.
+fn shown(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).escape_debug().to_string()
+}
+
+/// Checks the request's credential against this location's files. With `want_label`, an admitted
+/// request's label is copied into the request pool; otherwise the admitted path allocates nothing.
+pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Decision {
+    // SAFETY: ngx_current_msec and ngx_cycle are nginx's globals, written only by this worker's
+    // own thread between events; ngx_cycle->log is valid while the cycle runs.
+    let (now_ms, cycle_log) = unsafe { (ngx_current_msec as u64, (*ngx_cycle).log) };
+    let log = request.log();
+    let keys = conf.keys.file();
+    let users = conf.users.file();
+    if let Some(keys) = keys {
+        refresh(keys, now_ms, cycle_log);
+    }
+    if let Some(users) = users {
+        refresh(users, now_ms, cycle_log);
+    }
+    let admitted = |label: &[u8]| {
+        ngx_log_debug_http!(request, "ollama auth: admitted \"{}\"", shown(label));
+        // SAFETY: the request pool lives as long as the request that reads the label.
+        Decision::Admitted(if want_label { unsafe { ngx_str_t::from_bytes(request.as_ref().pool, label) } } else { None })
+    };
+
+    match parse_authorization(authorization_header(request)) {
+        Credential::Bearer(token) => {
+            let Some(keys) = keys else {
+                ngx_log_debug_http!(request, "ollama auth: bearer credential, but no keys file here");
+                return Decision::Refused;
+            };
+            // The borrow lasts for this lookup only; nothing in it can reload the file.
+            let watched = keys.borrow();
+            let keys = watched.current();
+            match keys.find(token) {
+                Some(found) if want_label => admitted(keys.label(found).as_bytes()),
+                Some(_) => Decision::Admitted(None),
+                None => {
+                    ngx_log_error!(NGX_LOG_ERR, log, "bearer key not accepted: not in the keys file");
+                    Decision::Refused
+                }
+            }
+        }
+        Credential::Basic(token) => {
+            let Some(users) = users else {
+                ngx_log_debug_http!(request, "ollama auth: basic credential, but no user file here");
+                return Decision::Refused;
+            };
+            let watched = users.borrow();
+            let users = watched.current();
+            let mut buffer = DecodeBuffer::new();
+            match users.verify_basic(token, &mut buffer) {
+                Verdict::Admitted(id) if want_label => admitted(users.name(id)),
+                Verdict::Admitted(_) => Decision::Admitted(None),
+                Verdict::WrongPassword(id) => {
+                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", shown(users.name(id)));
+                    Decision::Refused
+                }
+                Verdict::UnknownUser(name) => {
+                    ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\" was not found in the basic user file", shown(name));
+                    Decision::Refused
+                }
+                Verdict::Malformed => {
+                    ngx_log_debug_http!(request, "ollama auth: malformed basic credential");
+                    Decision::Refused
+                }
+            }
+        }
+        Credential::None => {
+            ngx_log_debug_http!(request, "ollama auth: no bearer or basic credential");
+            Decision::Refused
+        }
+    }
+}
