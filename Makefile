@@ -5,8 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PROFILE_DIR := target/release
 MODULE := $(PROFILE_DIR)/libngx_ollama_auth.so
-# Where the vendored build put nginx: written by build.rs.
-NGINX_BUILD := $(shell cat $(PROFILE_DIR)/nginx-build-dir 2>/dev/null)
+# Where the vendored build put nginx: `build` copies it here from build.rs's OUT_DIR.
 NGINX_BIN = $(shell cat $(PROFILE_DIR)/nginx-build-dir)/nginx
 RUN_DIR := .run
 PYTEST_ARGS ?=
@@ -16,7 +15,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc \
 	nginx nginx-dev apache2-utils curl procps python3
 
-.PHONY: all build deps test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
+.PHONY: all build deps lint test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
 
 all: build
 
@@ -29,9 +28,14 @@ deps:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@$(PYTHON) -c 'import pytest, yaml, ollama, openai' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml ollama openai
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
+# build.rs records the nginx build directory in its OUT_DIR; cargo's JSON messages say where that is.
 build: deps
-	$(CARGO) build --release
+	set -o pipefail; $(CARGO) build --release --message-format=json-render-diagnostics \
+		| $(PYTHON) -c 'import json, sys; dirs = [m["out_dir"] for m in map(json.loads, sys.stdin) \
+			if m.get("reason") == "build-script-executed" and "#ngx-ollama-auth@" in m["package_id"]]; print(dirs[-1])' \
+		| { read -r out_dir && cp "$$out_dir/nginx-build-dir" $(PROFILE_DIR)/nginx-build-dir; }
 
 unit: deps
 	$(CARGO) test --release --lib
@@ -48,11 +52,17 @@ integration-debian: build debian-module
 	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
 		$(PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
-test: unit integration integration-debian fuzz-smoke
+# Formatting and lints, for the module and for the plain-Rust logic with its tests.
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release -- -D warnings
+	$(CARGO) clippy --release --lib --tests --no-default-features -- -D warnings
+
+test: lint unit integration integration-debian fuzz-smoke
 
 # Fuzzing with AFL++ through afl.rs, on the stable toolchain. fuzz-smoke (part of make test)
 # replays every seed and runs each target briefly; `make fuzz` runs each for FUZZ_SECONDS.
-FUZZ_TARGETS := authorization keys_file htpasswd_file hash_strings
+FUZZ_TARGETS := authorization keys_file htpasswd_file hash_strings json_body
 FUZZ_SECONDS ?= 600
 FUZZ_OUT ?= target/fuzz-out
 AFL_ENV := AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1

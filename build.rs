@@ -20,12 +20,11 @@ fn main() {
         println!("cargo::rustc-cfg=ngx_linked_headers");
     }
 
-    // Tell the Makefile and the tests which nginx build this module belongs to: the module
-    // loads only into that exact nginx.
+    // Where this nginx's build is, for the Makefile to find (it reads cargo's JSON messages for
+    // this script's OUT_DIR): the module loads only into that exact nginx.
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let (Ok(build_dir), Ok(out_dir)) = (std::env::var("DEP_NGINX_BUILD_DIR"), std::env::var("OUT_DIR")) {
-        // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out
-        let profile_dir = std::path::Path::new(&out_dir).ancestors().nth(3).expect("cargo's layout");
-        std::fs::write(profile_dir.join("nginx-build-dir"), format!("{build_dir}\n")).expect("write nginx-build-dir");
+        let record = std::path::Path::new(&out_dir).join("nginx-build-dir");
+        std::fs::write(record, format!("{build_dir}\n")).expect("write nginx-build-dir");
     }
 }

@@ -40,9 +40,7 @@ impl<V: Copy> VerifiedCache<V> {
 
     pub fn get(&self, credential: &[u8]) -> Option<V> {
         let digest = self.key.of(credential);
-        self.entries
-            .find(table_hash(&digest), |(stored, _)| constant_time_eq(stored, &digest))
-            .map(|(_, value)| *value)
+        self.entries.find(table_hash(&digest), |(stored, _)| constant_time_eq(stored, &digest)).map(|(_, value)| *value)
     }
 
     pub fn insert(&mut self, credential: &[u8], value: V) {

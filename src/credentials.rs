@@ -127,7 +127,7 @@ fn has_blank_or_control(token: &[u8]) -> bool {
     }
     // Whole words, then the last eight bytes (overlapping) for whatever is left over.
     let mut chunks = token.chunks_exact(8);
-    (&mut chunks).any(bad) || (!chunks.remainder().is_empty() && bad(&token[token.len() - 8..]))
+    chunks.any(bad) || (!chunks.remainder().is_empty() && bad(&token[token.len() - 8..]))
 }
 
 /// Parses `<scheme> 1*SP <token>`. The token is not checked here: see the module's note.
@@ -220,9 +220,24 @@ mod tests {
     #[test]
     fn not_a_bearer_credential() {
         for header in [
-            "", "Bearer", "Bearer ", "Bearer\t", "Bearerk1", "Token k1", "xBearer k1", " Bearer k1",
-            "Basic-ish k1", "Bearer k1 k2", "Bearer k1, Bearer k2", "Bearer k1,Basic Zm9vOmJhcg== x",
-            "Bearer k\x01", "Bearer k\x7f1", "Bearer\x00 k1", "Bea\x02rer k1", "BearerX k1", "Beare k1",
+            "",
+            "Bearer",
+            "Bearer ",
+            "Bearer\t",
+            "Bearerk1",
+            "Token k1",
+            "xBearer k1",
+            " Bearer k1",
+            "Basic-ish k1",
+            "Bearer k1 k2",
+            "Bearer k1, Bearer k2",
+            "Bearer k1,Basic Zm9vOmJhcg== x",
+            "Bearer k\x01",
+            "Bearer k\x7f1",
+            "Bearer\x00 k1",
+            "Bea\x02rer k1",
+            "BearerX k1",
+            "Beare k1",
         ] {
             assert_eq!(bearer_token(header.as_bytes()), None, "{header:?}");
         }

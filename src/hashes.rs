@@ -358,7 +358,9 @@ mod tests {
         let sha256_hash = PasswordHash::parse(sha256.as_bytes()).unwrap();
         assert!(sha256_hash.verify(b"This is just a test"));
         let sha512 = "$6$rounds=1400$anotherlongsaltstring$POfYwTEok97VWcjxIiSOjiykti.o/pQs.wPvMxQ6Fm7I6IoYN3CmLs66x9t0oSwbtEW7o7UmJEiDwGqd8p4ur1";
-        assert!(PasswordHash::parse(sha512.as_bytes()).unwrap().verify(b"a very much longer text to encrypt.  This one even stretches over morethan one line."));
+        assert!(PasswordHash::parse(sha512.as_bytes())
+            .unwrap()
+            .verify(b"a very much longer text to encrypt.  This one even stretches over morethan one line."));
         let md5 = PasswordHash::parse(b"$1$saltsalt$qjXMvbEw8oaL.CzflDtaK/").unwrap();
         assert!(md5.verify(b"password"));
     }
@@ -389,10 +391,22 @@ mod tests {
         assert_eq!(PasswordHash::parse(b"mypassword").err(), Some(Rejected::Unknown));
         assert_eq!(PasswordHash::parse(b"$argon2id$v=19$x").err(), Some(Rejected::Unknown));
         assert_eq!(PasswordHash::parse(b"").err(), Some(Rejected::Unknown));
-        for bad in [&b"$apr1$salt"[..], b"$apr1$toolongsalt$yK/7.nLf1A/P9lhDxOPqB1", b"$5$s$short",
-                    b"$6$rounds=x$s$h", b"$2y$05$short", b"$2y$99$br39LHCF.YEzpKtp/sFSOeITf6AgeOLnTddlrDVUi6Fc/lOFfjg56",
-                    b"{SHA}!!", b"{SHA}YWJj", b"{SSHA}YWJj"] {
-            assert!(matches!(PasswordHash::parse(bad), Err(Rejected::Malformed(_))), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"$apr1$salt"[..],
+            b"$apr1$toolongsalt$yK/7.nLf1A/P9lhDxOPqB1",
+            b"$5$s$short",
+            b"$6$rounds=x$s$h",
+            b"$2y$05$short",
+            b"$2y$99$br39LHCF.YEzpKtp/sFSOeITf6AgeOLnTddlrDVUi6Fc/lOFfjg56",
+            b"{SHA}!!",
+            b"{SHA}YWJj",
+            b"{SSHA}YWJj",
+        ] {
+            assert!(
+                matches!(PasswordHash::parse(bad), Err(Rejected::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -448,8 +462,18 @@ mod tests {
 
     #[test]
     fn constant_time_eq_is_equality() {
-        let samples: [&[u8]; 10] = [b"", b"a", b"abcdefgh", b"abcdefgi", b"bbcdefgh", b"abcdefghijklmnopq", b"abcdefghijklmnopr",
-                                    b"bbcdefghijklmnopq", b"abcdefghXjklmnopq", b"abcdefghijXlmnopq"];
+        let samples: [&[u8]; 10] = [
+            b"",
+            b"a",
+            b"abcdefgh",
+            b"abcdefgi",
+            b"bbcdefgh",
+            b"abcdefghijklmnopq",
+            b"abcdefghijklmnopr",
+            b"bbcdefghijklmnopq",
+            b"abcdefghXjklmnopq",
+            b"abcdefghijXlmnopq",
+        ];
         for a in samples {
             for b in samples {
                 assert_eq!(constant_time_eq(a, b), a == b, "{a:?} {b:?}");

@@ -7,11 +7,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use crate::cache::VerifiedCache;
 use crate::credentials::{decode_basic, DecodeBuffer};
 use crate::hashes::PasswordHash;
 use crate::lines::{entries, has_control_bytes};
+use crate::options::{options_in_comment, parse_options, EntryOptions};
 use crate::watch::{Counted, LineWarning, Parse};
 
 /// A user of one loaded version of the file.
@@ -32,6 +34,7 @@ pub enum Verdict<'b> {
 struct User {
     name: Box<[u8]>,
     hash: PasswordHash,
+    options: Option<Rc<EntryOptions>>,
 }
 
 pub struct UserTable {
@@ -84,6 +87,11 @@ impl UserTable {
         &self.user(id).name
     }
 
+    /// The user's options, if the line's comment field holds some.
+    pub fn options(&self, id: UserId) -> Option<&Rc<EntryOptions>> {
+        self.user(id).options.as_ref()
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }
@@ -128,8 +136,13 @@ impl Parse for UserTable {
                 continue;
             };
             let user = &text[..colon];
-            // As in nginx, the hash ends at the next colon: later fields are comments.
-            let hash_text = text[colon + 1..].split(|&b| b == b':').next().expect("split yields a first part");
+            // As in nginx, the hash ends at the next colon; what follows is a comment, where
+            // words holding `=` are options (values may hold colons: times, registry ports).
+            let after_user = &text[colon + 1..];
+            let (hash_text, comment) = match after_user.iter().position(|&b| b == b':') {
+                Some(end) => (&after_user[..end], &after_user[end + 1..]),
+                None => (after_user, &b""[..]),
+            };
             if user.is_empty() || has_control_bytes(text) {
                 warnings.push(LineWarning { line, reason: "empty user name or control character".into() });
                 continue;
@@ -138,6 +151,15 @@ impl Parse for UserTable {
                 Ok(hash) => hash,
                 Err(rejected) => {
                     warnings.push(user_warning(line, user, rejected));
+                    continue;
+                }
+            };
+            let option_words = options_in_comment(comment);
+            let options = match parse_options(&option_words) {
+                Ok(_) if option_words.is_empty() => None,
+                Ok(options) => Some(Rc::new(options)),
+                Err(error) => {
+                    warnings.push(user_warning(line, user, error));
                     continue;
                 }
             };
@@ -152,7 +174,7 @@ impl Parse for UserTable {
                 table.decoy = Some(id);
             }
             table.by_name.insert(user.into(), id);
-            table.users.push(User { name: user.into(), hash });
+            table.users.push(User { name: user.into(), hash, options });
         }
         (table, warnings)
     }
@@ -222,7 +244,8 @@ mod tests {
 
     #[test]
     fn skipped_lines_name_line_and_user_but_not_the_hash() {
-        let text = "des:lZu0wOMcIYesE\nplain:mypassword\nnocolon\n:{PLAIN}x\nok:{PLAIN}x\nok:{PLAIN}y\nctl:{PLAIN}a\x01b\n";
+        let text =
+            "des:lZu0wOMcIYesE\nplain:mypassword\nnocolon\n:{PLAIN}x\nok:{PLAIN}x\nok:{PLAIN}y\nctl:{PLAIN}a\x01b\n";
         let (users, warnings) = table(text);
         assert_eq!(users.len(), 1);
         let summary: Vec<(usize, &str)> = warnings.iter().map(|w| (w.line, w.reason.as_str())).collect();
@@ -234,6 +257,26 @@ mod tests {
         for warning in &warnings {
             assert!(!warning.reason.contains("lZu0") && !warning.reason.contains("mypassword"));
         }
+    }
+
+    #[test]
+    fn options_in_the_comment_field() {
+        let text = "alice:{PLAIN}a:scopes=read,infer models=llama3* a note\n\
+                    bob:{PLAIN}b:just a comment\n\
+                    carol:{PLAIN}c:expires=2030-01-01T00:00:00+01:00\n\
+                    dave:{PLAIN}d:scopes=root\n";
+        let (users, warnings) = table(text);
+        assert_eq!(users.len(), 3);
+        let id = |name: &[u8]| match users.verify(name, &name[..1]) {
+            Verdict::Admitted(id) => id,
+            other => panic!("{other:?}"),
+        };
+        let alice = users.options(id(b"alice")).unwrap();
+        assert_eq!(alice.scopes.unwrap().to_string(), "read,infer");
+        assert!(users.options(id(b"bob")).is_none(), "words without = stay a comment");
+        assert!(users.options(id(b"carol")).unwrap().expires.is_some(), "a time with colons");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].line == 4 && warnings[0].reason.contains("\"dave\""), "{warnings:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The bearer keys file and the in-memory set built from it.
 //!
-//! Each entry is `<key> [name]`, or `sha256:<64 hex digits> [name]` for a key stored by its
-//! SHA-256. The table holds digests only and is looked up by digest, so a lookup takes the same
+//! Each entry is `<key> [name] [option=value ...]`, or `sha256:<64 hex digits> [name] [...]` for
+//! a key stored by its SHA-256. Options (`scopes=`, `models=`, `expires=`, limits) are read by
+//! `options`; a line whose options do not parse is skipped, so a typo never widens a key. The table holds digests only and is looked up by digest, so a lookup takes the same
 //! time however much of a real key a guess shares, and the file need not hold secrets at all.
 //! Tokens already admitted are also remembered by a keyed digest (see `cache`), so that a
 //! repeated token skips the SHA-256.
@@ -9,12 +10,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::VerifiedCache;
 use crate::credentials::is_single_token;
 use crate::lines::{entries, first_field, has_control_bytes};
+use crate::options::{parse_options, split_name_and_options, EntryOptions};
 use crate::watch::{Counted, LineWarning, Parse};
 
 pub type Digest = [u8; 32];
@@ -53,17 +56,26 @@ struct NameSpan {
     len: u32,
 }
 
-/// What an accepted token leads to: its name, and the start of its digest for a fingerprint.
+/// One key of the table: its name, and its options (an index into `KeySet::options`, 0 for none).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    name: NameSpan,
+    options: u32,
+}
+
+/// What an accepted token leads to: its entry, and the start of its digest for a fingerprint.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyRef {
-    name: NameSpan,
+    entry: Entry,
     digest_prefix: [u8; 6],
 }
 
 pub struct KeySet {
     /// Keyed by the digest, which is uniformly random: its first bytes are the table hash.
-    table: HashMap<TableKey, NameSpan, BuildHasherDefault<DigestPrefixHasher>>,
+    table: HashMap<TableKey, Entry, BuildHasherDefault<DigestPrefixHasher>>,
     names: Vec<u8>,
+    /// The options of the keys that have some; index 0 stands for "none" and is never read.
+    options: Vec<Rc<EntryOptions>>,
     /// Tokens already admitted, by keyed digest, so they skip the SHA-256 (thousands of
     /// instructions on a CPU without SHA extensions, against a few hundred for the cache).
     verified: RefCell<VerifiedCache<KeyRef>>,
@@ -155,8 +167,8 @@ impl KeySet {
                     return None;
                 }
                 let digest = sha256(token);
-                let name = *self.table.get(&table_key(&digest))?;
-                let found = KeyRef { name, digest_prefix: digest[..6].try_into().expect("6 bytes") };
+                let entry = *self.table.get(&table_key(&digest))?;
+                let found = KeyRef { entry, digest_prefix: digest[..6].try_into().expect("6 bytes") };
                 self.verified.borrow_mut().insert(token, found);
                 found
             }
@@ -166,11 +178,20 @@ impl KeySet {
 
     /// Who a found key belongs to, for `$ollama_auth_user`.
     pub fn label(&self, found: KeyRef) -> KeyLabel<'_> {
-        if found.name.len == 0 {
+        let name = found.entry.name;
+        if name.len == 0 {
             KeyLabel::Fingerprint(fingerprint(&found.digest_prefix))
         } else {
-            let start = found.name.start as usize;
-            KeyLabel::Named(&self.names[start..start + found.name.len as usize])
+            let start = name.start as usize;
+            KeyLabel::Named(&self.names[start..start + name.len as usize])
+        }
+    }
+
+    /// The key's options, if its line has any.
+    pub fn options(&self, found: KeyRef) -> Option<&Rc<EntryOptions>> {
+        match found.entry.options {
+            0 => None,
+            index => self.options.get(index as usize),
         }
     }
 
@@ -203,6 +224,7 @@ impl Parse for KeySet {
         let mut keys = KeySet {
             table: HashMap::with_capacity_and_hasher(capacity, Default::default()),
             names: Vec::new(),
+            options: vec![Rc::default()],
             verified: RefCell::new(VerifiedCache::new()),
         };
         let mut warnings = Vec::new();
@@ -213,7 +235,7 @@ impl Parse for KeySet {
                 warn(line, "control character in line");
                 continue;
             }
-            let (key, name) = first_field(text);
+            let (key, rest) = first_field(text);
             if key.len() > MAX_KEY_BYTES {
                 warn(line, "key longer than 4096 bytes");
                 continue;
@@ -228,7 +250,15 @@ impl Parse for KeySet {
                 },
                 None => sha256(key),
             };
-            let name = bounded_name(name);
+            let (name, option_words) = split_name_and_options(rest);
+            let options = match parse_options(&option_words) {
+                Ok(options) => options,
+                Err(error) => {
+                    warn(line, &format!("{error}"));
+                    continue;
+                }
+            };
+            let name = bounded_name(&name);
             let span = NameSpan { start: keys.names.len() as u32, len: name.len() as u32 };
             match keys.table.entry(table_key(&digest)) {
                 std::collections::hash_map::Entry::Occupied(_) => {
@@ -236,7 +266,13 @@ impl Parse for KeySet {
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     keys.names.extend_from_slice(name);
-                    slot.insert(span);
+                    let options_index = if option_words.is_empty() {
+                        0
+                    } else {
+                        keys.options.push(Rc::new(options));
+                        (keys.options.len() - 1) as u32
+                    };
+                    slot.insert(Entry { name: span, options: options_index });
                 }
             }
         }
@@ -283,8 +319,8 @@ mod tests {
 
     #[test]
     fn bad_lines_are_skipped_with_line_numbers_and_no_content() {
-        let text = "good\nbad\x01key\nsha256:abc\n# note\nsha256:zz\n\ngood\n".to_string()
-            + &"x".repeat(MAX_KEY_BYTES + 1);
+        let text =
+            "good\nbad\x01key\nsha256:abc\n# note\nsha256:zz\n\ngood\n".to_string() + &"x".repeat(MAX_KEY_BYTES + 1);
         let (keys, warnings) = parse(&text);
         assert_eq!(keys.len(), 1);
         let lines: Vec<usize> = warnings.iter().map(|w| w.line).collect();
@@ -365,11 +401,36 @@ mod tests {
     }
 
     #[test]
+    fn options_follow_the_name_and_a_bad_option_skips_the_line() {
+        let text = "k1 Admin console scopes=all\nk2 ci scopes=infer models=nomic-embed-text expires=2030-01-01\n\
+                    k3 typo scope=read\nk4 twice scopes=read scopes=all\nk5 bad scopes=sudo\nk6 plain\n";
+        let (keys, warnings) = parse(text);
+        let k1 = keys.find(b"k1").unwrap();
+        assert_eq!(keys.label(k1), KeyLabel::Named(b"Admin console"));
+        assert_eq!(keys.options(k1).unwrap().scopes.unwrap().to_string(), "all");
+        let k2 = keys.find(b"k2").unwrap();
+        let options = keys.options(k2).unwrap();
+        assert!(options.models.as_ref().is_some_and(|m| !m.is_unrestricted()));
+        assert!(options.expires.is_some());
+        assert!(keys.options(keys.find(b"k6").unwrap()).is_none());
+        for skipped in [&b"k3"[..], b"k4", b"k5"] {
+            assert!(keys.find(skipped).is_none(), "{skipped:?}");
+        }
+        let lines: Vec<usize> = warnings.iter().map(|w| w.line).collect();
+        assert_eq!(lines, [3, 4, 5]);
+        assert!(warnings[0].reason.contains("scope"), "{:?}", warnings[0]);
+        assert!(warnings[1].reason.contains("scopes"), "{:?}", warnings[1]);
+    }
+
+    #[test]
     fn repeated_lookups_are_answered_from_the_cache_and_agree() {
         let (keys, _) = parse("k1 alice\nk2\n");
         for _ in 0..3 {
             assert_eq!(keys.lookup(b"k1"), Some(KeyLabel::Named(b"alice")));
-            assert_eq!(keys.lookup(b"k2").unwrap().as_bytes(), format!("sha256:{}", &hex(&sha256(b"k2"))[..12]).as_bytes());
+            assert_eq!(
+                keys.lookup(b"k2").unwrap().as_bytes(),
+                format!("sha256:{}", &hex(&sha256(b"k2"))[..12]).as_bytes()
+            );
             assert_eq!(keys.lookup(b"k3"), None);
         }
         assert_eq!(keys.verified.borrow().len(), 2, "only admitted tokens are remembered");

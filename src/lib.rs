@@ -11,8 +11,12 @@ pub mod cache;
 pub mod credentials;
 pub mod hashes;
 pub mod htpasswd;
+pub mod json;
 pub mod keys;
 pub mod lines;
+pub mod models;
+pub mod options;
+pub mod policy;
 pub mod watch;
 
 #[cfg(all(feature = "module", not(test)))]

@@ -35,6 +35,14 @@ pub struct LineWarning {
     pub reason: String,
 }
 
+impl LineWarning {
+    /// The text nginx logs for a skipped line (and `ollama-auth check` prints, word for word):
+    /// `bearer keys file "/etc/keys.txt" line 3 skipped: <reason>`.
+    pub fn message<T: Parse>(&self, path: &Path) -> String {
+        format!("{} \"{}\" line {} skipped: {}", T::FILE_KIND, path.to_string_lossy(), self.line, self.reason)
+    }
+}
+
 /// What identifies one version of a file: the file the path resolves to (device and inode, so a
 /// rename or a retargeted symlink is seen), its size, and its nanosecond mtime and ctime (so two
 /// same-size edits within one second are seen).
@@ -335,8 +343,15 @@ mod tests {
 
     fn identity_modified_at(modified: SystemTime) -> FileIdentity {
         let since = modified.duration_since(UNIX_EPOCH).unwrap();
-        FileIdentity { dev: 1, ino: 1, size: 1, mtime_sec: since.as_secs() as i64, mtime_nsec: i64::from(since.subsec_nanos()),
-                       ctime_sec: 0, ctime_nsec: 0 }
+        FileIdentity {
+            dev: 1,
+            ino: 1,
+            size: 1,
+            mtime_sec: since.as_secs() as i64,
+            mtime_nsec: i64::from(since.subsec_nanos()),
+            ctime_sec: 0,
+            ctime_nsec: 0,
+        }
     }
 
     #[test]

@@ -162,6 +162,7 @@ def test_inheritance_off_in_nested_location_and_realm(gate):
         }}
         location /static/ {{
             alias {{dir}}/html/;
+            ollama_auth_default_scopes all;
             location /static/inner/ {{ alias {{dir}}/html/; ollama_auth_realm inner; }}
         }}
     """)
@@ -298,7 +299,7 @@ def test_subrequests_share_the_main_request_admission(gate):
     gate.write("other.txt", "some-other-key\n")
     gate.write("html/page.html", 'before <!--# include virtual="/inner/index.html" --> after\n')
     gate.configure("""
-        location / { ollama_bearer_keys_file keys.txt; ssi on; }
+        location / { ollama_bearer_keys_file keys.txt; ollama_auth_default_scopes all; ssi on; }
         location /inner/ { ollama_bearer_keys_file other.txt; alias {dir}/html/; }
     """)
     gate.start()

@@ -18,7 +18,8 @@ def start(gate, keys=f"{GOOD} good\n", users=None, workers=1):
     if users is not None:
         gate.write("users.htpasswd", users)
         directives += " ollama_basic_user_file users.htpasswd;"
-    gate.configure(f"location / {{ {directives} }}", workers=workers)
+    # Static files are no Ollama endpoint: `all` lets every key reach them, as before scopes.
+    gate.configure(f"location / {{ {directives} ollama_auth_default_scopes all; }}", workers=workers)
     return gate.start()
 
 

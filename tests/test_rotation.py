@@ -73,7 +73,7 @@ class Load:
 
 def test_rotation_under_load_never_refuses_the_kept_key(gate):
     gate.write("keys.txt", keys_version(0))
-    gate.configure("location / { ollama_bearer_keys_file keys.txt; }", workers=2)
+    gate.configure("location / { ollama_bearer_keys_file keys.txt; ollama_auth_default_scopes all; }", workers=2)
     gate.start()
 
     swaps = appends = reloads = 0

@@ -4,15 +4,27 @@ use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_str_t, NGX_LOG_ERR};
 use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
+use std::rc::Rc;
+
 use super::conf::{refresh, LocConf};
 use crate::credentials::{parse_authorization, Credential, DecodeBuffer};
 use crate::htpasswd::Verdict;
+use crate::options::EntryOptions;
 
 /// What one look at a request's credential found.
 pub enum Decision {
-    /// Admitted; with the label for `$ollama_auth_user` when it was asked for.
-    Admitted(Option<ngx_str_t>),
+    Admitted(Admission),
     Refused,
+}
+
+/// Who was admitted, as far as the rest of the request needs to know.
+pub struct Admission {
+    /// The label for `$ollama_auth_user` and log lines, in the request pool, when asked for.
+    pub label: Option<ngx_str_t>,
+    /// The entry's options, if its line has any (shared with the loaded file).
+    pub options: Option<Rc<EntryOptions>>,
+    /// A Basic user rather than a bearer key, for the wording of refusals.
+    pub is_user: bool,
 }
 
 fn authorization_header(request: &Request) -> &[u8] {
@@ -45,10 +57,15 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
     if let Some(users) = users {
         refresh(users, now_ms, cycle_log);
     }
-    let admitted = |label: &[u8]| {
-        ngx_log_debug_http!(request, "ollama auth: admitted \"{}\"", shown(label));
-        // SAFETY: the request pool lives as long as the request that reads the label.
-        Decision::Admitted(if want_label { unsafe { ngx_str_t::from_bytes(request.as_ref().pool, label) } } else { None })
+    let admitted = |label: &[u8], options: Option<&Rc<EntryOptions>>, is_user: bool| {
+        let label = if want_label {
+            ngx_log_debug_http!(request, "ollama auth: admitted \"{}\"", shown(label));
+            // SAFETY: the request pool lives as long as the request that reads the label.
+            unsafe { ngx_str_t::from_bytes(request.as_ref().pool, label) }
+        } else {
+            None
+        };
+        Decision::Admitted(Admission { label, options: options.cloned(), is_user })
     };
 
     match parse_authorization(authorization_header(request)) {
@@ -61,8 +78,8 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
             let watched = keys.borrow();
             let keys = watched.current();
             match keys.find(token) {
-                Some(found) if want_label => admitted(keys.label(found).as_bytes()),
-                Some(_) => Decision::Admitted(None),
+                Some(found) if want_label => admitted(keys.label(found).as_bytes(), keys.options(found), false),
+                Some(found) => admitted(b"", keys.options(found), false),
                 None => {
                     ngx_log_error!(NGX_LOG_ERR, log, "bearer key not accepted: not in the keys file");
                     Decision::Refused
@@ -78,8 +95,7 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
             let users = watched.current();
             let mut buffer = DecodeBuffer::new();
             match users.verify_basic(token, &mut buffer) {
-                Verdict::Admitted(id) if want_label => admitted(users.name(id)),
-                Verdict::Admitted(_) => Decision::Admitted(None),
+                Verdict::Admitted(id) => admitted(users.name(id), users.options(id), true),
                 Verdict::WrongPassword(id) => {
                     ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", shown(users.name(id)));
                     Decision::Refused

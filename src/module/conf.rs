@@ -5,14 +5,14 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t,
-    ngx_uint_t, NGX_CONF_TAKE1, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, ngx_uint_t,
+    NGX_CONF_TAKE1, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
@@ -20,6 +20,7 @@ use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 use super::{conf_error, Module};
 use crate::htpasswd::UserTable;
 use crate::keys::KeySet;
+use crate::policy::Scopes;
 use crate::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
 
 pub type Shared<T> = Rc<RefCell<WatchedFile<T>>>;
@@ -28,16 +29,12 @@ pub type Shared<T> = Rc<RefCell<WatchedFile<T>>>;
 const MAX_LOGGED_WARNINGS: usize = 20;
 
 /// One directive's setting at one level: not given (inherit), `off`, or a file.
+#[derive(Default)]
 pub enum FileSetting<T> {
+    #[default]
     Unset,
     Off,
     File(Shared<T>),
-}
-
-impl<T> Default for FileSetting<T> {
-    fn default() -> Self {
-        FileSetting::Unset
-    }
 }
 
 impl<T> Clone for FileSetting<T> {
@@ -71,7 +68,14 @@ pub struct LocConf {
     pub users: FileSetting<UserTable>,
     /// From `ollama_auth_realm`; `None` means the default realm.
     pub challenges: Option<Rc<Challenges>>,
+    /// From `ollama_auth_default_scopes`: the scopes of entries without `scopes=`.
+    pub default_scopes: Option<Scopes>,
+    /// From `ollama_auth_path_prefix`: what comes before Ollama's own paths in this location.
+    pub path_prefix: Option<Vec<u8>>,
 }
+
+/// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
+const DEFAULT_SCOPES: Scopes = Scopes::READ.union(Scopes::INFER);
 
 /// The `WWW-Authenticate` values for one realm, made once at configuration time so that a 401
 /// allocates nothing for them.
@@ -83,7 +87,8 @@ pub struct Challenges {
 impl Challenges {
     /// `<scheme> realm="…"`, with the realm quoted as RFC 9110 asks.
     fn for_realm(realm: &[u8]) -> Self {
-        let quoted: Vec<u8> = realm.iter().flat_map(|&b| if b == b'"' || b == b'\\' { vec![b'\\', b] } else { vec![b] }).collect();
+        let quoted: Vec<u8> =
+            realm.iter().flat_map(|&b| if b == b'"' || b == b'\\' { vec![b'\\', b] } else { vec![b] }).collect();
         let value = |scheme: &[u8]| [scheme, b" realm=\"", &quoted, b"\""].concat();
         Challenges { bearer: Cow::Owned(value(b"Bearer")), basic: Cow::Owned(value(b"Basic")) }
     }
@@ -105,6 +110,14 @@ impl LocConf {
     pub fn challenges(&self) -> &Challenges {
         self.challenges.as_deref().unwrap_or(Challenges::default_realm())
     }
+
+    pub fn default_scopes(&self) -> Scopes {
+        self.default_scopes.unwrap_or(DEFAULT_SCOPES)
+    }
+
+    pub fn path_prefix(&self) -> &[u8] {
+        self.path_prefix.as_deref().unwrap_or_default()
+    }
 }
 
 impl Merge for LocConf {
@@ -113,6 +126,12 @@ impl Merge for LocConf {
         self.users.inherit(&parent.users);
         if self.challenges.is_none() {
             self.challenges = parent.challenges.clone();
+        }
+        if self.default_scopes.is_none() {
+            self.default_scopes = parent.default_scopes;
+        }
+        if self.path_prefix.is_none() {
+            self.path_prefix = parent.path_prefix.clone();
         }
         Ok(())
     }
@@ -149,11 +168,11 @@ unsafe impl HttpModuleMainConf for Module {
 }
 
 /// Logs what a load found: the count, and the skipped lines by number (never by content).
-pub fn log_loaded<T: Parse>(log: *mut ngx_log_t, path: &OsStr, entries: usize, warnings: &[LineWarning]) {
-    let path = path.to_string_lossy();
+pub fn log_loaded<T: Parse>(log: *mut ngx_log_t, path: &Path, entries: usize, warnings: &[LineWarning]) {
     for warning in warnings.iter().take(MAX_LOGGED_WARNINGS) {
-        ngx_log_error!(NGX_LOG_WARN, log, "{} \"{}\" line {} skipped: {}", T::FILE_KIND, path, warning.line, warning.reason);
+        ngx_log_error!(NGX_LOG_WARN, log, "{}", warning.message::<T>(path));
     }
+    let path = path.to_string_lossy();
     if warnings.len() > MAX_LOGGED_WARNINGS {
         let more = warnings.len() - MAX_LOGGED_WARNINGS;
         ngx_log_error!(NGX_LOG_WARN, log, "{} \"{}\": {} more lines skipped", T::FILE_KIND, path, more);
@@ -175,11 +194,18 @@ fn look_and_log<T: Parse + Counted>(file: &Shared<T>, now_ms: u64, log: *mut ngx
     match watched.refresh(now_ms) {
         Refresh::Unchanged => {}
         Refresh::Reloaded { entries, warnings } => {
-            log_loaded::<T>(log, watched.path().as_os_str(), entries, &warnings);
+            log_loaded::<T>(log, watched.path(), entries, &warnings);
         }
         Refresh::Failed(error) => {
             let path = watched.path().to_string_lossy();
-            ngx_log_error!(NGX_LOG_ERR, log, "{} \"{}\" cannot be read, still using the last good version: {}", T::FILE_KIND, path, error);
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "{} \"{}\" cannot be read, still using the last good version: {}",
+                T::FILE_KIND,
+                path,
+                error
+            );
         }
     }
 }
@@ -234,7 +260,7 @@ unsafe fn set_file<T: Parse + Counted + 'static>(
     match WatchedFile::<T>::load(path.clone()) {
         Ok((watched, warnings)) => {
             // SAFETY: cf->log is valid while the configuration is parsed.
-            log_loaded::<T>(unsafe { (*cf).log }, path.as_os_str(), watched.current().entry_count(), &warnings);
+            log_loaded::<T>(unsafe { (*cf).log }, &path, watched.current().entry_count(), &warnings);
             let shared = Rc::new(RefCell::new(watched));
             registry.files.push(shared.clone());
             *setting = FileSetting::File(shared);
@@ -279,10 +305,51 @@ extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mu
     NGX_CONF_OK
 }
 
+/// The one argument of a TAKE1 directive.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed, holding a TAKE1 directive's arguments.
+unsafe fn argument<'a>(cf: *mut ngx_conf_t) -> &'a ngx_str_t {
+    // SAFETY: cf->args holds the directive and its arguments; TAKE1 means exactly one argument.
+    unsafe { &(*(*cf).args).as_slice::<ngx_str_t>()[1] }
+}
+
+extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
+    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    if conf.default_scopes.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    match value.to_str().map_err(|_| "not UTF-8".to_string()).and_then(Scopes::parse) {
+        Ok(scopes) => {
+            conf.default_scopes = Some(scopes);
+            NGX_CONF_OK
+        }
+        Err(reason) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid \"ollama_auth_default_scopes\": {}", reason);
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+extern "C" fn set_path_prefix(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
+    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    if conf.path_prefix.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    let prefix = value.as_bytes();
+    if !prefix.starts_with(b"/") || prefix.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        return conf_error(c"must be a path starting with \"/\"");
+    }
+    conf.path_prefix = Some(prefix.to_vec());
+    NGX_CONF_OK
+}
+
 const FILE_DIRECTIVE_CONTEXTS: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
 
-pub static mut COMMANDS: [ngx_command_t; 4] = [
+pub static mut COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("ollama_bearer_keys_file"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
@@ -307,6 +374,22 @@ pub static mut COMMANDS: [ngx_command_t; 4] = [
         offset: 0,
         post: std::ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_default_scopes"),
+        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
+        set: Some(set_default_scopes),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_path_prefix"),
+        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
+        set: Some(set_path_prefix),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -326,10 +409,16 @@ pub extern "C" fn check_files_in_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             let watched = file.borrow();
             if let Err(error) = check_readable(watched.path()) {
                 let path = watched.path().to_string_lossy();
-                ngx_log_error!(NGX_LOG_ERR, log, "{} \"{}\" cannot be read by this worker process ({}); \
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "{} \"{}\" cannot be read by this worker process ({}); \
                     serving the version the master loaded, and changes to the file will not be seen until \
                     the worker can read it (check the file's owner and mode against the \"user\" directive)",
-                    T::FILE_KIND, path, error);
+                    T::FILE_KIND,
+                    path,
+                    error
+                );
             }
         }
     }

@@ -1,54 +1,71 @@
 //! The per-request context: what the gate decided about one request, kept from the moment it
 //! is first asked (the access phase, or `$ollama_auth_user` read earlier by `limit_req`) to the
-//! filters that shape this module's own refusals.
+//! filters that shape this module's own refusals and cut down model listings.
+//!
+//! A request that is simply admitted gets no context at all, so the common path allocates
+//! nothing. The context is a Rust value in the request pool, dropped by a pool cleanup.
 
-use std::mem::size_of;
+use std::borrow::Cow;
+use std::mem::{align_of, size_of};
+use std::rc::Rc;
 
-use ngx::ffi::{ngx_pcalloc, ngx_str_t};
+use ngx::ffi::{ngx_palloc, ngx_pool_cleanup_add, ngx_str_t};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 
-use super::authenticate::{authenticate, Decision};
+use super::authenticate::{authenticate, Admission, Decision};
 use super::conf::LocConf;
 use super::Module;
+use crate::options::EntryOptions;
+use crate::policy::Listing;
 
 /// Which schemes a refused request is challenged for.
 pub const CHALLENGE_BEARER: u8 = 1;
 pub const CHALLENGE_BASIC: u8 = 2;
 
-/// Allocated zeroed from the request pool; all-zero is "not checked yet".
-#[repr(C)]
+/// This module's own answer to a request: its status and JSON body.
+pub struct Refusal {
+    pub status: usize,
+    pub body: Cow<'static, [u8]>,
+}
+
+#[derive(Default)]
 pub struct RequestCtx {
     pub checked: bool,
-    pub admitted: bool,
-    /// Set by the access handler when it answers 401; read by the filters.
-    pub refused: bool,
+    /// Who was admitted, and with what options; `None` if no one was.
+    pub admission: Option<Admission>,
+    pub challenges: u8,
+    /// Set when this module answers the request itself (401, 403, 400); read by the filters.
+    pub refusal: Option<Refusal>,
     pub replace_body: bool,
     pub body_sent: bool,
-    pub challenges: u8,
-    /// Who was admitted: a key's name or fingerprint, or a Basic user name; in the request pool.
-    /// Null when no one was, or when no one asked for it.
-    pub user: ngx_str_t,
+    /// While the request body is read for its model: the access phase's answer once known.
+    pub body_verdict: Option<isize>,
+    /// The body members that name a model, and the options that say which models may be used.
+    pub body_check: Option<(&'static [&'static str], Rc<EntryOptions>)>,
+    /// A listing answer to cut down to the models `listing_options` allows.
+    pub listing: Option<(Listing, Rc<EntryOptions>)>,
+    /// The listing answer, gathered until its last buffer, its header held back till then.
+    pub listing_body: Vec<u8>,
+    pub listing_held: bool,
 }
 
 impl RequestCtx {
-    pub fn has_label(&self) -> bool {
-        !self.user.data.is_null()
+    /// The label for `$ollama_auth_user`, if one was recorded.
+    pub fn label(&self) -> Option<ngx_str_t> {
+        self.admission.as_ref().and_then(|admission| admission.label)
     }
 
     fn record(&mut self, decision: Decision, conf: &LocConf) {
         self.checked = true;
         self.challenges = challenges_of(conf);
-        match decision {
-            Decision::Admitted(label) => {
-                self.admitted = true;
-                self.user = label.unwrap_or(ngx_str_t::empty());
-            }
-            Decision::Refused => self.admitted = false,
-        }
+        self.admission = match decision {
+            Decision::Admitted(admission) => Some(admission),
+            Decision::Refused => None,
+        };
     }
 }
 
-fn challenges_of(conf: &LocConf) -> u8 {
+pub fn challenges_of(conf: &LocConf) -> u8 {
     let bearer = if conf.keys.file().is_some() { CHALLENGE_BEARER } else { 0 };
     let basic = if conf.users.file().is_some() { CHALLENGE_BASIC } else { 0 };
     bearer | basic
@@ -58,26 +75,39 @@ fn challenges_of(conf: &LocConf) -> u8 {
 /// borrow of its context, so two contexts of one request can never be held at once.
 pub fn ctx_mut(request: &mut Request) -> Option<&mut RequestCtx> {
     // SAFETY: r->ctx has one slot per HTTP module and ctx_index is this module's. The slot is
-    // NULL or a RequestCtx this module allocated from the request's pool, which lives as long as
-    // the request; the returned borrow is tied to `request`'s exclusive one, and nginx runs one
-    // request's handlers on one thread, one at a time.
+    // NULL or a RequestCtx this module put in the request's pool (see ctx_or_new), which lives
+    // as long as the request; the returned borrow is tied to `request`'s exclusive one, and
+    // nginx runs one request's handlers on one thread, one at a time.
     unsafe {
         let slot = *request.as_ref().ctx.add(Module::module().ctx_index);
         slot.cast::<RequestCtx>().as_mut()
     }
 }
 
-/// The request's context, made (zeroed) if there is none yet. `None` only if the pool is out
-/// of memory.
+unsafe extern "C" fn drop_ctx(data: *mut std::ffi::c_void) {
+    // SAFETY: registered by ctx_or_new for the RequestCtx it wrote at `data`, and run once, when
+    // the request pool is destroyed, after every handler of the request has returned.
+    unsafe { std::ptr::drop_in_place(data.cast::<RequestCtx>()) };
+}
+
+/// The request's context, made if there is none yet. `None` only if the pool is out of memory.
 pub fn ctx_or_new(request: &mut Request) -> Option<&mut RequestCtx> {
-    if request.get_module_ctx::<RequestCtx>(Module::module()).is_none() {
-        // SAFETY: the request pool is valid for the request's life; ngx_pcalloc returns zeroed,
-        // suitably aligned memory or NULL, and all-zero is a valid RequestCtx.
-        let fresh = unsafe { ngx_pcalloc(request.as_ref().pool, size_of::<RequestCtx>()) };
-        if fresh.is_null() {
-            return None;
+    if ctx_mut(request).is_none() {
+        let pool = request.as_ref().pool;
+        const { assert!(align_of::<RequestCtx>() <= 16) }; // what ngx_palloc's NGX_ALIGNMENT gives
+                                                           // SAFETY: the request pool is valid for the request's life; ngx_palloc returns memory
+                                                           // aligned for any type up to NGX_ALIGNMENT, or NULL; the cleanup entry is the pool's.
+        unsafe {
+            let cleanup = ngx_pool_cleanup_add(pool, 0);
+            let fresh = ngx_palloc(pool, size_of::<RequestCtx>()).cast::<RequestCtx>();
+            if cleanup.is_null() || fresh.is_null() {
+                return None;
+            }
+            fresh.write(RequestCtx::default());
+            (*cleanup).data = fresh.cast();
+            (*cleanup).handler = Some(drop_ctx);
+            request.set_module_ctx(fresh.cast(), Module::module());
         }
-        request.set_module_ctx(fresh, Module::module());
     }
     ctx_mut(request)
 }
@@ -89,7 +119,7 @@ pub fn decided_with_label(request: &mut Request) -> Option<&mut RequestCtx> {
     let conf: &'static LocConf = Module::location_conf(request).filter(|conf: &&LocConf| conf.is_gated())?;
     let needs_check = match ctx_mut(request) {
         // Admitted while no one wanted the label: look again, with it.
-        Some(ctx) => !ctx.checked || (ctx.admitted && !ctx.has_label()),
+        Some(ctx) => !ctx.checked || ctx.admission.as_ref().is_some_and(|admission| admission.label.is_none()),
         None => true,
     };
     if needs_check {

@@ -1,10 +1,12 @@
-//! Header and body filters that turn this module's own 401 into a challenge plus a JSON body in
-//! Ollama's error shape, and leave every other response alone.
-//!
-//! A response is this module's 401 only if the access handler refused the request and nginx
-//! itself is answering 401 for it (`r->err_status`, set by nginx's special-response path). With
-//! `satisfy any`, when `allow` admits a request the module refused, an upstream's own 401 has no
-//! `err_status` and passes unchanged.
+//! Header and body filters for the responses this module owns, leaving every other one alone:
+//! - its own refusals (401, 403, 400): a JSON body in Ollama's error shape, and for a 401 the
+//!   challenges. A response is such a refusal only if the access phase refused the request and
+//!   nginx itself is answering with that status (`r->err_status`, set by nginx's
+//!   special-response path): with `satisfy any`, when `allow` admits a request the module
+//!   refused, an upstream's own 401 has no `err_status` and passes unchanged;
+//! - model listings (`/api/tags`, `/api/ps`, `/v1/models`) answered to an entry limited to some
+//!   models: cut down to those models. These are small JSON documents, not streams: the header
+//!   is held until the whole body is in, so the new `Content-Length` is right.
 
 use std::mem::size_of;
 use std::ptr;
@@ -13,18 +15,28 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_output_body_filter_pt,
     ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
-    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_UNAUTHORIZED,
+    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
+    NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
-use ngx::ngx_log_debug_http;
+use ngx::{ngx_log_debug_http, ngx_log_error};
 
+use super::buffers::append_chain;
 use super::conf::{Challenges, LocConf};
 use super::ctx::{ctx_mut, CHALLENGE_BASIC, CHALLENGE_BEARER};
 use super::Module;
+use crate::json::filter_listing;
+use crate::models::ModelName;
+use crate::options::EntryOptions;
+use crate::policy::Listing;
 
 const JSON_CONTENT_TYPE: &[u8] = b"application/json; charset=utf-8";
 
-fn json_body(challenges: u8) -> &'static [u8] {
+/// The largest listing this module cuts down; a larger one fails closed.
+const MAX_LISTING: usize = 16 << 20;
+
+/// The body of a 401 for a request without a valid credential.
+pub fn unauthorized_body(challenges: u8) -> &'static [u8] {
     match challenges {
         CHALLENGE_BEARER => b"{\"error\":\"unauthorized: a valid API key is required (Authorization: Bearer <key>)\"}\n",
         CHALLENGE_BASIC => b"{\"error\":\"unauthorized: a valid user name and password are required\"}\n",
@@ -52,14 +64,16 @@ pub unsafe fn install(_cf: *mut ngx_conf_t) -> ngx_int_t {
     Status::NGX_OK.0
 }
 
-fn next_header_filter() -> unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: written once per configuration load, before any request, and only read after.
-    unsafe { NEXT_HEADER_FILTER }.expect("header filter chain")
+fn next_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: written once per configuration load, before any request, and only read after;
+    // the next filter takes the request nginx gave this one.
+    unsafe { NEXT_HEADER_FILTER.expect("header filter chain")(r) }
 }
 
-fn next_body_filter() -> unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_chain_t) -> ngx_int_t {
-    // SAFETY: as in next_header_filter.
-    unsafe { NEXT_BODY_FILTER }.expect("body filter chain")
+fn next_body(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
+    // SAFETY: as in next_header; `chain` is what nginx gave this filter, NULL, or a valid chain
+    // of this module's.
+    unsafe { NEXT_BODY_FILTER.expect("body filter chain")(r, chain) }
 }
 
 /// Appends one `WWW-Authenticate` header with a value that lives as long as the configuration.
@@ -96,47 +110,89 @@ fn add_challenge(request: &mut Request, value: &'static [u8]) -> Option<()> {
     Some(())
 }
 
+/// Sets the response's length (or, with `None`, says it is unknown), dropping any copy of the
+/// old one in the header list.
+fn set_content_length(request: &mut Request, length: Option<usize>) {
+    let out = &mut request.as_mut().headers_out;
+    out.content_length_n = length.map_or(-1, |length| length as i64);
+    if !out.content_length.is_null() {
+        // SAFETY: a non-null content_length points at an element of the response header list.
+        unsafe { (*out.content_length).hash = 0 };
+        out.content_length = ptr::null_mut();
+    }
+}
+
+/// What this module does with a response.
+enum Role {
+    NotOurs,
+    Refusal { challenges: u8, length: usize, unauthorized: bool },
+    Listing,
+}
+
+fn role(request: &mut Request) -> Role {
+    let status = request.as_ref().headers_out.status;
+    let err_status = request.as_ref().err_status;
+    let is_main = request.is_main();
+    match ctx_mut(request) {
+        Some(ctx) => match &ctx.refusal {
+            Some(refusal) if refusal.status == status && refusal.status == err_status => Role::Refusal {
+                challenges: ctx.challenges,
+                length: refusal.body.len(),
+                unauthorized: status == NGX_HTTP_UNAUTHORIZED as usize,
+            },
+            _ if ctx.listing.is_some() && status == NGX_HTTP_OK as usize && is_main => Role::Listing,
+            _ => Role::NotOurs,
+        },
+        None => Role::NotOurs,
+    }
+}
+
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let next = next_header_filter();
     // SAFETY: nginx calls header filters with a valid request.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    let ours = {
-        let status = request.as_ref().headers_out.status;
-        let nginx_answers_401 = request.as_ref().err_status == NGX_HTTP_UNAUTHORIZED as usize;
-        match ctx_mut(request) {
-            Some(ctx) if ctx.refused && nginx_answers_401 && status == NGX_HTTP_UNAUTHORIZED as usize => Some(ctx.challenges),
-            _ => None,
+    match role(request) {
+        Role::NotOurs => next_header(r),
+        Role::Refusal { challenges, length, unauthorized } => {
+            if unauthorized {
+                let conf: Option<&'static LocConf> = Module::location_conf(request);
+                let values: &'static Challenges = conf.map_or(Challenges::default_realm(), LocConf::challenges);
+                ngx_log_debug_http!(request, "ollama auth: challenging the 401");
+                for (bit, value) in [(CHALLENGE_BASIC, &values.basic), (CHALLENGE_BEARER, &values.bearer)] {
+                    if challenges & bit != 0 && add_challenge(request, value).is_none() {
+                        return Status::NGX_ERROR.0;
+                    }
+                }
+            }
+            if !request.header_only() {
+                let out = &mut request.as_mut().headers_out;
+                out.content_type =
+                    ngx_str_t { len: JSON_CONTENT_TYPE.len(), data: JSON_CONTENT_TYPE.as_ptr().cast_mut() };
+                out.content_type_len = JSON_CONTENT_TYPE.len();
+                out.content_type_lowcase = ptr::null_mut();
+                set_content_length(request, Some(length));
+                if let Some(ctx) = ctx_mut(request) {
+                    ctx.replace_body = true;
+                }
+            }
+            next_header(r)
         }
-    };
-    let Some(challenges) = ours else {
-        // SAFETY: the next filter takes the request nginx gave this one.
-        return unsafe { next(r) };
-    };
-    let conf: Option<&'static LocConf> = Module::location_conf(request);
-    let values: &'static Challenges = conf.map_or(Challenges::default_realm(), LocConf::challenges);
-    ngx_log_debug_http!(request, "ollama auth: challenging the 401");
-    for (bit, value) in [(CHALLENGE_BASIC, &values.basic), (CHALLENGE_BEARER, &values.bearer)] {
-        if challenges & bit != 0 && add_challenge(request, value).is_none() {
-            return Status::NGX_ERROR.0;
+        Role::Listing => {
+            if !request.as_ref().headers_out.content_encoding.is_null() {
+                // Compressed: it cannot be read here, and must not pass uncut.
+                ngx_log_error!(NGX_LOG_ERR, request.log(), "model listing is compressed and cannot be filtered");
+                return Status::NGX_ERROR.0;
+            }
+            set_content_length(request, None);
+            if request.header_only() {
+                return next_header(r);
+            }
+            if let Some(ctx) = ctx_mut(request) {
+                ctx.listing_held = true;
+            }
+            ngx_log_debug_http!(request, "ollama auth: holding the listing's header until its body is cut down");
+            Status::NGX_OK.0
         }
     }
-    if !request.header_only() {
-        let out = &mut request.as_mut().headers_out;
-        out.content_type = ngx_str_t { len: JSON_CONTENT_TYPE.len(), data: JSON_CONTENT_TYPE.as_ptr().cast_mut() };
-        out.content_type_len = JSON_CONTENT_TYPE.len();
-        out.content_type_lowcase = ptr::null_mut();
-        out.content_length_n = json_body(challenges).len() as i64;
-        if !out.content_length.is_null() {
-            // SAFETY: a non-null content_length points at an element of the response header list.
-            unsafe { (*out.content_length).hash = 0 };
-            out.content_length = ptr::null_mut();
-        }
-        if let Some(ctx) = ctx_mut(request) {
-            ctx.replace_body = true;
-        }
-    }
-    // SAFETY: as above.
-    unsafe { next(r) }
 }
 
 /// Marks a chain as sent so its producer can reuse or free its buffers.
@@ -157,8 +213,9 @@ unsafe fn consume(mut chain: *mut ngx_chain_t) {
     }
 }
 
-/// A one-buffer chain holding a static body, from the request pool.
-fn static_body_chain(request: &Request, body: &'static [u8]) -> Option<*mut ngx_chain_t> {
+/// A one-buffer chain, from the request pool, holding `body`: static bytes as they are, or a
+/// pool copy of bytes that will not outlive this call.
+fn body_chain(request: &Request, body: &[u8], copy: bool) -> Option<*mut ngx_chain_t> {
     let pool = request.as_ref().pool;
     // SAFETY: request-pool allocations live as long as the response; ngx_pcalloc returns zeroed
     // memory or NULL, and a zeroed ngx_buf_t is an empty buffer.
@@ -167,12 +224,28 @@ fn static_body_chain(request: &Request, body: &'static [u8]) -> Option<*mut ngx_
     if buf.is_null() || link.is_null() {
         return None;
     }
-    // SAFETY: both were just allocated and are not shared. The body is static and only read by
-    // later filters: the memory flag without "temporary" says it is read-only.
+    let data = if copy && !body.is_empty() {
+        // SAFETY: as above; ngx_pnalloc returns `body.len()` writable bytes or NULL.
+        let data = unsafe { ngx_pnalloc(pool, body.len()) }.cast::<u8>();
+        if data.is_null() {
+            return None;
+        }
+        // SAFETY: `data` has room for the body and cannot overlap a Rust slice.
+        unsafe { ptr::copy_nonoverlapping(body.as_ptr(), data, body.len()) };
+        data
+    } else {
+        body.as_ptr().cast_mut()
+    };
+    // SAFETY: both were just allocated and are not shared. A static body is only read by later
+    // filters: the memory flag without "temporary" says it is read-only.
     unsafe {
-        (*buf).pos = body.as_ptr().cast_mut();
-        (*buf).last = (*buf).pos.add(body.len());
-        (*buf).set_memory(1);
+        (*buf).pos = data;
+        (*buf).last = data.add(body.len());
+        if copy {
+            (*buf).set_temporary(1);
+        } else {
+            (*buf).set_memory(1);
+        }
         (*buf).set_last_buf(u32::from(request.is_main()));
         (*buf).set_last_in_chain(1);
         (*link).buf = buf;
@@ -181,30 +254,96 @@ fn static_body_chain(request: &Request, body: &'static [u8]) -> Option<*mut ngx_
     Some(link)
 }
 
+/// Whether a listed model is one the entry may use: every name the entry gives for it.
+fn listed_model_allowed(names: &[Option<std::borrow::Cow<'_, str>>], options: &EntryOptions) -> bool {
+    let Some(models) = options.models.as_ref() else { return true };
+    let mut any = false;
+    for name in names.iter().flatten() {
+        any = true;
+        if !ModelName::parse(name).is_some_and(|name| models.allows(&name)) {
+            return false;
+        }
+    }
+    any
+}
+
+/// The listing cut down to the entry's models.
+fn cut_listing(body: &[u8], listing: Listing, options: &EntryOptions) -> Option<Vec<u8>> {
+    let array = match listing {
+        Listing::Tags | Listing::Ps => "models",
+        Listing::V1Models => "data",
+    };
+    let cut = filter_listing(body, array, |entry| {
+        let names = match listing {
+            Listing::Tags | Listing::Ps => vec![entry.string("model"), entry.string("name")],
+            Listing::V1Models => vec![entry.string("id")],
+        };
+        listed_model_allowed(&names, options)
+    });
+    cut.ok().map(|cut| cut.into_owned())
+}
+
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
-    let next = next_body_filter();
     // SAFETY: nginx calls body filters with a valid request and chain.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    let (challenges, first_call) = match ctx_mut(request) {
-        Some(ctx) if ctx.replace_body => {
-            let first = !ctx.body_sent;
-            ctx.body_sent = true;
-            (ctx.challenges, first)
+    let Some(ctx) = ctx_mut(request) else { return next_body(r, input) };
+    if ctx.replace_body {
+        let first_call = !ctx.body_sent;
+        ctx.body_sent = true;
+        // SAFETY: nginx hands body filters a valid chain (or NULL).
+        unsafe { consume(input) };
+        if !first_call {
+            // Later calls (nginx's flush of what a partial write left buffered, with NULL) must
+            // still reach the write filter, or the answer stalls until send_timeout.
+            return next_body(r, ptr::null_mut());
         }
-        // SAFETY: the next filter takes what nginx gave this one.
-        _ => return unsafe { next(r, input) },
-    };
-    // SAFETY: nginx hands body filters a valid chain (or NULL).
-    unsafe { consume(input) };
-    if !first_call {
-        // Later calls (nginx's flush of what a partial write left buffered, with NULL) must
-        // still reach the write filter, or the answer stalls until send_timeout.
-        // SAFETY: NULL is what nginx itself passes to flush.
-        return unsafe { next(r, ptr::null_mut()) };
+        let body = match &ctx.refusal {
+            Some(refusal) => refusal.body.clone(),
+            None => return Status::NGX_ERROR.0,
+        };
+        let Some(chain) = body_chain(request, &body, matches!(body, std::borrow::Cow::Owned(_))) else {
+            return Status::NGX_ERROR.0;
+        };
+        return next_body(r, chain);
     }
-    let Some(chain) = static_body_chain(request, json_body(challenges)) else {
+    if !ctx.listing_held {
+        return next_body(r, input);
+    }
+    let mut gathered = std::mem::take(&mut ctx.listing_body);
+    // SAFETY: nginx hands body filters a valid chain of valid buffers (or NULL).
+    let read = unsafe { append_chain(input, &mut gathered, MAX_LISTING) };
+    // SAFETY: as above; the bytes are copied, so the buffers can go back to their producer.
+    unsafe { consume(input) };
+    let last = match read {
+        Ok(last) => last,
+        Err(error) => {
+            ngx_log_error!(NGX_LOG_ERR, request.log(), "model listing not filtered: {}", error);
+            return Status::NGX_ERROR.0;
+        }
+    };
+    if !last {
+        if let Some(ctx) = ctx_mut(request) {
+            ctx.listing_body = gathered;
+        }
+        return Status::NGX_OK.0;
+    }
+    let Some((listing, options)) = ctx_mut(request).and_then(|ctx| {
+        ctx.listing_held = false;
+        ctx.listing.take()
+    }) else {
         return Status::NGX_ERROR.0;
     };
-    // SAFETY: a valid chain from the request pool.
-    unsafe { next(r, chain) }
+    let Some(cut) = cut_listing(&gathered, listing, &options) else {
+        ngx_log_error!(NGX_LOG_ERR, request.log(), "model listing is not the JSON Ollama sends; not passed on");
+        return Status::NGX_ERROR.0;
+    };
+    set_content_length(request, Some(cut.len()));
+    let rc = next_header(r);
+    if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || request.header_only() {
+        return rc;
+    }
+    let Some(chain) = body_chain(request, &cut, true) else {
+        return Status::NGX_ERROR.0;
+    };
+    next_body(r, chain)
 }

@@ -3,14 +3,19 @@
 //! This layer is thin on purpose: it turns nginx's structures into the plain Rust types of the
 //! crate's other modules and back. One file per nginx mechanism: `conf` (directives and the
 //! watched files), `ctx` (the per-request context and its decision), `authenticate` (the
-//! credential check), `access` (the access-phase handler), `filters` (the 401's headers and
-//! body), `variables` (`$ollama_auth_user`). Every `unsafe` block says what makes it sound.
+//! credential check), `policy` (what an admitted entry may do), `access` (the access-phase
+//! handler), `body` (reading a request body for its model), `buffers` (copying nginx buffer
+//! chains), `filters` (this module's refusals and cut-down model listings), `variables`
+//! (`$ollama_auth_user`). Every `unsafe` block says what makes it sound.
 
 mod access;
 mod authenticate;
+mod body;
+mod buffers;
 mod conf;
 mod ctx;
 mod filters;
+mod policy;
 mod variables;
 
 use std::ffi::c_char;

@@ -56,10 +56,9 @@ unsafe extern "C" fn get_user(r: *mut ngx_http_request_t, value: *mut ngx_variab
     // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
     // for as long as it is.
     let main = unsafe { Request::from_ngx_http_request((*r).main) };
-    let user = match decided_with_label(main) {
-        Some(ctx) if ctx.has_label() => ctx.user,
-        _ => ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() },
-    };
+    let user = decided_with_label(main)
+        .and_then(|ctx| ctx.label())
+        .unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
     // SAFETY: nginx hands variable handlers a valid value slot to fill.
     let value = unsafe { &mut *value };
     value.set_len(user.len as u32);

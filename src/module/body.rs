@@ -1,0 +1,108 @@
+//! Reads a request body in the access phase, for the model it names, before the request goes
+//! on to `proxy_pass`; as nginx's mirror module does: read it with
+//! `ngx_http_read_client_request_body`, answer `NGX_DONE`, and run the phases again from the
+//! callback, where the access handler finds the verdict in the request context.
+//!
+//! nginx keeps the body it read (in memory or in a temporary file) and proxies exactly those
+//! bytes; chunked bodies, `Expect: 100-continue` and `client_max_body_size` are nginx's own.
+
+use std::rc::Rc;
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
+    ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE,
+};
+use ngx::http::Request;
+use ngx::{ngx_log_debug_http, ngx_log_error};
+
+use super::buffers::append_chain;
+use super::ctx::{ctx_mut, ctx_or_new};
+use super::policy::{refuse_model, Judgement};
+use crate::options::EntryOptions;
+use crate::policy::check_body_models;
+
+/// Larger bodies from a key limited to some models are refused rather than copied and scanned.
+const MAX_SCANNED_BODY: usize = 256 << 20;
+
+/// Starts reading the body. Answers what the access handler answers: `NGX_DONE` while reading.
+///
+/// Takes the raw request: the callback may run the phases (and so this module's access handler)
+/// before this returns, and no Rust borrow of the request may be alive across that.
+pub fn start_reading(
+    r: *mut ngx_http_request_t,
+    members: &'static [&'static str],
+    options: Rc<EntryOptions>,
+) -> ngx_int_t {
+    {
+        // SAFETY: nginx's request, valid for this call; the borrow ends with this block.
+        let request = unsafe { Request::from_ngx_http_request(r) };
+        let Some(ctx) = ctx_or_new(request) else { return Status::NGX_ERROR.0 };
+        ctx.body_verdict = Some(Status::NGX_DONE.0);
+        ctx.body_check = Some((members, options));
+    }
+    // SAFETY: a valid main request in the access phase; nginx calls body_read when the whole
+    // body is in (maybe at once, before this returns).
+    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: reading took a reference on the request (r->main->count); NGX_DONE gives it back.
+    unsafe { ngx_http_finalize_request(r, Status::NGX_DONE.0) };
+    Status::NGX_DONE.0
+}
+
+/// The verdict on a body that has been read in full.
+fn verdict(request: &mut Request) -> ngx_int_t {
+    let Some((members, options)) = ctx_mut(request).and_then(|ctx| ctx.body_check.take()) else {
+        return Status::NGX_ERROR.0;
+    };
+    let mut body = Vec::new();
+    let request_body = request.as_ref().request_body;
+    // SAFETY: after a read, r->request_body is NULL or nginx's record of the body, whose chain
+    // holds valid buffers (memory or the still open temporary file).
+    let read = unsafe {
+        if request_body.is_null() {
+            Ok(true)
+        } else {
+            append_chain((*request_body).bufs, &mut body, MAX_SCANNED_BODY)
+        }
+    };
+    if let Err(error) = read {
+        ngx_log_error!(ngx::ffi::NGX_LOG_ERR, request.log(), "request body not checked for its model: {}", error);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    let models = options.models.as_ref().expect("read only for keys with models=");
+    match check_body_models(&body, members, models) {
+        Ok(()) => {
+            ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
+            Status::NGX_OK.0
+        }
+        Err(refusal) => match refuse_model(refusal) {
+            Judgement::Refuse { status, body, reason } => {
+                super::access::refuse(request, status, body, &reason);
+                status as ngx_int_t
+            }
+            _ => Status::NGX_ERROR.0,
+        },
+    }
+}
+
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    {
+        // SAFETY: nginx calls the post handler with the request whose body was read; the borrow
+        // ends with this block, before the phases run again.
+        let request = unsafe { Request::from_ngx_http_request(r) };
+        let verdict = verdict(request);
+        match ctx_mut(request) {
+            Some(ctx) => ctx.body_verdict = Some(verdict),
+            None => return,
+        }
+    }
+    // SAFETY: as the mirror module does: the phases go on from the access handler, which now
+    // finds the verdict; later write events run the phases too.
+    unsafe {
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        ngx_http_core_run_phases(r);
+    }
+}

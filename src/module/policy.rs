@@ -1,0 +1,101 @@
+//! What an admitted request may do: its entry's expiry, scopes and models against the endpoint
+//! it asks for (the rules themselves are plain Rust in `crate::policy`).
+
+use std::rc::Rc;
+
+use ngx::ffi::{ngx_cached_time, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_UNAUTHORIZED};
+use ngx::http::Request;
+
+use super::authenticate::Admission;
+use super::conf::LocConf;
+use crate::options::EntryOptions;
+use crate::policy::{
+    allows, check_model, classify, error_body, strip_prefix, Access, Endpoint, Listing, Method, ModelRefusal,
+};
+
+/// The verdict on one admitted request.
+pub enum Judgement {
+    Allow,
+    /// Allowed; the answer lists models and must be cut down to the entry's.
+    AllowListing(Listing, Rc<EntryOptions>),
+    /// Allowed so far; the body names the model and must be read first.
+    ReadBody(&'static [&'static str], Rc<EntryOptions>),
+    /// Answered by this module: status, JSON body, and the reason for the error log.
+    Refuse {
+        status: usize,
+        body: Vec<u8>,
+        reason: String,
+    },
+}
+
+fn refuse(status: u32, kind: &str, message: String) -> Judgement {
+    Judgement::Refuse { status: status as usize, body: error_body(kind, &message), reason: message }
+}
+
+/// A body-model refusal as the module answers it.
+pub fn refuse_model(refusal: ModelRefusal) -> Judgement {
+    match refusal {
+        ModelRefusal::BadRequest(message) => refuse(NGX_HTTP_BAD_REQUEST, "bad request", message),
+        ModelRefusal::Forbidden(message) => refuse(NGX_HTTP_FORBIDDEN, "forbidden", message),
+    }
+}
+
+/// The endpoint a request asks for: its method, and nginx's normalized URI (decoded, no query,
+/// no `//` or `/./`) after this location's `ollama_auth_path_prefix`.
+fn endpoint<'r>(request: &'r Request, conf: &LocConf) -> Endpoint<'r> {
+    let method = Method::from_name(request.as_ref().method_name.as_bytes());
+    match strip_prefix(request.as_ref().uri.as_bytes(), conf.path_prefix()) {
+        Some(path) => classify(method, path),
+        None => Endpoint::UNKNOWN,
+    }
+}
+
+fn now() -> i64 {
+    // SAFETY: ngx_cached_time always points at a valid time slot, updated by this worker's own
+    // thread between events.
+    unsafe { (*ngx_cached_time).sec }
+}
+
+pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
+    let options = admission.options.as_ref();
+    let who = if admission.is_user { "user" } else { "key" };
+    if options.is_some_and(|options| options.is_expired_at(now())) {
+        let message = if admission.is_user { "this user's access has expired" } else { "this API key has expired" };
+        return refuse(NGX_HTTP_UNAUTHORIZED, "unauthorized", message.into());
+    }
+    if options.is_some_and(|options| options.has_limits()) {
+        // Limits are counted in a shared zone that this build does not have yet: a key that
+        // should be limited admits no one rather than everyone without a limit.
+        return refuse(
+            NGX_HTTP_UNAUTHORIZED,
+            "unauthorized",
+            format!("this {who} has limits, which this server cannot enforce"),
+        );
+    }
+    let endpoint = endpoint(request, conf);
+    let scopes = options.and_then(|options| options.scopes).unwrap_or(conf.default_scopes());
+    if let Err(refusal) = allows(scopes, &endpoint) {
+        return refuse(NGX_HTTP_FORBIDDEN, "forbidden", format!("{refusal}; this {who} does not have it"));
+    }
+    let Some(options) = options.filter(|options| options.models.as_ref().is_some_and(|m| !m.is_unrestricted())) else {
+        return Judgement::Allow;
+    };
+    let models = options.models.as_ref().expect("filtered on models");
+    if let Some(text) = endpoint.path_model {
+        return match std::str::from_utf8(text).map_err(|_| ModelRefusal::BadRequest("invalid model name".into())) {
+            Ok(text) => check_model(text, models).map_or_else(refuse_model, |()| Judgement::Allow),
+            Err(refusal) => refuse_model(refusal),
+        };
+    }
+    if !endpoint.model_members.is_empty() {
+        return Judgement::ReadBody(endpoint.model_members, options.clone());
+    }
+    if endpoint.access == Access::OnlyAll {
+        let message = format!("this {who} may use only some models, and this endpoint's model cannot be checked");
+        return refuse(NGX_HTTP_FORBIDDEN, "forbidden", message);
+    }
+    match endpoint.listing {
+        Some(listing) => Judgement::AllowListing(listing, options.clone()),
+        None => Judgement::Allow,
+    }
+}

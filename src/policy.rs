@@ -1,0 +1,693 @@
+//! What each Ollama endpoint needs a key to hold, and where its request names a model.
+//!
+//! Endpoints are known by method and path, as Ollama's router (`server/routes.go`) lists them.
+//! Anything else, including endpoints a later Ollama adds, needs the `all` scope: a key is never
+//! given more than its scopes name because a path was new or spelled oddly.
+
+use std::fmt;
+use std::ops::BitOr;
+
+use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError};
+use crate::models::{ModelName, ModelPatterns};
+
+/// A key's scopes: a small set of `read`, `infer`, `manage`, and `all`, which holds them all
+/// and also every endpoint not listed here.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const READ: Scopes = Scopes(1);
+    pub const INFER: Scopes = Scopes(2);
+    pub const MANAGE: Scopes = Scopes(4);
+    /// Every scope, plus the bit that only `all` carries: endpoints not listed here.
+    pub const ALL: Scopes = Scopes(1 | 2 | 4 | 8);
+
+    /// Both sets together, usable in constants.
+    pub const fn union(self, other: Scopes) -> Scopes {
+        Scopes(self.0 | other.0)
+    }
+
+    /// In the order they are written back; `all` first, so it is the name a full set gets.
+    const NAMES: [(Scopes, &'static str); 4] =
+        [(Scopes::ALL, "all"), (Scopes::READ, "read"), (Scopes::INFER, "infer"), (Scopes::MANAGE, "manage")];
+
+    /// A comma-separated list of scope names. Errors name the item by position, not its text.
+    pub fn parse(list: &str) -> Result<Scopes, String> {
+        if list.is_empty() {
+            return Err("empty list".into());
+        }
+        let mut scopes = Scopes(0);
+        for (index, item) in list.split(',').enumerate() {
+            let position = index + 1;
+            if item.is_empty() {
+                return Err(format!("item {position} is empty"));
+            }
+            let Some(&(scope, _)) = Scopes::NAMES.iter().find(|(_, name)| *name == item) else {
+                return Err(format!("item {position} is not one of read, infer, manage, all"));
+            };
+            scopes = scopes | scope;
+        }
+        Ok(scopes)
+    }
+
+    /// Whether every scope in `other` is in `self`.
+    pub fn contains(self, other: Scopes) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for Scopes {
+    type Output = Scopes;
+
+    fn bitor(self, other: Scopes) -> Scopes {
+        Scopes(self.0 | other.0)
+    }
+}
+
+/// The names, comma-separated, as `scopes=` takes them: `all`, `read,infer`.
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("none");
+        }
+        let mut left = *self;
+        let mut separator = "";
+        for (scope, name) in Scopes::NAMES {
+            if left.contains(scope) {
+                write!(f, "{separator}{name}")?;
+                separator = ",";
+                left = Scopes(left.0 & !scope.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scopes({self})")
+    }
+}
+
+/// The request methods that matter here; HEAD is treated as GET.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Delete,
+    Other,
+}
+
+impl Method {
+    /// From the method as sent: names are case-sensitive in HTTP.
+    pub fn from_name(name: &[u8]) -> Method {
+        match name {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// What a key must hold to reach an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `GET /`, Ollama's "is it running": any valid key.
+    AnyKey,
+    /// A known endpoint: one scope (or `all`).
+    Scope(Scopes),
+    /// Not an endpoint listed here: only `all`.
+    OnlyAll,
+}
+
+/// A response listing models, to be cut down to those a key may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `GET /api/tags`
+    Tags,
+    /// `GET /api/ps`
+    Ps,
+    /// `GET /v1/models`
+    V1Models,
+}
+
+/// What `classify` found out about a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint<'a> {
+    pub access: Access,
+    /// The JSON body members that name a model, each to be checked when present.
+    pub model_members: &'static [&'static str],
+    /// `GET /v1/models/<model>`: the model as it stands in the path.
+    pub path_model: Option<&'a [u8]>,
+    pub listing: Option<Listing>,
+}
+
+const NO_MEMBERS: &[&str] = &[];
+const MODEL: &[&str] = &["model"];
+const MODEL_OR_NAME: &[&str] = &["model", "name"];
+const CREATE: &[&str] = &["model", "name", "from"];
+const COPY: &[&str] = &["source", "destination"];
+
+impl Endpoint<'static> {
+    pub const UNKNOWN: Endpoint<'static> =
+        Endpoint { access: Access::OnlyAll, model_members: NO_MEMBERS, path_model: None, listing: None };
+}
+
+impl Endpoint<'_> {
+    /// The scope a key must hold, or `None` if any key will do.
+    pub fn needed_scope(&self) -> Option<Scopes> {
+        match self.access {
+            Access::AnyKey => None,
+            Access::Scope(scope) => Some(scope),
+            Access::OnlyAll => Some(Scopes::ALL),
+        }
+    }
+}
+
+/// One fixed path and method of Ollama's router.
+struct Route {
+    method: Method,
+    /// Without the leading `/`.
+    path: &'static [u8],
+    scope: Scopes,
+    model_members: &'static [&'static str],
+    listing: Option<Listing>,
+}
+
+const fn route(method: Method, path: &'static [u8], scope: Scopes, model_members: &'static [&'static str]) -> Route {
+    Route { method, path, scope, model_members, listing: None }
+}
+
+const fn listing(path: &'static [u8], listing: Listing) -> Route {
+    Route { method: Method::Get, path, scope: Scopes::READ, model_members: NO_MEMBERS, listing: Some(listing) }
+}
+
+use Method::{Delete, Get, Post};
+
+const ROUTES: &[Route] = &[
+    listing(b"api/tags", Listing::Tags),
+    listing(b"api/ps", Listing::Ps),
+    listing(b"v1/models", Listing::V1Models),
+    route(Get, b"api/version", Scopes::READ, NO_MEMBERS),
+    route(Post, b"api/show", Scopes::READ, MODEL_OR_NAME),
+    route(Post, b"api/generate", Scopes::INFER, MODEL),
+    route(Post, b"api/chat", Scopes::INFER, MODEL),
+    route(Post, b"api/embed", Scopes::INFER, MODEL),
+    route(Post, b"api/embeddings", Scopes::INFER, MODEL),
+    route(Post, b"v1/chat/completions", Scopes::INFER, MODEL),
+    route(Post, b"v1/completions", Scopes::INFER, MODEL),
+    route(Post, b"v1/embeddings", Scopes::INFER, MODEL),
+    route(Post, b"v1/responses", Scopes::INFER, MODEL),
+    route(Post, b"v1/messages", Scopes::INFER, MODEL),
+    route(Post, b"api/pull", Scopes::MANAGE, MODEL_OR_NAME),
+    route(Post, b"api/push", Scopes::MANAGE, MODEL_OR_NAME),
+    route(Post, b"api/create", Scopes::MANAGE, CREATE),
+    route(Post, b"api/copy", Scopes::MANAGE, COPY),
+    route(Delete, b"api/delete", Scopes::MANAGE, MODEL_OR_NAME),
+];
+
+/// The path without its leading `/` and without one trailing `/` (`/api/pull/` is `/api/pull`,
+/// as Ollama's router redirects it); `None` when it does not start with `/`.
+fn route_path(path: &[u8]) -> Option<&[u8]> {
+    let inner = path.strip_prefix(b"/")?;
+    match inner.strip_suffix(b"/") {
+        Some(trimmed) if !trimmed.is_empty() => Some(trimmed),
+        _ => Some(inner),
+    }
+}
+
+/// A path parameter: one whole, ordinary segment, as the router's `:param` takes it.
+fn is_segment(text: &[u8]) -> bool {
+    !text.is_empty() && !text.contains(&b'/') && text != b"." && text != b".."
+}
+
+/// Says what a request needs, from its method and its path (decoded, without the query, and
+/// with any configured prefix already taken off). Unknown paths and methods need `all`.
+pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
+    let method = if method == Method::Head { Method::Get } else { method };
+    let Some(path) = route_path(path) else {
+        return Endpoint::UNKNOWN;
+    };
+    if path.is_empty() {
+        return match method {
+            Method::Get => Endpoint { access: Access::AnyKey, ..Endpoint::UNKNOWN },
+            _ => Endpoint::UNKNOWN,
+        };
+    }
+    if let Some(known) = ROUTES.iter().find(|known| known.path == path && known.method == method) {
+        return Endpoint {
+            access: Access::Scope(known.scope),
+            model_members: known.model_members,
+            path_model: None,
+            listing: known.listing,
+        };
+    }
+    if let Some(model) = path.strip_prefix(b"v1/models/") {
+        if method == Method::Get && is_segment(model) {
+            return Endpoint { access: Access::Scope(Scopes::READ), path_model: Some(model), ..Endpoint::UNKNOWN };
+        }
+    }
+    if let Some(digest) = path.strip_prefix(b"api/blobs/") {
+        if matches!(method, Method::Get | Method::Post) && is_segment(digest) {
+            return Endpoint { access: Access::Scope(Scopes::MANAGE), ..Endpoint::UNKNOWN };
+        }
+    }
+    Endpoint::UNKNOWN
+}
+
+/// Why a key may not use an endpoint, for the 403 message and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub needed: Scopes,
+    /// The endpoint is not one this module knows, which is why it needs `all`.
+    pub unknown_endpoint: bool,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unknown_endpoint {
+            write!(f, "not a known Ollama endpoint, which needs the \"{}\" scope", self.needed)
+        } else {
+            write!(f, "this endpoint needs the \"{}\" scope", self.needed)
+        }
+    }
+}
+
+/// Whether a key holding `scopes` may use the endpoint (its model is checked separately).
+pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), Refusal> {
+    match endpoint.needed_scope() {
+        Some(needed) if !scopes.contains(needed) => {
+            Err(Refusal { needed, unknown_endpoint: endpoint.access == Access::OnlyAll })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Takes a configured location prefix off a request path: with prefix `/ollama`, `/ollama` is
+/// `/` and `/ollama/api/tags` is `/api/tags`, but `/ollamax/...` is outside (`None`, an unknown
+/// path). A trailing `/` on the prefix changes nothing; an empty prefix or `/` takes nothing off.
+pub fn strip_prefix<'a>(uri: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let mut prefix = prefix;
+    while let Some(shorter) = prefix.strip_suffix(b"/") {
+        prefix = shorter;
+    }
+    if prefix.is_empty() {
+        return Some(uri);
+    }
+    let rest = uri.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some(b"/")
+    } else if rest.starts_with(b"/") {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// Why a request's model was not let through: 400 for a body or name that is not usable, 403
+/// for a model the key may not use. The message names the model as sent (it is the client's
+/// own text), never anything of the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelRefusal {
+    BadRequest(String),
+    Forbidden(String),
+}
+
+/// Checks a model name as the request spells it against what the key may use.
+pub fn check_model(text: &str, allowed: &ModelPatterns) -> Result<(), ModelRefusal> {
+    let Some(name) = ModelName::parse(text) else {
+        return Err(ModelRefusal::BadRequest(format!("invalid model name {text:?}")));
+    };
+    if allowed.allows(&name) {
+        Ok(())
+    } else {
+        Err(ModelRefusal::Forbidden(format!("this key may not use model {text:?}")))
+    }
+}
+
+/// Checks every top-level member of a JSON request body that Ollama would read as a model (named
+/// in `members`, matched as Go's `encoding/json` matches names: unescaped, case-folded, every
+/// duplicate). At least one must be there; each must be a non-empty string naming an allowed
+/// model. The whole body must be valid JSON: one object, nothing but white space after it,
+/// nesting no deeper than Go allows.
+pub fn check_body_models(body: &[u8], members: &[&str], allowed: &ModelPatterns) -> Result<(), ModelRefusal> {
+    let mut found = 0usize;
+    let mut first_problem: Option<ModelRefusal> = None;
+    let scanned = for_each_top_level_member(body, |member| {
+        if first_problem.is_some() || !members.iter().any(|field| go_name_matches(&member.name, field)) {
+            return;
+        }
+        found += 1;
+        let problem = match string_value(body, &member) {
+            Some(text) if !text.is_empty() => check_model(&text, allowed).err(),
+            _ => Some(ModelRefusal::BadRequest(format!("\"{}\" must be a model name", member.name))),
+        };
+        first_problem = problem;
+    });
+    match scanned {
+        Err(JsonError::NotAnObject) => return Err(ModelRefusal::BadRequest("the body must be a JSON object".into())),
+        Err(error) => return Err(ModelRefusal::BadRequest(error.to_string())),
+        Ok(()) => {}
+    }
+    if let Some(problem) = first_problem {
+        return Err(problem);
+    }
+    if found == 0 {
+        return Err(ModelRefusal::BadRequest(format!("a model is required (\"{}\")", members.join("\" or \""))));
+    }
+    Ok(())
+}
+
+/// An Ollama-shaped error body: `{"error":"<kind>: <message>"}` and a newline.
+pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(kind.len() + message.len() + 16);
+    body.extend_from_slice(b"{\"error\":\"");
+    for c in kind.chars().chain(": ".chars()).chain(message.chars()) {
+        match c {
+            '"' => body.extend_from_slice(b"\\\""),
+            '\\' => body.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                body.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
+            c => body.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    body.extend_from_slice(b"\"}\n");
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METHODS: [Method; 5] = [Method::Get, Method::Head, Method::Post, Method::Delete, Method::Other];
+
+    /// A known endpoint: the methods that reach it (HEAD is added to GET), the path, the scope
+    /// it needs, the body members naming a model, and the listing.
+    type Known = (&'static [Method], &'static str, Scopes, &'static [&'static str], Option<Listing>);
+
+    fn known_endpoints() -> Vec<Known> {
+        use Listing::*;
+        let (read, infer, manage) = (Scopes::READ, Scopes::INFER, Scopes::MANAGE);
+        let model: &'static [&'static str] = &["model"];
+        let model_name: &'static [&'static str] = &["model", "name"];
+        let none: &'static [&'static str] = &[];
+        let (get, post, delete): (&'static [Method], &'static [Method], &'static [Method]) =
+            (&[Get], &[Post], &[Delete]);
+        vec![
+            (get, "/api/tags", read, none, Some(Tags)),
+            (get, "/api/ps", read, none, Some(Ps)),
+            (get, "/api/version", read, none, None),
+            (post, "/api/show", read, model_name, None),
+            (get, "/v1/models", read, none, Some(V1Models)),
+            (get, "/v1/models/llama3:8b", read, none, None),
+            (post, "/api/generate", infer, model, None),
+            (post, "/api/chat", infer, model, None),
+            (post, "/api/embed", infer, model, None),
+            (post, "/api/embeddings", infer, model, None),
+            (post, "/v1/chat/completions", infer, model, None),
+            (post, "/v1/completions", infer, model, None),
+            (post, "/v1/embeddings", infer, model, None),
+            (post, "/v1/responses", infer, model, None),
+            (post, "/v1/messages", infer, model, None),
+            (post, "/api/pull", manage, model_name, None),
+            (post, "/api/push", manage, model_name, None),
+            (post, "/api/create", manage, &["model", "name", "from"], None),
+            (post, "/api/copy", manage, &["source", "destination"], None),
+            (delete, "/api/delete", manage, model_name, None),
+            (&[Post, Get], "/api/blobs/sha256:29fdb92e57cf082e", manage, none, None),
+        ]
+    }
+
+    fn scope_sets() -> Vec<Scopes> {
+        let (r, i, m) = (Scopes::READ, Scopes::INFER, Scopes::MANAGE);
+        vec![Scopes(0), r, i, m, r | i, r | m, i | m, r | i | m, Scopes::ALL]
+    }
+
+    fn reaches(listed: &[Method], sent: Method) -> bool {
+        let sent = if sent == Method::Head { Method::Get } else { sent };
+        listed.contains(&sent)
+    }
+
+    #[test]
+    fn every_scope_against_every_endpoint_and_method() {
+        let mut checked = 0;
+        for (listed, path, scope, members, listing) in known_endpoints() {
+            for variant in [path.to_string(), format!("{path}/")] {
+                for method in METHODS {
+                    let endpoint = classify(method, variant.as_bytes());
+                    let known = reaches(listed, method);
+                    if known {
+                        assert_eq!(endpoint.access, Access::Scope(scope), "{method:?} {variant}");
+                        assert_eq!(endpoint.model_members, members, "{method:?} {variant}");
+                        assert_eq!(endpoint.listing, listing, "{method:?} {variant}");
+                    } else {
+                        assert_eq!(endpoint, Endpoint::UNKNOWN, "{method:?} {variant}");
+                    }
+                    for scopes in scope_sets() {
+                        let expected = if known { scopes.contains(scope) } else { scopes == Scopes::ALL };
+                        assert_eq!(allows(scopes, &endpoint).is_ok(), expected, "{scopes} {method:?} {variant}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 21 * 2 * 5 * 9);
+    }
+
+    #[test]
+    fn the_root_is_open_to_any_key_for_get_and_head_only() {
+        for method in METHODS {
+            let endpoint = classify(method, b"/");
+            let open = matches!(method, Method::Get | Method::Head);
+            assert_eq!(endpoint.access == Access::AnyKey, open, "{method:?}");
+            assert_eq!(allows(Scopes(0), &endpoint).is_ok(), open);
+            assert!(allows(Scopes::ALL, &endpoint).is_ok());
+            assert_eq!(endpoint.model_members, NO_MEMBERS);
+        }
+        assert_eq!(classify(Method::Get, b"//"), Endpoint::UNKNOWN);
+        assert_eq!(classify(Method::Get, b""), Endpoint::UNKNOWN);
+    }
+
+    #[test]
+    fn unknown_paths_need_all() {
+        for path in [
+            "/api/status",
+            "/api/me",
+            "/api/signout",
+            "/api/user/keys/abc",
+            "/api/experimental/web_search",
+            "/v1/audio/transcriptions",
+            "/api",
+            "/api/",
+            "/v1",
+            "/api/blobs",
+            "/api/blobs/",
+            "/api/blobs/a/b",
+            "/api/blobs/..",
+            "/api/tags/x",
+            "/api/pull//",
+            "//api/pull",
+            "/API/TAGS",
+            "/api/Pull",
+            "api/pull",
+            "/api/pull?x=1",
+            "/api/pull\0",
+            "/api/tagsx",
+            "/v1/models/hf.co/a/b",
+            "/v1/models/myorg/m",
+            "/v1/models/.",
+            "/v1/models//",
+            "/v1/chat",
+            "/\u{e9}",
+        ] {
+            for method in METHODS {
+                let endpoint = classify(method, path.as_bytes());
+                assert_eq!(endpoint, Endpoint::UNKNOWN, "{method:?} {path:?}");
+                let refusal = allows(Scopes::READ | Scopes::INFER | Scopes::MANAGE, &endpoint).unwrap_err();
+                assert_eq!(refusal, Refusal { needed: Scopes::ALL, unknown_endpoint: true });
+                assert!(allows(Scopes::ALL, &endpoint).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_model_in_the_path() {
+        let endpoint = classify(Method::Get, b"/v1/models/llama3.2:1b");
+        assert_eq!(endpoint.path_model, Some(&b"llama3.2:1b"[..]));
+        assert_eq!(endpoint.listing, None);
+        assert_eq!(classify(Method::Head, b"/v1/models/qwen3/").path_model, Some(&b"qwen3"[..]));
+        assert_eq!(classify(Method::Get, b"/v1/models").path_model, None);
+        assert_eq!(classify(Method::Get, b"/v1/models/").listing, Some(Listing::V1Models));
+        assert_eq!(classify(Method::Post, b"/v1/models/llama3"), Endpoint::UNKNOWN);
+        assert_eq!(classify(Method::Get, b"/v1/models/a/b"), Endpoint::UNKNOWN);
+    }
+
+    #[test]
+    fn refusals_name_the_missing_scope() {
+        let pull = classify(Method::Post, b"/api/pull");
+        let refusal = allows(Scopes::READ | Scopes::INFER, &pull).unwrap_err();
+        assert_eq!(refusal.needed, Scopes::MANAGE);
+        assert_eq!(refusal.to_string(), "this endpoint needs the \"manage\" scope");
+        let unknown = allows(Scopes::READ, &classify(Method::Get, b"/api/status")).unwrap_err();
+        assert_eq!(unknown.to_string(), "not a known Ollama endpoint, which needs the \"all\" scope");
+        assert_eq!(pull.needed_scope(), Some(Scopes::MANAGE));
+        assert_eq!(classify(Method::Get, b"/").needed_scope(), None);
+    }
+
+    #[test]
+    fn scope_lists() {
+        assert_eq!(Scopes::parse("read"), Ok(Scopes::READ));
+        assert_eq!(Scopes::parse("read,infer"), Ok(Scopes::READ | Scopes::INFER));
+        assert_eq!(Scopes::parse("manage,read,read"), Ok(Scopes::READ | Scopes::MANAGE));
+        assert_eq!(Scopes::parse("all"), Ok(Scopes::ALL));
+        assert_eq!(Scopes::parse("read,all"), Ok(Scopes::ALL));
+        assert_eq!(Scopes::parse(""), Err("empty list".into()));
+        assert_eq!(Scopes::parse("read,"), Err("item 2 is empty".into()));
+        assert_eq!(Scopes::parse(",read"), Err("item 1 is empty".into()));
+        for bad in ["Read", "admin", "read infer", "read;infer", " read", "*", "none"] {
+            assert!(Scopes::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!Scopes::parse("admin").unwrap_err().contains("admin"), "the text is not echoed");
+        assert!(Scopes::ALL.contains(Scopes::READ | Scopes::INFER | Scopes::MANAGE));
+        assert!(!(Scopes::READ | Scopes::INFER | Scopes::MANAGE).contains(Scopes::ALL));
+    }
+
+    #[test]
+    fn scopes_are_written_back_canonically() {
+        assert_eq!(Scopes::MANAGE.to_string(), "manage");
+        assert_eq!(Scopes::parse("manage,read").unwrap().to_string(), "read,manage");
+        assert_eq!(Scopes::parse("infer,all").unwrap().to_string(), "all");
+        assert_eq!((Scopes::READ | Scopes::INFER | Scopes::MANAGE).to_string(), "read,infer,manage");
+        assert_eq!(Scopes(0).to_string(), "none");
+        for scopes in scope_sets().into_iter().skip(1) {
+            assert_eq!(Scopes::parse(&scopes.to_string()), Ok(scopes));
+        }
+        assert_eq!(format!("{:?}", Scopes::READ | Scopes::INFER), "Scopes(read,infer)");
+    }
+
+    #[test]
+    fn methods_by_name() {
+        assert_eq!(Method::from_name(b"GET"), Method::Get);
+        assert_eq!(Method::from_name(b"HEAD"), Method::Head);
+        assert_eq!(Method::from_name(b"POST"), Method::Post);
+        assert_eq!(Method::from_name(b"DELETE"), Method::Delete);
+        for other in [&b"get"[..], b"PUT", b"PATCH", b"OPTIONS", b"", b"POST "] {
+            assert_eq!(Method::from_name(other), Method::Other);
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        let strip = |uri: &'static str, prefix: &str| {
+            strip_prefix(uri.as_bytes(), prefix.as_bytes()).map(|rest| std::str::from_utf8(rest).unwrap().to_string())
+        };
+        for prefix in ["/ollama", "/ollama/", "/ollama//"] {
+            assert_eq!(strip("/ollama", prefix).as_deref(), Some("/"));
+            assert_eq!(strip("/ollama/", prefix).as_deref(), Some("/"));
+            assert_eq!(strip("/ollama/api/tags", prefix).as_deref(), Some("/api/tags"));
+            assert_eq!(strip("/ollamax/api/tags", prefix), None);
+            assert_eq!(strip("/api/tags", prefix), None);
+            assert_eq!(strip("/", prefix), None);
+            assert_eq!(strip("", prefix), None);
+        }
+        assert_eq!(strip("/a/b/api/ps", "/a/b").as_deref(), Some("/api/ps"));
+        assert_eq!(strip("/a/bc", "/a/b"), None);
+        for prefix in ["", "/", "//"] {
+            assert_eq!(strip("/api/tags", prefix).as_deref(), Some("/api/tags"));
+        }
+        assert_eq!(strip("/ollama/api/tags", "ollama"), None, "a prefix is compared as given");
+        let inside = strip_prefix(b"/ollama/api/tags/", b"/ollama/").unwrap();
+        assert_eq!(classify(Method::Get, inside).listing, Some(Listing::Tags));
+    }
+
+    #[test]
+    fn arbitrary_paths_never_panic() {
+        let pieces = ["/", "api", "v1", "models", "blobs", "tags", ".", "..", "", "\0", "\u{e9}", "x"];
+        let mut seed = 7u32;
+        for _ in 0..20_000 {
+            let mut path = String::new();
+            for _ in 0..(seed % 9) {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                path.push_str(pieces[(seed >> 16) as usize % pieces.len()]);
+            }
+            for method in METHODS {
+                let endpoint = classify(method, path.as_bytes());
+                let _ = allows(Scopes::READ, &endpoint);
+                let _ = strip_prefix(path.as_bytes(), b"/api");
+            }
+        }
+    }
+
+    fn patterns(text: &str) -> ModelPatterns {
+        ModelPatterns::parse(text).unwrap()
+    }
+
+    fn body_check(body: &str, members: &[&str], allowed: &str) -> Result<(), ModelRefusal> {
+        check_body_models(body.as_bytes(), members, &patterns(allowed))
+    }
+
+    #[test]
+    fn body_models_are_found_as_go_finds_them() {
+        let chat = &["model"][..];
+        assert_eq!(body_check(r#"{"model":"gemma3","messages":[]}"#, chat, "gemma3"), Ok(()));
+        assert_eq!(body_check(r#"{"model":"registry.ollama.ai/library/GEMMA3:latest"}"#, chat, "gemma3"), Ok(()));
+        for smuggled in [
+            r#"{"model":"gemma3","model":"llama3"}"#,
+            r#"{"model":"llama3","model":"gemma3"}"#,
+            r#"{"model":"gemma3","MODEL":"llama3"}"#,
+            r#"{"model":"gemma3","mod\u0065l":"llama3"}"#,
+            r#"{"model":"gemma3","Model":"llama3"}"#,
+        ] {
+            assert!(matches!(body_check(smuggled, chat, "gemma3"), Err(ModelRefusal::Forbidden(_))), "{smuggled}");
+        }
+        let copy = &["source", "destination"][..];
+        assert!(matches!(
+            body_check(r#"{"source":"gemma3","\u017Fource":"llama3","destination":"gemma3:copy"}"#, copy, "gemma3"),
+            Err(ModelRefusal::Forbidden(_))
+        ));
+        assert_eq!(body_check(r#"{"source":"gemma3","destination":"gemma3:copy"}"#, copy, "gemma3"), Ok(()));
+        // Nested members are not Ollama's model.
+        assert_eq!(body_check(r#"{"model":"gemma3","options":{"model":"llama3"}}"#, chat, "gemma3"), Ok(()));
+    }
+
+    #[test]
+    fn unusable_bodies_are_bad_requests() {
+        let chat = &["model"][..];
+        for body in [
+            r#"{}"#,
+            r#"{"model":null}"#,
+            r#"{"model":""}"#,
+            r#"{"model":7}"#,
+            r#"{"model":["gemma3"]}"#,
+            r#"{"model":{"name":"gemma3"}}"#,
+            r#"{"model":"gemma3"} x"#,
+            r#"{"model":"gemma3"}{}"#,
+            r#"["gemma3"]"#,
+            "",
+            "nul",
+            r#"{"model":"gemma3""#,
+            r#"{"model":"bad name!"}"#,
+        ] {
+            assert!(matches!(body_check(body, chat, "gemma3"), Err(ModelRefusal::BadRequest(_))), "{body:?}");
+        }
+        assert!(matches!(
+            check_body_models(b"{\"model\":\"gemma3\xff\"}", chat, &patterns("gemma3")),
+            Err(ModelRefusal::BadRequest(_))
+        ));
+        let deep = format!("{{\"model\":\"gemma3\",\"x\":{}{}}}", "[".repeat(10_001), "]".repeat(10_001));
+        assert!(matches!(body_check(&deep, chat, "gemma3"), Err(ModelRefusal::BadRequest(_))));
+        let deep_ok = format!("{{\"model\":\"gemma3\",\"x\":{}{}}}", "[".repeat(9_998), "]".repeat(9_998));
+        assert_eq!(body_check(&deep_ok, chat, "gemma3"), Ok(()));
+    }
+
+    #[test]
+    fn error_bodies_are_json_whatever_the_message() {
+        let body = error_body("forbidden", "this key may not use model \"a\\b\u{1}\u{2028}é\"");
+        let text = std::str::from_utf8(&body).unwrap();
+        assert_eq!(text, "{\"error\":\"forbidden: this key may not use model \\\"a\\\\b\\u0001\\u2028é\\\"\"}\n");
+    }
+}
