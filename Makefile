@@ -32,7 +32,7 @@ deps:
 
 # build.rs records the nginx build directory in its OUT_DIR; cargo's JSON messages say where that is.
 build: deps
-	set -o pipefail; $(CARGO) build --release --message-format=json-render-diagnostics \
+	set -o pipefail; $(CARGO) build --release --lib --message-format=json-render-diagnostics \
 		| $(PYTHON) -c 'import json, sys; dirs = [m["out_dir"] for m in map(json.loads, sys.stdin) \
 			if m.get("reason") == "build-script-executed" and "#ngx-ollama-auth@" in m["package_id"]]; print(dirs[-1])' \
 		| { read -r out_dir && cp "$$out_dir/nginx-build-dir" $(PROFILE_DIR)/nginx-build-dir; }

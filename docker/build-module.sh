@@ -89,7 +89,7 @@ fi
 
 echo "building the module against $src/objs" >&2
 (cd "$repo" && NGINX_BUILD_DIR="$src/objs" NGINX_SOURCE_DIR="$src" CARGO_TARGET_DIR="$work/target" \
-    cargo build --release --locked --no-default-features --features module) || die "cargo build failed"
+    cargo build --release --locked --lib --no-default-features --features module) || die "cargo build failed"
 
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)

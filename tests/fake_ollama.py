@@ -1,6 +1,9 @@
-"""A small stand-in for Ollama's HTTP API, for the tests: /api/tags, /api/generate and /api/chat
-(streamed as NDJSON with chunked encoding, or whole with "stream": false), plus the OpenAI-style
-/v1/models and /v1/chat/completions. It records the headers of every request it receives."""
+"""A small stand-in for Ollama's HTTP API, for the tests: /api/tags, /api/ps, /api/generate and
+/api/chat (streamed as NDJSON with chunked encoding, or whole with "stream": false), the
+OpenAI-style /v1/models and /v1/chat/completions, and a plain {"status":"success"} for the other
+endpoints the gate knows (pull, push, create, copy, delete, show, embed, blobs, ...). It records
+the method, path, headers and raw body of every request it receives. `models` is what the
+listings list."""
 
 import json
 import threading
@@ -18,14 +21,16 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _record(self):
-        self.server.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers.items())})
+        self.server.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
+                                 "body": b""})
 
     def _body(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        self.server.seen[-1]["body"] = raw
         try:
             return json.loads(raw or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def _send_json(self, status, payload):
@@ -50,7 +55,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         self._record()
-        self.send_response(200)
+        self.send_response(200 if self.path.split("?")[0] != "/upstream-401" else 401)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -64,8 +69,15 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
         elif self.path == "/api/tags":
-            self._send_json(200, {"models": [{"name": MODEL, "model": MODEL, "size": 815319791,
-                                              "digest": "e0a42594d802", "details": {"family": "gemma3"}}]})
+            self._send_json(200, {"models": [{"name": m, "model": m, "size": 815319791, "digest": "e0a42594d802",
+                                              "details": {"family": m.split(":")[0]}} for m in self.server.models]})
+        elif self.path == "/api/ps":
+            self._send_json(200, {"models": [{"name": m, "model": m, "size": 1, "expires_at": "2026-01-01T00:00:00Z"}
+                                             for m in self.server.models]})
+        elif self.path == "/api/version":
+            self._send_json(200, {"version": "0.12.0"})
+        elif self.path.startswith("/v1/models/"):
+            self._send_json(200, {"id": self.path[len("/v1/models/"):], "object": "model", "owned_by": "library"})
         elif self.path == "/upstream-401":
             # A server behind the gate with authentication of its own.
             data = b"upstream says no"
@@ -76,14 +88,17 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
         elif self.path == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "library"}]})
+            self._send_json(200, {"object": "list",
+                                  "data": [{"id": m, "object": "model", "owned_by": "library"} for m in self.server.models]})
         else:
             self._send_json(404, {"error": "not found"})
 
     def do_POST(self):
         self._record()
         body = self._body()
-        if body is None:
+        if self.path.startswith("/api/blobs/"):
+            return self._send_json(201, {})
+        if not isinstance(body, dict):
             return self._send_json(400, {"error": "invalid JSON"})
         stream = body.get("stream", True)
         if self.path == "/api/generate":
@@ -104,7 +119,25 @@ class Handler(BaseHTTPRequestHandler):
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": "".join(WORDS)}}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": len(WORDS), "total_tokens": 1 + len(WORDS)}})
+        if self.path in OTHER_POSTS:
+            return self._send_json(200, {"status": "success"})
         self._send_json(404, {"error": "not found"})
+
+    def do_DELETE(self):
+        self._record()
+        self._body()
+        if self.path == "/api/delete":
+            return self._send_json(200, {"status": "success"})
+        self._send_json(404, {"error": "not found"})
+
+    def do_PUT(self):
+        self._record()
+        self._body()
+        self._send_json(404, {"error": "not found"})
+
+
+OTHER_POSTS = {"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/show", "/api/embed", "/api/embeddings",
+               "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"}
 
 
 class FakeOllama:
@@ -112,6 +145,7 @@ class FakeOllama:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.server.seen = []
+        self.server.models = [MODEL]
         self.server.chunk_delay = chunk_delay
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

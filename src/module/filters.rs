@@ -15,8 +15,8 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_output_body_filter_pt,
     ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
-    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_OK, NGX_HTTP_UNAUTHORIZED,
-    NGX_LOG_ERR,
+    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_OK,
+    NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -183,7 +183,8 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return Status::NGX_ERROR.0;
             }
             set_content_length(request, None);
-            if request.header_only() {
+            // nginx marks a HEAD answer header-only further down the chain, in its own filter.
+            if request.header_only() || request.as_ref().method == NGX_HTTP_HEAD as usize {
                 return next_header(r);
             }
             if let Some(ctx) = ctx_mut(request) {
