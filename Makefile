@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc \
 	nginx nginx-dev apache2-utils curl procps python3
 
-.PHONY: all build deps lint test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
+.PHONY: all build cli install-cli deps lint test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
 
 all: build
 
@@ -39,8 +39,17 @@ build: deps
 
 unit: deps
 	$(CARGO) test --release --lib
+	$(CARGO) test --release --no-default-features --bin ollama-auth
 
-integration: build debian-module
+# The key and user management tool: plain Rust, no nginx needed to build or run it.
+cli: deps
+	$(CARGO) build --release --no-default-features --bin ollama-auth
+
+PREFIX ?= /usr/local
+install-cli: cli
+	install -D -m 0755 $(PROFILE_DIR)/ollama-auth $(DESTDIR)$(PREFIX)/bin/ollama-auth
+
+integration: build cli debian-module
 	cd tests && $(PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
 # Builds the module against Debian's own nginx package with docker/build-module.sh.
@@ -48,7 +57,7 @@ debian-module: deps
 	NGINX=/usr/sbin/nginx NGINX_SOURCE_DIR=/usr/share/nginx/src OUT_DIR=dist/debian docker/build-module.sh
 
 # The same integration suite, with Debian's stock /usr/sbin/nginx and the module built for it.
-integration-debian: build debian-module
+integration-debian: build cli debian-module
 	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
 		$(PYTHON) -m pytest -q $(PYTEST_ARGS) .
 

@@ -12,7 +12,14 @@ of a 2-byte static file. Two measures for each:
 Then the scale figures at 1,000,000 keys: `nginx -t` time, a worker's resident memory when
 serving and at its peak during a re-read, and the latency of the first request after a change.
 
-Usage: bench.py [--duration SECONDS] [--quick]; writes bench/results/.
+Policy rows: keys with options on the static file, and `POST /api/chat` with a 1 KB body proxied to
+a stand-in (a second server in the same nginx) by an unrestricted key and by a key limited to some
+models (its body is read and scanned). With `--baseline SO` (a module built for the same nginx from
+an earlier commit), the same bearer and Basic rows are counted with it too, in the same run, so a
+change's cost is a ratio measured side by side. Last, the policy's own costs without nginx: a 20 MB
+body's model check and a 200-model listing cut down (the unit-test binary, timed).
+
+Usage: bench.py [--duration SECONDS] [--quick] [--baseline SO]; writes bench/results/.
 """
 
 import argparse
@@ -35,6 +42,7 @@ NGINX = "/usr/sbin/nginx"
 MODULE = ROOT / "dist/debian/ngx_http_ollama_auth_module.so"
 LUA_MODULES = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
 PORT = 18999
+UPSTREAM_PORT = PORT + 1
 KEY = "bench-key-%032d"
 KEY_COUNTS = [2, 1_000, 100_000, 1_000_000]
 USER, PASSWORD = "benchuser", "bench-password"
@@ -77,6 +85,11 @@ def prepare_files():
                 for i in range(count):
                     f.write(KEY % i + "\n")
         os.utime(path, (time.time() - 60, time.time() - 60))  # not "racily clean" at start
+    (WORK / "keys-scoped.txt").write_text("".join(f"{KEY % i} user-{i} scopes=all\n" for i in range(2)))
+    (WORK / "keys-models.txt").write_text("".join(f"{KEY % i} user-{i} models=gemma3,qwen* scopes=all\n" for i in range(2)))
+    chat = {"model": "gemma3", "stream": False, "messages": [{"role": "user", "content": ""}]}
+    chat["messages"][0]["content"] = "x" * (1024 - len(json.dumps(chat)))
+    (WORK / "chat-1k.json").write_text(json.dumps(chat))
     (WORK / "apr1.htpasswd").write_text(sh("htpasswd", "-nbm", USER, PASSWORD).stdout)
     (WORK / "bcrypt.htpasswd").write_text(sh("htpasswd", "-nbB", "-C", "5", USER, PASSWORD).stdout)
     for path in WORK.rglob("*"):
@@ -92,22 +105,51 @@ def basic_header():
     return "Authorization: Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
-def variants(quick):
+def variant(name, location, header, keys=0, module=MODULE, path="/f", body=None):
+    return {"name": name, "location": location, "header": header, "keys": keys, "module": module, "path": path,
+            "body": body}
+
+
+# Static files are no Ollama endpoint: module rows on /f give every key `all`, as before scopes.
+ALL = "ollama_auth_default_scopes all;"
+PROXY = f"proxy_pass http://stand_in; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+
+
+def variants(quick, baseline):
     counts = KEY_COUNTS[:2] if quick else KEY_COUNTS
-    out = [("no auth", "", bearer_header(2), 0)]
+    out = [variant("no auth", "", bearer_header(2))]
     for count in counts:
-        out.append((f"Lua block, {count:,} keys", LUA_BLOCK % {"path": WORK / f"keys-{count}.txt"}, bearer_header(count), count))
-    out.append(("auth_basic, apr1", f'auth_basic "b"; auth_basic_user_file {WORK}/apr1.htpasswd;', basic_header(), 0))
-    out.append(("auth_basic, bcrypt cost 5", f'auth_basic "b"; auth_basic_user_file {WORK}/bcrypt.htpasswd;', basic_header(), 0))
+        out.append(variant(f"Lua block, {count:,} keys", LUA_BLOCK % {"path": WORK / f"keys-{count}.txt"},
+                           bearer_header(count), count))
+    out.append(variant("auth_basic, apr1", f'auth_basic "b"; auth_basic_user_file {WORK}/apr1.htpasswd;', basic_header()))
+    out.append(variant("auth_basic, bcrypt cost 5", f'auth_basic "b"; auth_basic_user_file {WORK}/bcrypt.htpasswd;',
+                       basic_header()))
+    if baseline:
+        out.append(variant("baseline module Bearer, 2 keys", f"ollama_bearer_keys_file {WORK}/keys-2.txt;",
+                           bearer_header(2), 2, baseline))
+        out.append(variant("baseline module Basic, bcrypt cost 5, cached", f"ollama_basic_user_file {WORK}/bcrypt.htpasswd;",
+                           basic_header(), 0, baseline))
     for count in counts:
-        out.append((f"module Bearer, {count:,} keys", f"ollama_bearer_keys_file {WORK}/keys-{count}.txt;", bearer_header(count), count))
-    out.append(("module Basic, bcrypt cost 5, cached", f"ollama_basic_user_file {WORK}/bcrypt.htpasswd;", basic_header(), 0))
-    out.append(("module Bearer+Basic, 2 keys, Bearer", f"ollama_bearer_keys_file {WORK}/keys-2.txt; ollama_basic_user_file {WORK}/bcrypt.htpasswd;", bearer_header(2), 2))
+        out.append(variant(f"module Bearer, {count:,} keys", f"ollama_bearer_keys_file {WORK}/keys-{count}.txt; {ALL}",
+                           bearer_header(count), count))
+    out.append(variant("module Bearer, 2 keys with scopes=all", f"ollama_bearer_keys_file {WORK}/keys-scoped.txt;",
+                       bearer_header(2), 2))
+    out.append(variant("module Basic, bcrypt cost 5, cached", f"ollama_basic_user_file {WORK}/bcrypt.htpasswd; {ALL}",
+                       basic_header()))
+    out.append(variant("module Bearer+Basic, 2 keys, Bearer",
+                       f"ollama_bearer_keys_file {WORK}/keys-2.txt; ollama_basic_user_file {WORK}/bcrypt.htpasswd; {ALL}",
+                       bearer_header(2), 2))
+    chat = WORK / "chat-1k.json"
+    out.append(variant("chat 1 KB proxied, no auth", PROXY, bearer_header(2), path="/api/chat", body=chat))
+    out.append(variant("chat 1 KB proxied, unrestricted key", f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {PROXY}",
+                       bearer_header(2), 2, path="/api/chat", body=chat))
+    out.append(variant("chat 1 KB proxied, key with models=", f"ollama_bearer_keys_file {WORK}/keys-models.txt; {PROXY}",
+                       bearer_header(2), 2, path="/api/chat", body=chat))
     return out
 
 
-def conf(location, daemon=True, extra_http=""):
-    loads = "".join(f"load_module {m};\n" for m in [*LUA_MODULES, MODULE])
+def conf(location, daemon=True, extra_http="", module=MODULE):
+    loads = "".join(f"load_module {m};\n" for m in [*LUA_MODULES, module])
     return f"""{loads}
 worker_processes 1;
 {'' if daemon else 'master_process off; daemon off;'}
@@ -117,6 +159,11 @@ events {{ worker_connections 1024; }}
 http {{
     access_log off;
     {extra_http}
+    upstream stand_in {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{UPSTREAM_PORT};
+        location / {{ return 200 '{{"model":"gemma3","done":true}}'; }}
+    }}
     server {{
         listen 127.0.0.1:{PORT};
         root {WORK}/html;
@@ -145,8 +192,8 @@ def wait_port():
     raise TimeoutError("nginx did not start")
 
 
-def start_nginx(location):
-    path = write_conf(location)
+def start_nginx(location, module=MODULE):
+    path = write_conf(location, module=module)
     sh("taskset", "-c", "0", NGINX, "-p", str(WORK), "-c", str(path))
     wait_port()
     master = int((WORK / "nginx.pid").read_text())
@@ -185,9 +232,10 @@ def stop_nginx(master):
         time.sleep(0.05)
 
 
-def check_status(header):
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", header, f"http://127.0.0.1:{PORT}/f"],
-                         capture_output=True, text=True, timeout=120).stdout
+def check_status(header, path="/f", body=None):
+    data = ["--data-binary", f"@{body}", "-H", "Content-Type: application/json"] if body else []
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", header, *data,
+                          f"http://127.0.0.1:{PORT}{path}"], capture_output=True, text=True, timeout=120).stdout
     return out
 
 
@@ -206,10 +254,11 @@ def run_wrk(header, duration, runs=3):
     return max((run_wrk_once(header, duration) for _ in range(runs)), key=lambda result: result[0])
 
 
-def callgrind_per_request(location, header, requests):
+def callgrind_per_request(location, header, requests, module=MODULE, url_path="/f", body=None):
     """Worker instructions per request: callgrind with instrumentation switched on after a
     warm-up, over `requests` keep-alive requests, then dumped."""
-    path = write_conf(location, daemon=False)
+    path = write_conf(location, daemon=False, module=module)
+    post = ["-p", str(body), "-T", "application/json"] if body else []
     out = WORK / "callgrind.out"
     for stale in WORK.glob("callgrind.out*"):
         stale.unlink()
@@ -218,9 +267,10 @@ def callgrind_per_request(location, header, requests):
     try:
         wait_port()
         warm = max(2, min(50, requests // 10))
-        sh("ab", "-q", "-k", "-s", "900", "-n", str(warm), "-H", header, f"http://127.0.0.1:{PORT}/f")
+        sh("ab", "-q", "-k", "-s", "900", "-n", str(warm), "-H", header, *post, f"http://127.0.0.1:{PORT}{url_path}")
         sh("callgrind_control", "-i", "on", str(process.pid))
-        result = sh("ab", "-k", "-s", "900", "-n", str(requests), "-H", header, f"http://127.0.0.1:{PORT}/f").stdout
+        result = sh("ab", "-k", "-s", "900", "-n", str(requests), "-H", header, *post,
+                    f"http://127.0.0.1:{PORT}{url_path}").stdout
         sh("callgrind_control", "-d", str(process.pid))
         time.sleep(0.3)
         failed = re.search(r"Non-2xx responses:\s+(\d+)", result)
@@ -292,34 +342,48 @@ def scale_figures():
     }
 
 
+def policy_micro_costs():
+    """The policy's own costs, without nginx: the release unit-test binary's timed measurements."""
+    out = subprocess.run(["cargo", "test", "--release", "--lib", "--no-default-features", "--", "--ignored",
+                          "--nocapture", "--test-threads=1", "measure_"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return {name: float(value) for name, value in re.findall(r"MEASURE (\S+) ([\d.]+)", out)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run; each variant gets the best of three")
     parser.add_argument("--quick", action="store_true", help="2 and 1,000 keys only, no scale figures")
+    parser.add_argument("--baseline", type=Path, help="a module from an earlier commit, for the same nginx")
     args = parser.parse_args()
     prepare_files()
 
     rows = []
-    for name, location, header, keys in variants(args.quick):
-        master, worker = start_nginx(location)
+    for v in variants(args.quick, args.baseline):
+        name, header = v["name"], v["header"]
+        master, worker = start_nginx(v["location"], v["module"])
         try:
-            status = check_status(header)
+            status = check_status(header, v["path"], v["body"])
             assert status == "200", f"{name}: answered {status}"
-            rate, p99, non2xx = run_wrk(header, args.duration)
+            # wrk sends GETs: the POST rows are counted by callgrind only.
+            rate, p99, non2xx = run_wrk(header, args.duration) if v["body"] is None else (None, None, 0)
         finally:
             stop_nginx(master)
-        budget = instruction_budget(name, keys)
-        instructions = callgrind_per_request(location, header, budget) if budget else None
-        rows.append({"variant": name, "keys": keys, "rps": rate, "p99_ms": p99, "non2xx": non2xx, "instructions": instructions})
-        print(f"{name:42s} {rate:12.1f} req/s  p99 {p99 if p99 is not None else float('nan'):9.2f} ms  "
+        budget = instruction_budget(name, v["keys"])
+        instructions = callgrind_per_request(v["location"], header, budget, v["module"], v["path"], v["body"]) \
+            if budget else None
+        rows.append({"variant": name, "keys": v["keys"], "rps": rate, "p99_ms": p99, "non2xx": non2xx,
+                     "instructions": instructions})
+        print(f"{name:48s} {rate or float('nan'):12.1f} req/s  p99 {p99 if p99 is not None else float('nan'):9.2f} ms  "
               f"{instructions or float('nan'):14.0f} instr/req", flush=True)
 
     ceiling = rows[0]
     for row in rows:
-        row["rps_ratio"] = row["rps"] / ceiling["rps"]
+        row["rps_ratio"] = row["rps"] / ceiling["rps"] if row["rps"] is not None else None
         row["instruction_ratio"] = ceiling["instructions"] / row["instructions"] if row["instructions"] else None
     scale = None if args.quick else scale_figures()
-    report(rows, scale, args)
+    micro = policy_micro_costs()
+    report(rows, scale, micro, args)
 
 
 def machine():
@@ -328,7 +392,16 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; {nginx_version} (Debian), one worker"
 
 
-def report(rows, scale, args):
+def ratio_line(rows, name, reference, target, what):
+    by_name = {r["variant"]: r for r in rows}
+    if name not in by_name or reference not in by_name:
+        return []
+    ratio = by_name[reference]["instructions"] / by_name[name]["instructions"]
+    return [f"- {what}: {by_name[name]['instructions']:,.0f} against {by_name[reference]['instructions']:,.0f} "
+            f"instructions/request = {ratio:.4f} ({target})"]
+
+
+def report(rows, scale, micro, args):
     RESULTS.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
     lua = {r["keys"]: r for r in rows if r["variant"].startswith("Lua")}
@@ -340,16 +413,27 @@ def report(rows, scale, args):
     ]
     for r in rows:
         p99 = f"{r['p99_ms']:.2f}" if r["p99_ms"] is not None else "n/a"
-        rate = f"{r['rps']:,.0f}" if r["rps"] >= 10 else f"{r['rps']:.2f}"
+        rate = "n/a (POST)" if r["rps"] is None else f"{r['rps']:,.0f}" if r["rps"] >= 10 else f"{r['rps']:.2f}"
+        rps_ratio = f"{r['rps_ratio']:.4f}" if r["rps_ratio"] is not None else "n/a"
         counted = f"{r['instructions']:,.0f}" if r["instructions"] else "not counted (too slow for callgrind)"
         ratio = f"{r['instruction_ratio']:.4f}" if r["instruction_ratio"] else "n/a"
-        lines.append(f"| {r['variant']} | {rate} | {r['rps_ratio']:.4f} | {p99} | {counted} | {ratio} |")
+        lines.append(f"| {r['variant']} | {rate} | {rps_ratio} | {p99} | {counted} | {ratio} |")
     lines.append("")
+    lines += ratio_line(rows, "module Bearer, 2 keys", "baseline module Bearer, 2 keys", "target: within 1.5%",
+                        "Bearer against the baseline module (keyed digests in the cache, policy check)")
+    lines += ratio_line(rows, "module Bearer, 2 keys with scopes=all", "baseline module Bearer, 2 keys",
+                        "target: within 1%", "a key with scopes against the baseline module's bearer")
+    lines += ratio_line(rows, "module Basic, bcrypt cost 5, cached", "baseline module Basic, bcrypt cost 5, cached",
+                        "target: within 1%", "cached Basic against the baseline module")
+    lines += ratio_line(rows, "chat 1 KB proxied, key with models=", "chat 1 KB proxied, unrestricted key",
+                        "target: at least 0.95", "POST /api/chat, 1 KB body, key with models= against an unrestricted key")
+    for name, value in sorted(micro.items()):
+        lines.append(f"- {name.replace('_', ' ')}: {value:.3f} ms")
     for r in rows:
         if r["variant"].startswith("module Bearer,") and r["keys"] in lua:
             other = lua[r["keys"]]
             fewer = f"{other['instructions'] / r['instructions']:,.0f}x fewer instructions and " if other["instructions"] else ""
-            faster = f"{r['rps'] / other['rps']:,.0f}x the req/s of the Lua block" if other["rps"] > 0 else \
+            faster = f"{r['rps'] / other['rps']:,.0f}x the req/s of the Lua block" if other["rps"] else \
                 "the Lua block completed no request in the measured time"
             lines.append(f"- Bearer at {r['keys']:,} keys: {r['instruction_ratio']:.3f} of the ceiling; {fewer}{faster}.")
     if scale:
@@ -366,7 +450,8 @@ def report(rows, scale, args):
         ]
     text = "\n".join(lines) + "\n"
     (RESULTS / "latest.md").write_text(text)
-    (RESULTS / "latest.json").write_text(json.dumps({"date": date, "machine": machine(), "rows": rows, "scale": scale}, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps({"date": date, "machine": machine(), "rows": rows, "scale": scale,
+                                                     "policy_ms": micro}, indent=2))
     chart(rows, RESULTS / "latest.png")
     print()
     print(text)
@@ -383,7 +468,7 @@ def chart(rows, path):
     axes[0].set_xscale("log")
     axes[0].set_xlabel("share of no-auth throughput, by instructions per request (log)")
     axes[0].axvline(0.97, color="k", linestyle=":", linewidth=1)
-    axes[1].barh(names, [r["rps"] for r in rows], color=colors)
+    axes[1].barh(names, [r["rps"] or 0 for r in rows], color=colors)
     axes[1].set_xscale("log")
     axes[1].set_xlabel("requests per second, wrk (log)")
     axes[0].invert_yaxis()

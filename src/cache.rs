@@ -1,6 +1,6 @@
 //! A bounded memory of credentials already verified, shared by the keys file and the htpasswd file.
 //!
-//! What is stored is a keyed digest of the credential as presented (SipHash-2-4-128 under a
+//! What is stored is a keyed digest of the credential as presented (SipHash-1-3-128 under a
 //! random key), never the credential: no bearer key or password stays in worker memory beyond
 //! the request that sent it. The digest is unpredictable without the key, so it also places the
 //! entry in the table, and a lookup tells a guesser nothing about what is stored. Only successes
@@ -10,7 +10,7 @@
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use siphasher::sip128::SipHasher24;
+use siphasher::sip128::SipHasher13;
 
 use crate::hashes::constant_time_eq;
 
@@ -66,9 +66,11 @@ impl<V: Copy> Default for VerifiedCache<V> {
     }
 }
 
-/// SipHash-2-4-128 under a random 128-bit key, made when a file version is loaded: in the master
+/// SipHash-1-3-128 under a random 128-bit key, made when a file version is loaded: in the master
 /// at start (the workers inherit it through fork) or in a worker when it re-reads the file.
-struct KeyedDigest(SipHasher24);
+/// SipHash-1-3 (the rounds Rust's own HashMap uses) rather than 2-4: it runs on every admitted
+/// request, and finding a collision still needs the key, which never leaves the process.
+struct KeyedDigest(SipHasher13);
 
 impl KeyedDigest {
     /// The key comes from the OS's randomness, through the standard library's randomly keyed
@@ -78,7 +80,7 @@ impl KeyedDigest {
         for (i, chunk) in key.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&std::collections::hash_map::RandomState::new().hash_one(i).to_le_bytes());
         }
-        KeyedDigest(SipHasher24::new_with_key(&key))
+        KeyedDigest(SipHasher13::new_with_key(&key))
     }
 
     fn of(&self, credential: &[u8]) -> Digest {

@@ -321,8 +321,10 @@ fn is_string_stopper(b: u8) -> bool {
 /// 20 MB base64 image is one long run of plain text), and whether a byte above 0x7f comes
 /// before it: only then does the string need a UTF-8 check.
 fn skip_plain_text(bytes: &[u8], from: usize) -> (usize, bool) {
-    let mut i = from;
-    let mut high_bits = 0;
+    let (mut i, mut high_bits) = skip_plain_text_wide(bytes, from);
+    if i < bytes.len() && is_string_stopper(bytes[i]) {
+        return (i, high_bits != 0);
+    }
     while let Some(chunk) = bytes.get(i..i + 8) {
         let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
         let stoppers = string_stoppers(word);
@@ -341,18 +343,58 @@ fn skip_plain_text(bytes: &[u8], from: usize) -> (usize, bool) {
     (i, high_bits != 0)
 }
 
+/// [`skip_plain_text`] sixteen bytes a step with SSE2, which every x86_64 processor has: about
+/// half an instruction a byte, where a request body's prompt or image is most of its bytes.
+/// Answers where it stopped (a stopper, or fewer than sixteen bytes left) and the high bits of
+/// the bytes before that.
+#[cfg(target_arch = "x86_64")]
+fn skip_plain_text_wide(bytes: &[u8], from: usize) -> (usize, u64) {
+    use std::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128,
+    };
+    let mut i = from;
+    let mut high = 0u32;
+    while i + 16 <= bytes.len() {
+        // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned load reads bytes[i..i + 16],
+        // which the loop condition keeps inside the slice.
+        let (stoppers, high_bytes) = unsafe {
+            let chunk = _mm_loadu_si128(bytes.as_ptr().add(i).cast());
+            let quote = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(b'\\' as i8));
+            // A byte below 0x20 is one whose top three bits are all clear.
+            let control = _mm_cmpeq_epi8(_mm_and_si128(chunk, _mm_set1_epi8(0xe0u8 as i8)), _mm_setzero_si128());
+            let stoppers = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32;
+            (stoppers, _mm_movemask_epi8(chunk) as u32)
+        };
+        if stoppers != 0 {
+            high |= high_bytes & ((stoppers & stoppers.wrapping_neg()) - 1);
+            return (i + stoppers.trailing_zeros() as usize, u64::from(high != 0) * HIGHS);
+        }
+        high |= high_bytes;
+        i += 16;
+    }
+    (i, u64::from(high != 0) * HIGHS)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn skip_plain_text_wide(_bytes: &[u8], from: usize) -> (usize, u64) {
+    (from, 0)
+}
+
 /// A validating cursor over the body. Nesting is tracked in `open` (one bit per open container,
-/// set for an object) rather than on the call stack.
+/// set for an object) rather than on the call stack; 10,000 levels fit in 1.25 KB, so it needs
+/// no allocation.
 struct Scanner<'a> {
     body: &'a [u8],
     pos: usize,
     depth: usize,
-    open: Vec<u64>,
+    open: [u64; MAX_DEPTH.div_ceil(64)],
 }
 
 impl<'a> Scanner<'a> {
     fn new(body: &'a [u8]) -> Self {
-        Scanner { body, pos: 0, depth: 0, open: Vec::new() }
+        Scanner { body, pos: 0, depth: 0, open: [0; MAX_DEPTH.div_ceil(64)] }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -394,9 +436,6 @@ impl<'a> Scanner<'a> {
             return Err(JsonError::TooDeep);
         }
         let (word, bit) = (self.depth / 64, self.depth % 64);
-        if word == self.open.len() {
-            self.open.push(0);
-        }
         if is_object {
             self.open[word] |= 1 << bit;
         } else {

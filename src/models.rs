@@ -23,10 +23,10 @@ const MISSING: &str = "!missing!";
 /// case (`getExistingName` matches each part with `EqualFold`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelName {
-    host: String,
-    namespace: String,
-    model: String,
-    tag: String,
+    /// `host namespace model tag`, lowercased, in one allocation (a name is parsed on every
+    /// request of a key limited to some models); `ends` says where each part ends.
+    parts: String,
+    ends: [usize; 4],
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -194,31 +194,42 @@ impl ModelName {
         if !parts.iter().all(|&(kind, text)| kind.is_valid(text, false)) {
             return None;
         }
-        let [host, namespace, model, tag] = parts.map(|(_, text)| text.to_ascii_lowercase());
-        Some(ModelName { host, namespace, model, tag })
+        let mut joined = String::with_capacity(parts.iter().map(|(_, text)| text.len()).sum());
+        let mut ends = [0; 4];
+        for (end, (_, text)) in ends.iter_mut().zip(parts) {
+            joined.push_str(text);
+            *end = joined.len();
+        }
+        joined.make_ascii_lowercase();
+        Some(ModelName { parts: joined, ends })
+    }
+
+    fn part(&self, index: usize) -> &str {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.parts[start..self.ends[index]]
     }
 
     pub fn host(&self) -> &str {
-        &self.host
+        self.part(0)
     }
 
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.part(1)
     }
 
     pub fn model(&self) -> &str {
-        &self.model
+        self.part(2)
     }
 
     pub fn tag(&self) -> &str {
-        &self.tag
+        self.part(3)
     }
 }
 
 /// The fully qualified form, `registry.ollama.ai/library/llama3:latest`.
 impl fmt::Display for ModelName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}:{}", self.host, self.namespace, self.model, self.tag)
+        write!(f, "{}/{}/{}:{}", self.host(), self.namespace(), self.model(), self.tag())
     }
 }
 
@@ -283,10 +294,10 @@ impl ModelPattern {
     }
 
     pub fn matches(&self, name: &ModelName) -> bool {
-        glob_matches(self.host.as_bytes(), name.host.as_bytes())
-            && glob_matches(self.namespace.as_bytes(), name.namespace.as_bytes())
-            && glob_matches(self.model.as_bytes(), name.model.as_bytes())
-            && self.tag.as_ref().is_none_or(|tag| glob_matches(tag.as_bytes(), name.tag.as_bytes()))
+        glob_matches(self.host.as_bytes(), name.host().as_bytes())
+            && glob_matches(self.namespace.as_bytes(), name.namespace().as_bytes())
+            && glob_matches(self.model.as_bytes(), name.model().as_bytes())
+            && self.tag.as_ref().is_none_or(|tag| glob_matches(tag.as_bytes(), name.tag().as_bytes()))
     }
 }
 

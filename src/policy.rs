@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::BitOr;
 
-use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError};
+use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError};
 use crate::models::{ModelName, ModelPatterns};
 
 /// A key's scopes: a small set of `read`, `infer`, `manage`, and `all`, which holds them all
@@ -361,6 +361,27 @@ pub fn check_body_models(body: &[u8], members: &[&str], allowed: &ModelPatterns)
     Ok(())
 }
 
+/// A listing answer (`/api/tags`, `/api/ps`, `/v1/models`) cut down to the models `allowed`
+/// admits: an entry stays only if every name it gives (`model` and `name`, or `id`) is allowed.
+/// `None` if the answer is not the JSON Ollama sends.
+pub fn cut_listing(body: &[u8], listing: Listing, allowed: &ModelPatterns) -> Option<Vec<u8>> {
+    let (array, fields): (&str, &[&str]) = match listing {
+        Listing::Tags | Listing::Ps => ("models", &["model", "name"]),
+        Listing::V1Models => ("data", &["id"]),
+    };
+    let cut = filter_listing(body, array, |entry| {
+        let mut named = false;
+        for text in fields.iter().filter_map(|field| entry.string(field)) {
+            named = true;
+            if !ModelName::parse(&text).is_some_and(|name| allowed.allows(&name)) {
+                return false;
+            }
+        }
+        named
+    });
+    cut.ok().map(|cut| cut.into_owned())
+}
+
 /// An Ollama-shaped error body: `{"error":"<kind>: <message>"}` and a newline.
 pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(kind.len() + message.len() + 16);
@@ -689,5 +710,53 @@ mod tests {
         let body = error_body("forbidden", "this key may not use model \"a\\b\u{1}\u{2028}é\"");
         let text = std::str::from_utf8(&body).unwrap();
         assert_eq!(text, "{\"error\":\"forbidden: this key may not use model \\\"a\\\\b\\u0001\\u2028é\\\"\"}\n");
+    }
+
+    #[test]
+    fn listings_keep_only_allowed_models() {
+        let tags = br#"{"models":[{"name":"gemma3:latest","model":"gemma3:latest"},{"name":"llama3:8b","model":"llama3:8b"},{"name":"qwen3:4b","model":"llama3:8b"}]}"#;
+        let cut = cut_listing(tags, Listing::Tags, &patterns("gemma3,qwen*")).unwrap();
+        assert_eq!(cut, br#"{"models":[{"name":"gemma3:latest","model":"gemma3:latest"}]}"#);
+        let v1 = br#"{"object":"list","data":[{"id":"llama3"},{"id":"gemma3:1b"}]}"#;
+        assert_eq!(
+            cut_listing(v1, Listing::V1Models, &patterns("gemma3")).unwrap(),
+            br#"{"object":"list","data":[{"id":"gemma3:1b"}]}"#
+        );
+        assert_eq!(cut_listing(b"not json", Listing::Tags, &patterns("gemma3")), None);
+    }
+
+    /// A listing of `count` models, as Ollama's /api/tags writes it.
+    fn tags_listing(count: usize) -> Vec<u8> {
+        let entries: Vec<String> = (0..count)
+            .map(|i| format!(r#"{{"name":"model{i}:latest","model":"model{i}:latest","modified_at":"2025-01-01T00:00:00Z","size":815319791,"digest":"e0a42594d802e0a42594d802","details":{{"format":"gguf","family":"gemma3","parameter_size":"1B"}}}}"#))
+            .collect();
+        format!(r#"{{"models":[{}]}}"#, entries.join(",")).into_bytes()
+    }
+
+    /// Best of five, in milliseconds, printed for `make bench` to read.
+    fn measure(name: &str, mut run: impl FnMut()) {
+        let best = (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                run();
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("MEASURE {name} {best:.3}");
+    }
+
+    #[test]
+    #[ignore = "a measurement, run by make bench"]
+    fn measure_policy_costs() {
+        let image = "QUJD".repeat(5_000_000);
+        let body = format!(r#"{{"model":"gemma3","prompt":"what is this?","images":["{image}"],"stream":false}}"#);
+        assert!(body.len() > 20_000_000);
+        let allowed = patterns("gemma3");
+        measure("20_MB_image_body_model_check", || {
+            assert_eq!(check_body_models(body.as_bytes(), &["model"], &allowed), Ok(()))
+        });
+        let listing = tags_listing(200);
+        let some = patterns("model1*");
+        measure("api_tags_with_200_models_cut_down", || assert!(cut_listing(&listing, Listing::Tags, &some).is_some()));
     }
 }

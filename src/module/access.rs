@@ -73,14 +73,14 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(conf) = Module::location_conf(request).filter(|conf: &&LocConf| conf.is_gated()) else {
         return Status::NGX_DECLINED.0;
     };
-    // Back from reading the body: its verdict is the answer.
-    if let Some(verdict) = ctx_mut(request).and_then(|ctx| ctx.body_verdict) {
-        return verdict;
-    }
-    let record_user = Module::main_conf(request).is_some_and(|main| main.user_variable_used);
-
-    let checked_earlier = ctx_mut(request).is_some_and(|ctx| ctx.checked);
+    let checked_earlier = match ctx_mut(request) {
+        // Back from reading the body: its verdict is the answer.
+        Some(ctx) if ctx.body_verdict.is_some() => return ctx.body_verdict.unwrap_or_default(),
+        Some(ctx) => ctx.checked,
+        None => false,
+    };
     if !checked_earlier {
+        let record_user = Module::main_conf(request).is_some_and(|main| main.user_variable_used);
         let decision = authenticate(request, conf, record_user);
         let admitted_without_label = matches!(&decision, Decision::Admitted(admission) if admission.label.is_none());
         if admitted_without_label {

@@ -16,7 +16,7 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
-use super::buffers::append_chain;
+use super::buffers::{append_chain, single_memory_buffer};
 use super::ctx::{ctx_mut, ctx_or_new};
 use super::policy::{refuse_model, Judgement};
 use crate::options::EntryOptions;
@@ -57,23 +57,30 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     let Some((members, options)) = ctx_mut(request).and_then(|ctx| ctx.body_check.take()) else {
         return Status::NGX_ERROR.0;
     };
-    let mut body = Vec::new();
     let request_body = request.as_ref().request_body;
     // SAFETY: after a read, r->request_body is NULL or nginx's record of the body, whose chain
     // holds valid buffers (memory or the still open temporary file).
-    let read = unsafe {
-        if request_body.is_null() {
-            Ok(true)
-        } else {
-            append_chain((*request_body).bufs, &mut body, MAX_SCANNED_BODY)
+    let chain = if request_body.is_null() { std::ptr::null_mut() } else { unsafe { (*request_body).bufs } };
+    let mut copied = Vec::new();
+    // SAFETY: as above; a body in one memory buffer is read where it is, for its life.
+    let body = match unsafe { single_memory_buffer(chain) } {
+        Some(bytes) => bytes,
+        None => {
+            // SAFETY: as above.
+            if let Err(error) = unsafe { append_chain(chain, &mut copied, MAX_SCANNED_BODY) } {
+                ngx_log_error!(
+                    ngx::ffi::NGX_LOG_ERR,
+                    request.log(),
+                    "request body not checked for its model: {}",
+                    error
+                );
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            }
+            &copied[..]
         }
     };
-    if let Err(error) = read {
-        ngx_log_error!(ngx::ffi::NGX_LOG_ERR, request.log(), "request body not checked for its model: {}", error);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    }
     let models = options.models.as_ref().expect("read only for keys with models=");
-    match check_body_models(&body, members, models) {
+    match check_body_models(body, members, models) {
         Ok(()) => {
             ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
             Status::NGX_OK.0

@@ -1,4 +1,4 @@
-//! Copies the bytes of an nginx buffer chain, in memory or in a temporary file, into a `Vec`.
+//! The bytes of an nginx buffer chain, in memory or in a temporary file.
 
 use std::io;
 
@@ -10,6 +10,8 @@ use ngx::ffi::ngx_chain_t;
 /// # Safety
 /// `chain` must be NULL or a valid chain of valid buffers, whose files (if any) are open.
 pub unsafe fn append_chain(mut chain: *mut ngx_chain_t, out: &mut Vec<u8>, limit: usize) -> io::Result<bool> {
+    // SAFETY: as below; this pass only sums the lengths, so `out` grows once.
+    out.reserve(unsafe { chain_len(chain) }.min(limit.saturating_sub(out.len())));
     let mut last = false;
     while !chain.is_null() {
         // SAFETY: the caller guarantees every link and buffer of the chain is valid.
@@ -54,4 +56,44 @@ pub unsafe fn append_chain(mut chain: *mut ngx_chain_t, out: &mut Vec<u8>, limit
         }
     }
     Ok(last)
+}
+
+/// How many bytes the chain holds, in memory and in files.
+///
+/// # Safety
+/// `chain` must be NULL or a valid chain of valid buffers.
+unsafe fn chain_len(mut chain: *mut ngx_chain_t) -> usize {
+    let mut total = 0;
+    while !chain.is_null() {
+        // SAFETY: the caller guarantees every link and buffer of the chain is valid.
+        let buf = unsafe { &*(*chain).buf };
+        total += if buf.in_file() != 0 && !buf.file.is_null() {
+            (buf.file_last - buf.file_pos) as usize
+        } else if !buf.pos.is_null() {
+            buf.last as usize - buf.pos as usize
+        } else {
+            0
+        };
+        // SAFETY: as above.
+        chain = unsafe { (*chain).next };
+    }
+    total
+}
+
+/// The bytes of a chain that is one buffer in memory (a small request body), where they are.
+///
+/// # Safety
+/// `chain` must be NULL or a valid chain of valid buffers, which outlive the returned slice.
+pub unsafe fn single_memory_buffer<'a>(chain: *mut ngx_chain_t) -> Option<&'a [u8]> {
+    if chain.is_null() {
+        return Some(&[]);
+    }
+    // SAFETY: the caller guarantees the link and its buffer are valid.
+    let (buf, next) = unsafe { (&*(*chain).buf, (*chain).next) };
+    if !next.is_null() || buf.in_file() != 0 || buf.pos.is_null() {
+        return None;
+    }
+    // SAFETY: a memory buffer's bytes from pos to last are valid for reading, as long as the
+    // buffer (the caller's promise).
+    Some(unsafe { std::slice::from_raw_parts(buf.pos, buf.last as usize - buf.pos as usize) })
 }

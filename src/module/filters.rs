@@ -25,10 +25,7 @@ use super::buffers::append_chain;
 use super::conf::{Challenges, LocConf};
 use super::ctx::{ctx_mut, CHALLENGE_BASIC, CHALLENGE_BEARER};
 use super::Module;
-use crate::json::filter_listing;
-use crate::models::ModelName;
-use crate::options::EntryOptions;
-use crate::policy::Listing;
+use crate::policy::cut_listing;
 
 const JSON_CONTENT_TYPE: &[u8] = b"application/json; charset=utf-8";
 
@@ -255,35 +252,6 @@ fn body_chain(request: &Request, body: &[u8], copy: bool) -> Option<*mut ngx_cha
     Some(link)
 }
 
-/// Whether a listed model is one the entry may use: every name the entry gives for it.
-fn listed_model_allowed(names: &[Option<std::borrow::Cow<'_, str>>], options: &EntryOptions) -> bool {
-    let Some(models) = options.models.as_ref() else { return true };
-    let mut any = false;
-    for name in names.iter().flatten() {
-        any = true;
-        if !ModelName::parse(name).is_some_and(|name| models.allows(&name)) {
-            return false;
-        }
-    }
-    any
-}
-
-/// The listing cut down to the entry's models.
-fn cut_listing(body: &[u8], listing: Listing, options: &EntryOptions) -> Option<Vec<u8>> {
-    let array = match listing {
-        Listing::Tags | Listing::Ps => "models",
-        Listing::V1Models => "data",
-    };
-    let cut = filter_listing(body, array, |entry| {
-        let names = match listing {
-            Listing::Tags | Listing::Ps => vec![entry.string("model"), entry.string("name")],
-            Listing::V1Models => vec![entry.string("id")],
-        };
-        listed_model_allowed(&names, options)
-    });
-    cut.ok().map(|cut| cut.into_owned())
-}
-
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: nginx calls body filters with a valid request and chain.
     let request = unsafe { Request::from_ngx_http_request(r) };
@@ -334,7 +302,8 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
     }) else {
         return Status::NGX_ERROR.0;
     };
-    let Some(cut) = cut_listing(&gathered, listing, &options) else {
+    let cut = options.models.as_ref().and_then(|models| cut_listing(&gathered, listing, models));
+    let Some(cut) = cut else {
         ngx_log_error!(NGX_LOG_ERR, request.log(), "model listing is not the JSON Ollama sends; not passed on");
         return Status::NGX_ERROR.0;
     };

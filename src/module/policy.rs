@@ -10,7 +10,7 @@ use super::authenticate::Admission;
 use super::conf::LocConf;
 use crate::options::EntryOptions;
 use crate::policy::{
-    allows, check_model, classify, error_body, strip_prefix, Access, Endpoint, Listing, Method, ModelRefusal,
+    allows, check_model, classify, error_body, strip_prefix, Access, Endpoint, Listing, Method, ModelRefusal, Scopes,
 };
 
 /// The verdict on one admitted request.
@@ -72,12 +72,17 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
             format!("this {who} has limits, which this server cannot enforce"),
         );
     }
-    let endpoint = endpoint(request, conf);
     let scopes = options.and_then(|options| options.scopes).unwrap_or(conf.default_scopes());
+    let restricted_models =
+        options.is_some_and(|options| options.models.as_ref().is_some_and(|m| !m.is_unrestricted()));
+    if scopes == Scopes::ALL && !restricted_models {
+        return Judgement::Allow; // every endpoint, every model: nothing to look at
+    }
+    let endpoint = endpoint(request, conf);
     if let Err(refusal) = allows(scopes, &endpoint) {
         return refuse(NGX_HTTP_FORBIDDEN, "forbidden", format!("{refusal}; this {who} does not have it"));
     }
-    let Some(options) = options.filter(|options| options.models.as_ref().is_some_and(|m| !m.is_unrestricted())) else {
+    let Some(options) = options.filter(|_| restricted_models) else {
         return Judgement::Allow;
     };
     let models = options.models.as_ref().expect("filtered on models");
