@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 PROFILE_DIR := target/release
-MODULE := $(PROFILE_DIR)/libngx_ollama_auth.so
+MODULE := $(PROFILE_DIR)/libngx_http_ollama_auth_module.so
 # Where the vendored build put nginx: `build` copies it here from build.rs's OUT_DIR.
 NGINX_BIN = $(shell cat $(PROFILE_DIR)/nginx-build-dir)/nginx
 RUN_DIR := .run
@@ -30,20 +30,20 @@ deps:
 	@$(PYTHON) -c 'import pytest, yaml, ollama, openai' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml ollama openai
 	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
-# build.rs records the nginx build directory in its OUT_DIR; cargo's JSON messages say where that is.
+# The module (module/, against the nginx that nginx-sys vendors). Its build.rs records the nginx
+# build directory in its OUT_DIR; cargo's JSON messages say where that is.
 build: deps
-	set -o pipefail; $(CARGO) build --release --lib --message-format=json-render-diagnostics \
+	set -o pipefail; $(CARGO) build --release -p ngx-ollama-auth-module --message-format=json-render-diagnostics \
 		| $(PYTHON) -c 'import json, sys; dirs = [m["out_dir"] for m in map(json.loads, sys.stdin) \
-			if m.get("reason") == "build-script-executed" and "#ngx-ollama-auth@" in m["package_id"]]; print(dirs[-1])' \
+			if m.get("reason") == "build-script-executed" and "ngx-ollama-auth-module@" in m["package_id"]]; print(dirs[-1])' \
 		| { read -r out_dir && cp "$$out_dir/nginx-build-dir" $(PROFILE_DIR)/nginx-build-dir; }
 
 unit: deps
-	$(CARGO) test --release --lib
-	$(CARGO) test --release --no-default-features --bin ollama-auth
+	$(CARGO) test --release -p ngx-ollama-auth
 
 # The key and user management tool: plain Rust, no nginx needed to build or run it.
 cli: deps
-	$(CARGO) build --release --no-default-features --bin ollama-auth
+	$(CARGO) build --release --bin ollama-auth
 
 PREFIX ?= /usr/local
 install-cli: cli
@@ -63,9 +63,8 @@ integration-debian: build cli debian-module
 
 # Formatting and lints, for the module and for the plain-Rust logic with its tests.
 lint: deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --release -- -D warnings
-	$(CARGO) clippy --release --lib --tests --no-default-features -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 test: lint unit integration integration-debian fuzz-smoke
 

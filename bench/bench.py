@@ -344,7 +344,7 @@ def scale_figures():
 
 def policy_micro_costs():
     """The policy's own costs, without nginx: the release unit-test binary's timed measurements."""
-    out = subprocess.run(["cargo", "test", "--release", "--lib", "--no-default-features", "--", "--ignored",
+    out = subprocess.run(["cargo", "test", "--release", "--lib", "-p", "ngx-ollama-auth", "--", "--ignored",
                           "--nocapture", "--test-threads=1", "measure_"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     return {name: float(value) for name, value in re.findall(r"MEASURE (\S+) ([\d.]+)", out)}

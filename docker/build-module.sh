@@ -89,11 +89,11 @@ fi
 
 echo "building the module against $src/objs" >&2
 (cd "$repo" && NGINX_BUILD_DIR="$src/objs" NGINX_SOURCE_DIR="$src" CARGO_TARGET_DIR="$work/target" \
-    cargo build --release --locked --lib --no-default-features --features module) || die "cargo build failed"
+    cargo build --release --locked -p ngx-ollama-auth-module --no-default-features) || die "cargo build failed"
 
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
-cp "$work/target/release/libngx_ollama_auth.so" "$out_dir/ngx_http_ollama_auth_module.so"
+cp "$work/target/release/libngx_http_ollama_auth_module.so" "$out_dir/ngx_http_ollama_auth_module.so"
 
 # Prove it: the binary must accept the module.
 check=$(mktemp -d)

@@ -1,9 +1,14 @@
-//! ngx-ollama-auth: an nginx module that admits requests carrying a known Bearer key or Basic
-//! credential, so nginx can stand in front of an Ollama server.
+//! ngx-ollama-auth: the plain-Rust logic of an nginx module that puts authentication and per-key
+//! policy in front of an Ollama server. No FFI here: everything is unit tested and fuzzed, and
+//! the `ollama-auth` tool (src/bin) uses it without nginx. The nginx glue is the
+//! `ngx-ollama-auth-module` package in `module/`.
 //!
-//! The pure logic (no FFI, unit tested) lives in `credentials`, `lines`, `keys`, `hashes`,
-//! `htpasswd`, `cache` and `watch`. The nginx glue is in `module`, behind the `module` feature;
-//! it is left out of unit-test builds, whose binaries have no nginx to link against.
+//! - the credential: `credentials` (the Authorization header), `hashes` (password hashes),
+//!   `cache` (credentials already verified, by keyed digest);
+//! - the files: `lines` (the line syntax both share), `keys`, `htpasswd`, `options` (what an
+//!   entry may carry), `watch` (one change-watching mechanism for both);
+//! - the policy: `policy` (endpoints and scopes, body models, listings, error bodies), `models`
+//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -18,6 +23,3 @@ pub mod models;
 pub mod options;
 pub mod policy;
 pub mod watch;
-
-#[cfg(all(feature = "module", not(test)))]
-mod module;

@@ -29,7 +29,7 @@ def nginx_binary():
 
 
 def module_path():
-    return os.environ.get("OLLAMA_AUTH_MODULE") or str(ROOT / "target/release/libngx_ollama_auth.so")
+    return os.environ.get("OLLAMA_AUTH_MODULE") or str(ROOT / "target/release/libngx_http_ollama_auth_module.so")
 
 
 def free_port():

@@ -41,7 +41,7 @@ impl OptionFlags {
 pub const DEFAULT_COST: u32 = 10;
 pub const MIN_COST: u32 = 4;
 /// The module skips bcrypt hashes above cost 12 (`hashes::MAX_BCRYPT_COST`).
-pub const MAX_COST: u32 = crate::hashes::MAX_BCRYPT_COST;
+pub const MAX_COST: u32 = ngx_ollama_auth::hashes::MAX_BCRYPT_COST;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {

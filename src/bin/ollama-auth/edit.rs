@@ -3,9 +3,9 @@
 
 use std::ops::Range;
 
-use crate::keys::{sha256, Digest, MAX_KEY_BYTES};
-use crate::lines::{entries, first_field, has_control_bytes};
-use crate::options::{parse_options, split_name_and_options, EntryOptions, OptionError};
+use ngx_ollama_auth::keys::{sha256, Digest, MAX_KEY_BYTES};
+use ngx_ollama_auth::lines::{entries, first_field, has_control_bytes};
+use ngx_ollama_auth::options::{parse_options, split_name_and_options, EntryOptions, OptionError};
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
@@ -242,8 +242,8 @@ pub fn key_name(text: &str) -> Result<String, String> {
     if name.starts_with("sha256:") {
         return Err("a key name cannot start with `sha256:`: it would be taken for a fingerprint".into());
     }
-    if name.len() > crate::keys::MAX_NAME_BYTES {
-        return Err(format!("a key name can be at most {} bytes", crate::keys::MAX_NAME_BYTES));
+    if name.len() > ngx_ollama_auth::keys::MAX_NAME_BYTES {
+        return Err(format!("a key name can be at most {} bytes", ngx_ollama_auth::keys::MAX_NAME_BYTES));
     }
     Ok(name)
 }
@@ -285,7 +285,7 @@ pub fn user_lines(content: &[u8], user: &[u8]) -> Vec<usize> {
 /// The options in an htpasswd line's comment field.
 #[cfg(test)]
 pub fn user_options(text: &[u8]) -> Result<EntryOptions, OptionError> {
-    use crate::options::options_in_comment;
+    use ngx_ollama_auth::options::options_in_comment;
     let field = match hash_range(text) {
         Some(range) => text[range.end..].strip_prefix(b":").unwrap_or(&[]),
         None => &[],

@@ -9,45 +9,6 @@ mod help;
 mod password;
 mod store;
 
-// The module's own parsing code, compiled into this binary from the very source files the module
-// is built from, rather than linked from the library crate: with its default `module` feature,
-// the library also holds the nginx glue, whose exported module tables (`#[used]`) refer to
-// symbols that only an nginx binary defines, so no executable linked against it would link.
-// This way `cargo install --path .` builds the tool whatever the features, and it needs no nginx.
-#[allow(dead_code)]
-#[path = "../../cache.rs"]
-mod cache;
-#[allow(dead_code)]
-#[path = "../../credentials.rs"]
-mod credentials;
-#[allow(dead_code)]
-#[path = "../../hashes.rs"]
-mod hashes;
-#[allow(dead_code)]
-#[path = "../../htpasswd.rs"]
-mod htpasswd;
-#[allow(dead_code)]
-#[path = "../../json.rs"]
-mod json;
-#[allow(dead_code)]
-#[path = "../../keys.rs"]
-mod keys;
-#[allow(dead_code)]
-#[path = "../../lines.rs"]
-mod lines;
-#[allow(dead_code)]
-#[path = "../../models.rs"]
-mod models;
-#[allow(dead_code)]
-#[path = "../../options.rs"]
-mod options;
-#[allow(dead_code)]
-#[path = "../../policy.rs"]
-mod policy;
-#[allow(dead_code)]
-#[path = "../../watch.rs"]
-mod watch;
-
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,10 +18,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::htpasswd::{UserTable, Verdict};
-use crate::keys::{sha256, KeySet};
-use crate::options::{format_time, parse_options, EntryOptions, OptionError};
-use crate::watch::{read_regular_file, Counted, LineWarning, Parse};
+use ngx_ollama_auth::htpasswd::{UserTable, Verdict};
+use ngx_ollama_auth::keys::{sha256, KeySet};
+use ngx_ollama_auth::options::{format_time, parse_options, EntryOptions, OptionError};
+use ngx_ollama_auth::watch::{read_regular_file, Counted, LineWarning, Parse};
 
 use args::{Command, OptionFlags};
 use edit::{fingerprint, hex, KeyLine, Revocation, RevokeTarget};
@@ -424,7 +385,7 @@ fn json_or_null(value: Option<String>) -> String {
     value.map_or_else(|| "null".to_string(), |text| json_string(&text))
 }
 
-fn windows(list: &[crate::options::Window]) -> Option<String> {
+fn windows(list: &[ngx_ollama_auth::options::Window]) -> Option<String> {
     (!list.is_empty()).then(|| list.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
 }
 

@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::watch::{read_regular_file, LoadError};
+use ngx_ollama_auth::watch::{read_regular_file, LoadError};
 
 /// The mode of a file this tool creates: nginx's workers (another user) must read it.
 pub const NEW_FILE_MODE: u32 = 0o644;

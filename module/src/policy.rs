@@ -1,5 +1,5 @@
 //! What an admitted request may do: its entry's expiry, scopes and models against the endpoint
-//! it asks for (the rules themselves are plain Rust in `crate::policy`).
+//! it asks for (the rules themselves are plain Rust in `ngx_ollama_auth::policy`).
 
 use std::rc::Rc;
 
@@ -8,8 +8,8 @@ use ngx::http::Request;
 
 use super::authenticate::Admission;
 use super::conf::LocConf;
-use crate::options::EntryOptions;
-use crate::policy::{
+use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::policy::{
     allows, check_model, classify, error_body, strip_prefix, Access, Endpoint, Listing, Method, ModelRefusal, Scopes,
 };
 

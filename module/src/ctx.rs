@@ -15,8 +15,8 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use super::authenticate::{authenticate, Admission, Decision};
 use super::conf::LocConf;
 use super::Module;
-use crate::options::EntryOptions;
-use crate::policy::Listing;
+use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::policy::Listing;
 
 /// Which schemes a refused request is challenged for.
 pub const CHALLENGE_BEARER: u8 = 1;

@@ -8,9 +8,6 @@ const LINKED_HEADERS_SINCE: u64 = 1_023_000;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(ngx_linked_headers)");
-    if std::env::var_os("CARGO_FEATURE_MODULE").is_none() {
-        return; // the plain-Rust logic alone: no nginx involved
-    }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
     let version: u64 = std::env::var("DEP_NGINX_VERSION_NUMBER")
         .ok()

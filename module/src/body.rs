@@ -19,8 +19,8 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use super::buffers::{append_chain, single_memory_buffer};
 use super::ctx::{ctx_mut, ctx_or_new};
 use super::policy::{refuse_model, Judgement};
-use crate::options::EntryOptions;
-use crate::policy::check_body_models;
+use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::policy::check_body_models;
 
 /// Larger bodies from a key limited to some models are refused rather than copied and scanned.
 const MAX_SCANNED_BODY: usize = 256 << 20;

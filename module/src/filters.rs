@@ -25,7 +25,7 @@ use super::buffers::append_chain;
 use super::conf::{Challenges, LocConf};
 use super::ctx::{ctx_mut, CHALLENGE_BASIC, CHALLENGE_BEARER};
 use super::Module;
-use crate::policy::cut_listing;
+use ngx_ollama_auth::policy::cut_listing;
 
 const JSON_CONTENT_TYPE: &[u8] = b"application/json; charset=utf-8";
 

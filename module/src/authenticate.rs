@@ -7,9 +7,9 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use std::rc::Rc;
 
 use super::conf::{refresh, LocConf};
-use crate::credentials::{parse_authorization, Credential, DecodeBuffer};
-use crate::htpasswd::Verdict;
-use crate::options::EntryOptions;
+use ngx_ollama_auth::credentials::{parse_authorization, Credential, DecodeBuffer};
+use ngx_ollama_auth::htpasswd::Verdict;
+use ngx_ollama_auth::options::EntryOptions;
 
 /// What one look at a request's credential found.
 pub enum Decision {

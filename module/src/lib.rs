@@ -1,12 +1,15 @@
-//! Registration of `ngx_http_ollama_auth_module` with nginx.
+//! `ngx_http_ollama_auth_module`: the nginx glue of ngx-ollama-auth, and its registration with
+//! nginx. The rules themselves are plain Rust in the `ngx_ollama_auth` crate.
 //!
 //! This layer is thin on purpose: it turns nginx's structures into the plain Rust types of the
-//! crate's other modules and back. One file per nginx mechanism: `conf` (directives and the
+//! ngx_ollama_auth crate and back. One file per nginx mechanism: `conf` (directives and the
 //! watched files), `ctx` (the per-request context and its decision), `authenticate` (the
 //! credential check), `policy` (what an admitted entry may do), `access` (the access-phase
 //! handler), `body` (reading a request body for its model), `buffers` (copying nginx buffer
 //! chains), `filters` (this module's refusals and cut-down model listings), `variables`
 //! (`$ollama_auth_user`). Every `unsafe` block says what makes it sound.
+
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod access;
 mod authenticate;

@@ -18,10 +18,10 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigEr
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use super::{conf_error, Module};
-use crate::htpasswd::UserTable;
-use crate::keys::KeySet;
-use crate::policy::Scopes;
-use crate::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
+use ngx_ollama_auth::htpasswd::UserTable;
+use ngx_ollama_auth::keys::KeySet;
+use ngx_ollama_auth::policy::Scopes;
+use ngx_ollama_auth::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
 
 pub type Shared<T> = Rc<RefCell<WatchedFile<T>>>;
 
