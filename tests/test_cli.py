@@ -451,7 +451,10 @@ def nginx_warnings(gate):
     """The skipped-line warnings nginx logged, in order, each once (the same load may be logged
     on stderr at start and in the error log)."""
     found = []
-    logs = gate.error_log() + (gate.dir / "logs/error.log").read_text(errors="replace")
+    # nginx's built-in log (before error_log is read) is logs/error.log under the prefix for the
+    # vendored build; Debian's nginx has its own path and also says it on stderr.
+    built_in = gate.dir / "logs/error.log"
+    logs = gate.error_log() + (built_in.read_text(errors="replace") if built_in.exists() else "")
     for line in logs.splitlines():
         match = SKIPPED.search(line)
         if match and match.group(1) not in found:
