@@ -430,7 +430,7 @@ def report(rows, scale, micro, args):
     for name, value in sorted(micro.items()):
         lines.append(f"- {name.replace('_', ' ')}: {value:.3f} ms")
     for r in rows:
-        if r["variant"].startswith("module Bearer,") and r["keys"] in lua:
+        if r["variant"] == f"module Bearer, {r['keys']:,} keys" and r["keys"] in lua:
             other = lua[r["keys"]]
             fewer = f"{other['instructions'] / r['instructions']:,.0f}x fewer instructions and " if other["instructions"] else ""
             faster = f"{r['rps'] / other['rps']:,.0f}x the req/s of the Lua block" if other["rps"] else \

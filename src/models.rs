@@ -293,7 +293,15 @@ impl ModelPattern {
         Ok(ModelPattern { text: text.to_string(), host, namespace, model, tag })
     }
 
+    /// Whether the name is one this pattern admits. A cloud model (tag `cloud` or `*-cloud`,
+    /// run on ollama.com and billed to the server's account) is admitted only by a pattern whose
+    /// tag names the cloud itself (`gpt-oss:*-cloud`, `*:cloud`): `gpt-oss` or `gpt-oss:*` admit
+    /// the local models only.
     pub fn matches(&self, name: &ModelName) -> bool {
+        let cloud = name.tag() == "cloud" || name.tag().ends_with("-cloud");
+        if cloud && !self.tag.as_deref().is_some_and(|tag| tag.contains("cloud")) {
+            return false;
+        }
         glob_matches(self.host.as_bytes(), name.host().as_bytes())
             && glob_matches(self.namespace.as_bytes(), name.namespace().as_bytes())
             && glob_matches(self.model.as_bytes(), name.model().as_bytes())
@@ -535,7 +543,7 @@ mod tests {
         assert!(allows("l*a*3", "llama3"));
         assert!(allows("*3", "llama3"));
         assert!(!allows("*3", "llama3x"));
-        assert!(allows("llama3:*", "llama3:70b-cloud"));
+        assert!(!allows("llama3:*", "llama3:70b-cloud"), "a cloud tag needs a pattern naming the cloud");
     }
 
     #[test]
@@ -642,5 +650,21 @@ mod tests {
                 let _ = list.allows(name);
             }
         }
+    }
+
+    #[test]
+    fn cloud_models_need_a_pattern_that_names_the_cloud() {
+        let name = |text: &str| ModelName::parse(text).unwrap();
+        let patterns = |text: &str| ModelPatterns::parse(text).unwrap();
+        for local_only in ["gpt-oss", "gpt-oss:*", "gpt*", "*/*"] {
+            assert!(patterns(local_only).allows(&name("gpt-oss:20b")), "{local_only}");
+            for cloud in ["gpt-oss:20b-cloud", "gpt-oss:cloud", "gpt-oss:20b:cloud"] {
+                assert!(!patterns(local_only).allows(&name(cloud)), "{local_only} {cloud}");
+            }
+        }
+        assert!(patterns("gpt-oss:*-cloud").allows(&name("gpt-oss:20b-cloud")));
+        assert!(patterns("gpt-oss:*-cloud").allows(&name("gpt-oss:120b:cloud")));
+        assert!(patterns("*:cloud").allows(&name("qwen3-coder:cloud")));
+        assert!(patterns("*").allows(&name("gpt-oss:20b-cloud")), "models=* is every model");
     }
 }

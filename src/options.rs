@@ -103,11 +103,16 @@ const MAX_QUOTED_NAME_CHARS: usize = 32;
 impl fmt::Display for OptionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OptionError::Unknown(name) => {
-                let quoted: String = name.chars().take(MAX_QUOTED_NAME_CHARS).collect();
-                let more = if name.chars().nth(MAX_QUOTED_NAME_CHARS).is_some() { "..." } else { "" };
-                write!(f, "unknown option \"{}{more}\"", quoted.escape_debug())
+            // Only a name that looks like an option name is quoted back: a word ending in `=`
+            // may be a pasted base64 key, which must not reach a log.
+            OptionError::Unknown(name)
+                if name.len() <= MAX_QUOTED_NAME_CHARS
+                    && !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-') =>
+            {
+                write!(f, "unknown option \"{name}\"")
             }
+            OptionError::Unknown(_) => f.write_str("unknown option (a word with \"=\" that is not an option name)"),
             OptionError::Repeated(option) => write!(f, "repeated option \"{option}\""),
             OptionError::Invalid { option, reason } => write!(f, "option \"{option}\": {reason}"),
         }
@@ -476,18 +481,20 @@ mod tests {
     #[test]
     fn unknown_and_repeated_options() {
         assert_eq!(error("colour=blue"), "unknown option \"colour\"");
-        assert_eq!(error("Scopes=read"), "unknown option \"Scopes\"");
-        assert_eq!(error("=read"), "unknown option \"\"");
         assert_eq!(error("scope=read"), "unknown option \"scope\"");
-        assert_eq!(error(&format!("{}=1", "n".repeat(40))), format!("unknown option \"{}...\"", "n".repeat(32)));
-        assert_eq!(error("x\"y=1"), "unknown option \"x\\\"y\"");
+        // Anything that does not look like an option name is not quoted: it may be a secret.
+        let generic = "unknown option (a word with \"=\" that is not an option name)";
+        for word in ["Scopes=read", "=read", "x\"y=1", "dGhpcyBpcyBhIGtleQ==", "sk-ollama-Ab3=x"] {
+            assert_eq!(error(word), generic, "{word}");
+        }
+        assert_eq!(error(&format!("{}=1", "n".repeat(40))), generic);
         assert_eq!(error("scopes=read scopes=infer"), "repeated option \"scopes\"");
         assert_eq!(error("scopes=read scopes=read"), "repeated option \"scopes\"");
         assert_eq!(error("models=a expires=2030-01-01 models=b"), "repeated option \"models\"");
         assert_eq!(error("parallel=1 parallel=oops"), "repeated option \"parallel\"");
         assert_eq!(error("tokens=1/1s tokens=2/1m"), "repeated option \"tokens\"");
         let non_utf8: &[u8] = b"k\xff=1";
-        assert_eq!(parse_options(&[non_utf8]).unwrap_err().to_string(), "unknown option \"k\u{fffd}\"");
+        assert_eq!(parse_options(&[non_utf8]).unwrap_err().to_string(), generic);
     }
 
     #[test]

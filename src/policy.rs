@@ -7,7 +7,7 @@
 use std::fmt;
 use std::ops::BitOr;
 
-use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError};
+use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
 use crate::models::{ModelName, ModelPatterns};
 
 /// A key's scopes: a small set of `read`, `infer`, `manage`, and `all`, which holds them all
@@ -140,6 +140,9 @@ pub struct Endpoint<'a> {
     pub access: Access,
     /// The JSON body members that name a model, each to be checked when present.
     pub model_members: &'static [&'static str],
+    /// Body members that name what a model is made of by other means than a model name (blob
+    /// digests): a key limited to some models may not send them, since they cannot be checked.
+    pub uncheckable_members: &'static [&'static str],
     /// `GET /v1/models/<model>`: the model as it stands in the path.
     pub path_model: Option<&'a [u8]>,
     pub listing: Option<Listing>,
@@ -152,8 +155,13 @@ const CREATE: &[&str] = &["model", "name", "from"];
 const COPY: &[&str] = &["source", "destination"];
 
 impl Endpoint<'static> {
-    pub const UNKNOWN: Endpoint<'static> =
-        Endpoint { access: Access::OnlyAll, model_members: NO_MEMBERS, path_model: None, listing: None };
+    pub const UNKNOWN: Endpoint<'static> = Endpoint {
+        access: Access::OnlyAll,
+        model_members: NO_MEMBERS,
+        uncheckable_members: NO_MEMBERS,
+        path_model: None,
+        listing: None,
+    };
 }
 
 impl Endpoint<'_> {
@@ -174,15 +182,23 @@ struct Route {
     path: &'static [u8],
     scope: Scopes,
     model_members: &'static [&'static str],
+    uncheckable_members: &'static [&'static str],
     listing: Option<Listing>,
 }
 
 const fn route(method: Method, path: &'static [u8], scope: Scopes, model_members: &'static [&'static str]) -> Route {
-    Route { method, path, scope, model_members, listing: None }
+    Route { method, path, scope, model_members, uncheckable_members: NO_MEMBERS, listing: None }
 }
 
 const fn listing(path: &'static [u8], listing: Listing) -> Route {
-    Route { method: Method::Get, path, scope: Scopes::READ, model_members: NO_MEMBERS, listing: Some(listing) }
+    Route {
+        method: Method::Get,
+        path,
+        scope: Scopes::READ,
+        model_members: NO_MEMBERS,
+        uncheckable_members: NO_MEMBERS,
+        listing: Some(listing),
+    }
 }
 
 use Method::{Delete, Get, Post};
@@ -204,7 +220,8 @@ const ROUTES: &[Route] = &[
     route(Post, b"v1/messages", Scopes::INFER, MODEL),
     route(Post, b"api/pull", Scopes::MANAGE, MODEL_OR_NAME),
     route(Post, b"api/push", Scopes::MANAGE, MODEL_OR_NAME),
-    route(Post, b"api/create", Scopes::MANAGE, CREATE),
+    // `files` and `adapters` name blobs by digest: a model made of any stored weights.
+    Route { uncheckable_members: &["files", "adapters"], ..route(Post, b"api/create", Scopes::MANAGE, CREATE) },
     route(Post, b"api/copy", Scopes::MANAGE, COPY),
     route(Delete, b"api/delete", Scopes::MANAGE, MODEL_OR_NAME),
 ];
@@ -227,6 +244,7 @@ fn is_segment(text: &[u8]) -> bool {
 /// Says what a request needs, from its method and its path (decoded, without the query, and
 /// with any configured prefix already taken off). Unknown paths and methods need `all`.
 pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
+    let sent = method;
     let method = if method == Method::Head { Method::Get } else { method };
     let Some(path) = route_path(path) else {
         return Endpoint::UNKNOWN;
@@ -241,6 +259,7 @@ pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
         return Endpoint {
             access: Access::Scope(known.scope),
             model_members: known.model_members,
+            uncheckable_members: known.uncheckable_members,
             path_model: None,
             listing: known.listing,
         };
@@ -251,7 +270,8 @@ pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
         }
     }
     if let Some(digest) = path.strip_prefix(b"api/blobs/") {
-        if matches!(method, Method::Get | Method::Post) && is_segment(digest) {
+        // Ollama routes HEAD (does the blob exist) and POST (upload) here, and no GET.
+        if matches!(sent, Method::Head | Method::Post) && is_segment(digest) {
             return Endpoint { access: Access::Scope(Scopes::MANAGE), ..Endpoint::UNKNOWN };
         }
     }
@@ -316,16 +336,25 @@ pub enum ModelRefusal {
     Forbidden(String),
 }
 
-/// Checks a model name as the request spells it against what the key may use.
-pub fn check_model(text: &str, allowed: &ModelPatterns) -> Result<(), ModelRefusal> {
+/// Checks a model name as the request spells it against what the entry (`who`: "key" or
+/// "user", for the message) may use.
+pub fn check_model(text: &str, allowed: &ModelPatterns, who: &str) -> Result<(), ModelRefusal> {
     let Some(name) = ModelName::parse(text) else {
         return Err(ModelRefusal::BadRequest(format!("invalid model name {text:?}")));
     };
     if allowed.allows(&name) {
         Ok(())
     } else {
-        Err(ModelRefusal::Forbidden(format!("this key may not use model {text:?}")))
+        Err(ModelRefusal::Forbidden(format!("this {who} may not use model {text:?}")))
     }
+}
+
+/// What a request body is checked for: the members naming a model, and those that may not be
+/// sent at all by an entry limited to some models.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyRule {
+    pub model_members: &'static [&'static str],
+    pub uncheckable_members: &'static [&'static str],
 }
 
 /// Checks every top-level member of a JSON request body that Ollama would read as a model (named
@@ -333,16 +362,27 @@ pub fn check_model(text: &str, allowed: &ModelPatterns) -> Result<(), ModelRefus
 /// duplicate). At least one must be there; each must be a non-empty string naming an allowed
 /// model. The whole body must be valid JSON: one object, nothing but white space after it,
 /// nesting no deeper than Go allows.
-pub fn check_body_models(body: &[u8], members: &[&str], allowed: &ModelPatterns) -> Result<(), ModelRefusal> {
+pub fn check_body_models(body: &[u8], rule: BodyRule, allowed: &ModelPatterns, who: &str) -> Result<(), ModelRefusal> {
+    let members = rule.model_members;
     let mut found = 0usize;
     let mut first_problem: Option<ModelRefusal> = None;
     let scanned = for_each_top_level_member(body, |member| {
-        if first_problem.is_some() || !members.iter().any(|field| go_name_matches(&member.name, field)) {
+        if first_problem.is_some() {
+            return;
+        }
+        if member.kind != ValueKind::Null
+            && rule.uncheckable_members.iter().any(|field| go_name_matches(&member.name, field))
+        {
+            let message = format!("this {who} may use only some models, and \"{}\" cannot be checked", member.name);
+            first_problem = Some(ModelRefusal::Forbidden(message));
+            return;
+        }
+        if !members.iter().any(|field| go_name_matches(&member.name, field)) {
             return;
         }
         found += 1;
         let problem = match string_value(body, &member) {
-            Some(text) if !text.is_empty() => check_model(&text, allowed).err(),
+            Some(text) if !text.is_empty() => check_model(&text, allowed, who).err(),
             _ => Some(ModelRefusal::BadRequest(format!("\"{}\" must be a model name", member.name))),
         };
         first_problem = problem;
@@ -439,7 +479,7 @@ mod tests {
             (post, "/api/create", manage, &["model", "name", "from"], None),
             (post, "/api/copy", manage, &["source", "destination"], None),
             (delete, "/api/delete", manage, model_name, None),
-            (&[Post, Get], "/api/blobs/sha256:29fdb92e57cf082e", manage, none, None),
+            (&[Post, Method::Head], "/api/blobs/sha256:29fdb92e57cf082e", manage, none, None),
         ]
     }
 
@@ -448,9 +488,9 @@ mod tests {
         vec![Scopes(0), r, i, m, r | i, r | m, i | m, r | i | m, Scopes::ALL]
     }
 
+    /// HEAD reaches what GET reaches, and what lists HEAD itself (blobs).
     fn reaches(listed: &[Method], sent: Method) -> bool {
-        let sent = if sent == Method::Head { Method::Get } else { sent };
-        listed.contains(&sent)
+        listed.contains(&sent) || (sent == Method::Head && listed.contains(&Method::Get))
     }
 
     #[test]
@@ -647,8 +687,26 @@ mod tests {
         ModelPatterns::parse(text).unwrap()
     }
 
-    fn body_check(body: &str, members: &[&str], allowed: &str) -> Result<(), ModelRefusal> {
-        check_body_models(body.as_bytes(), members, &patterns(allowed))
+    fn rule(members: &'static [&'static str]) -> BodyRule {
+        BodyRule { model_members: members, uncheckable_members: NO_MEMBERS }
+    }
+
+    fn body_check(body: &str, members: &'static [&'static str], allowed: &str) -> Result<(), ModelRefusal> {
+        check_body_models(body.as_bytes(), rule(members), &patterns(allowed), "key")
+    }
+
+    #[test]
+    fn create_from_blobs_is_refused_to_a_limited_key() {
+        let create = classify(Method::Post, b"/api/create");
+        let rule = BodyRule { model_members: create.model_members, uncheckable_members: create.uncheckable_members };
+        let check = |body: &str| check_body_models(body.as_bytes(), rule, &patterns("gemma3"), "key");
+        assert_eq!(check(r#"{"model":"gemma3:mine","from":"gemma3"}"#), Ok(()));
+        for body in
+            [r#"{"model":"gemma3:mine","files":{"m.gguf":"sha256:abc"}}"#, r#"{"model":"gemma3:x","ADAPTERS":{}}"#]
+        {
+            assert!(matches!(check(body), Err(ModelRefusal::Forbidden(_))), "{body}");
+        }
+        assert_eq!(check(r#"{"model":"gemma3:mine","files":null}"#), Ok(()));
     }
 
     #[test]
@@ -696,7 +754,7 @@ mod tests {
             assert!(matches!(body_check(body, chat, "gemma3"), Err(ModelRefusal::BadRequest(_))), "{body:?}");
         }
         assert!(matches!(
-            check_body_models(b"{\"model\":\"gemma3\xff\"}", chat, &patterns("gemma3")),
+            check_body_models(b"{\"model\":\"gemma3\xff\"}", rule(chat), &patterns("gemma3"), "key"),
             Err(ModelRefusal::BadRequest(_))
         ));
         let deep = format!("{{\"model\":\"gemma3\",\"x\":{}{}}}", "[".repeat(10_001), "]".repeat(10_001));
@@ -753,7 +811,7 @@ mod tests {
         assert!(body.len() > 20_000_000);
         let allowed = patterns("gemma3");
         measure("20_MB_image_body_model_check", || {
-            assert_eq!(check_body_models(body.as_bytes(), &["model"], &allowed), Ok(()))
+            assert_eq!(check_body_models(body.as_bytes(), rule(&["model"]), &allowed, "key"), Ok(()))
         });
         let listing = tags_listing(200);
         let some = patterns("model1*");

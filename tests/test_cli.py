@@ -108,8 +108,7 @@ def test_a_new_key_is_admitted_within_a_second_and_the_file_holds_only_its_hash(
 
 
 def test_a_read_scoped_key_is_refused_inference(gate):
-    """Scope enforcement: a `--scopes read` key lists models but may not generate.
-    PENDING on the module side until scopes are enforced (the 200 half works today)."""
+    """Scope enforcement: a `--scopes read` key lists models but may not generate."""
     gated(gate)
     key, _ = new_key(gate.path("keys.txt"), "reader", "--scopes", "read")
     assert becomes(gate, bearer(key), 200)

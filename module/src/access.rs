@@ -10,15 +10,15 @@ use std::borrow::Cow;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR,
+    NGX_HTTP_UNAUTHORIZED,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
-use ngx::{ngx_log_debug_http, ngx_log_error};
+use ngx::ngx_log_debug_http;
 
 use super::authenticate::{authenticate, Decision};
 use super::body::start_reading;
 use super::conf::LocConf;
-use super::ctx::{ctx_mut, ctx_or_new, record, Refusal};
+use super::ctx::{ctx_mut, ctx_or_new, record, refuse, BodyState, Refusal};
 use super::policy::{judge, Judgement};
 use super::Module;
 
@@ -44,27 +44,6 @@ pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
     Status::NGX_OK.0
 }
 
-/// A label for a log line about an admitted request: the one recorded, or a fresh look.
-fn label_for_log(request: &mut Request, conf: &LocConf) -> String {
-    let recorded = ctx_mut(request).and_then(|ctx| ctx.label());
-    let label = recorded.or_else(|| match authenticate(request, conf, true) {
-        Decision::Admitted(admission) => admission.label,
-        Decision::Refused => None,
-    });
-    label.map_or_else(String::new, |label| String::from_utf8_lossy(label.as_bytes()).escape_debug().to_string())
-}
-
-/// Records this module's own answer to an admitted request and logs why, naming who asked.
-pub fn refuse(request: &mut Request, status: usize, body: Vec<u8>, reason: &str) {
-    if let Some(conf) = Module::location_conf(request) {
-        let label = label_for_log(request, conf);
-        ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, reason);
-    }
-    if let Some(ctx) = ctx_or_new(request) {
-        ctx.refusal = Some(Refusal { status, body: Cow::Owned(body) });
-    }
-}
-
 /// nginx runs access handlers for main requests only; subrequests share the main request's
 /// admission.
 extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -73,23 +52,27 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(conf) = Module::location_conf(request).filter(|conf: &&LocConf| conf.is_gated()) else {
         return Status::NGX_DECLINED.0;
     };
-    let checked_earlier = match ctx_mut(request) {
+    let decided_here = match ctx_mut(request) {
         // Back from reading the body: its verdict is the answer.
-        Some(ctx) if ctx.body_verdict.is_some() => return ctx.body_verdict.unwrap_or_default(),
-        Some(ctx) => ctx.checked,
+        Some(ctx) => match ctx.body {
+            Some(BodyState::Judged(verdict)) => return verdict,
+            Some(BodyState::Reading(_)) => return Status::NGX_DONE.0,
+            None => ctx.decided_for(conf),
+        },
         None => false,
     };
-    if !checked_earlier {
+    if !decided_here {
         let record_user = Module::main_conf(request).is_some_and(|main| main.user_variable_used);
-        let decision = authenticate(request, conf, record_user);
-        let admitted_without_label = matches!(&decision, Decision::Admitted(admission) if admission.label.is_none());
-        if admitted_without_label {
+        match authenticate(request, conf, record_user) {
             // The common path: judged right here, nothing kept, nothing allocated.
-            let Decision::Admitted(admission) = decision else { unreachable!() };
-            return act_on(r, conf, judge(request, conf, &admission));
-        }
-        if record(request, conf, decision).is_none() {
-            return Status::NGX_ERROR.0;
+            Decision::Admitted(admission) if admission.label.is_none() => {
+                return act_on(r, conf, judge(request, conf, &admission));
+            }
+            decision => {
+                if record(request, conf, decision).is_none() {
+                    return Status::NGX_ERROR.0;
+                }
+            }
         }
     }
     let judgement = match ctx_mut(request).and_then(|ctx| ctx.admission.take()) {
@@ -126,16 +109,10 @@ fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> n
             ctx.listing = Some((listing, options));
             Status::NGX_OK.0
         }
-        Judgement::ReadBody(members, options) => start_reading(r, members, options),
-        Judgement::Refuse { status, body, reason } => {
-            if ctx_or_new(request).is_some_and(|ctx| ctx.challenges == 0) {
-                // An admitted request's context may be new: its 401 (expired) needs challenges.
-                if let Some(ctx) = ctx_mut(request) {
-                    ctx.challenges = super::ctx::challenges_of(conf);
-                }
-            }
-            refuse(request, status, body, &reason);
-            status as ngx_int_t
-        }
+        Judgement::ReadBody(check) => start_reading(r, check),
+        Judgement::Refuse { status, body, reason } => match refuse(request, conf, status, body, &reason) {
+            Some(()) => status as ngx_int_t,
+            None => Status::NGX_ERROR.0,
+        },
     }
 }

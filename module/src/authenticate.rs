@@ -37,8 +37,8 @@ fn authorization_header(request: &Request) -> &[u8] {
     unsafe { (*header).value.as_bytes() }
 }
 
-/// A name for a log line: user names may hold any byte but control characters.
-fn shown(name: &[u8]) -> String {
+/// A name for a log line: key and user names may hold any byte but control characters.
+pub fn shown(name: &[u8]) -> String {
     String::from_utf8_lossy(name).escape_debug().to_string()
 }
 

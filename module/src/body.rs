@@ -6,40 +6,35 @@
 //! nginx keeps the body it read (in memory or in a temporary file) and proxies exactly those
 //! bytes; chunked bodies, `Expect: 100-continue` and `client_max_body_size` are nginx's own.
 
-use std::rc::Rc;
-
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE,
+    ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_ERR,
 };
-use ngx::http::Request;
+use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::buffers::{append_chain, single_memory_buffer};
-use super::ctx::{ctx_mut, ctx_or_new};
-use super::policy::{refuse_model, Judgement};
-use ngx_ollama_auth::options::EntryOptions;
-use ngx_ollama_auth::policy::check_body_models;
+use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
+use super::policy::{refuse_model, BodyCheck, Judgement};
+use super::Module;
+use ngx_ollama_auth::policy::{check_body_models, error_body};
 
-/// Larger bodies from a key limited to some models are refused rather than copied and scanned.
-const MAX_SCANNED_BODY: usize = 256 << 20;
+/// Larger bodies from a key limited to some models are refused (413) rather than copied and
+/// scanned: the scan runs on the worker's event loop (about 5 ms for 20 MB here).
+const MAX_SCANNED_BODY: usize = 64 << 20;
 
 /// Starts reading the body. Answers what the access handler answers: `NGX_DONE` while reading.
 ///
 /// Takes the raw request: the callback may run the phases (and so this module's access handler)
 /// before this returns, and no Rust borrow of the request may be alive across that.
-pub fn start_reading(
-    r: *mut ngx_http_request_t,
-    members: &'static [&'static str],
-    options: Rc<EntryOptions>,
-) -> ngx_int_t {
+pub fn start_reading(r: *mut ngx_http_request_t, check: BodyCheck) -> ngx_int_t {
     {
         // SAFETY: nginx's request, valid for this call; the borrow ends with this block.
         let request = unsafe { Request::from_ngx_http_request(r) };
         let Some(ctx) = ctx_or_new(request) else { return Status::NGX_ERROR.0 };
-        ctx.body_verdict = Some(Status::NGX_DONE.0);
-        ctx.body_check = Some((members, options));
+        ctx.body = Some(BodyState::Reading(check));
     }
     // SAFETY: a valid main request in the access phase; nginx calls body_read when the whole
     // body is in (maybe at once, before this returns).
@@ -54,8 +49,11 @@ pub fn start_reading(
 
 /// The verdict on a body that has been read in full.
 fn verdict(request: &mut Request) -> ngx_int_t {
-    let Some((members, options)) = ctx_mut(request).and_then(|ctx| ctx.body_check.take()) else {
-        return Status::NGX_ERROR.0;
+    let Some(BodyState::Reading(check)) = ctx_mut(request).and_then(|ctx| ctx.body.take()) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let Some(conf) = Module::location_conf(request) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let request_body = request.as_ref().request_body;
     // SAFETY: after a read, r->request_body is NULL or nginx's record of the body, whose chain
@@ -68,28 +66,31 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         None => {
             // SAFETY: as above.
             if let Err(error) = unsafe { append_chain(chain, &mut copied, MAX_SCANNED_BODY) } {
-                ngx_log_error!(
-                    ngx::ffi::NGX_LOG_ERR,
-                    request.log(),
-                    "request body not checked for its model: {}",
-                    error
-                );
+                if error.kind() == std::io::ErrorKind::FileTooLarge {
+                    let message = format!("a body checked for its model may be at most {} MB", MAX_SCANNED_BODY >> 20);
+                    let body = error_body("request entity too large", &message);
+                    return match refuse(request, conf, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as usize, body, &message) {
+                        Some(()) => NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t,
+                        None => Status::NGX_ERROR.0,
+                    };
+                }
+                ngx_log_error!(NGX_LOG_ERR, request.log(), "request body not checked for its model: {}", error);
                 return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
             }
             &copied[..]
         }
     };
-    let models = options.models.as_ref().expect("read only for keys with models=");
-    match check_body_models(body, members, models) {
+    let models = check.options.models.as_ref().expect("read only for keys with models=");
+    match check_body_models(body, check.rule, models, check.who) {
         Ok(()) => {
             ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
             Status::NGX_OK.0
         }
         Err(refusal) => match refuse_model(refusal) {
-            Judgement::Refuse { status, body, reason } => {
-                super::access::refuse(request, status, body, &reason);
-                status as ngx_int_t
-            }
+            Judgement::Refuse { status, body, reason } => match refuse(request, conf, status, body, &reason) {
+                Some(()) => status as ngx_int_t,
+                None => Status::NGX_ERROR.0,
+            },
             _ => Status::NGX_ERROR.0,
         },
     }
@@ -101,14 +102,18 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
         // ends with this block, before the phases run again.
         let request = unsafe { Request::from_ngx_http_request(r) };
         let verdict = verdict(request);
-        match ctx_mut(request) {
-            Some(ctx) => ctx.body_verdict = Some(verdict),
-            None => return,
-        }
+        let Some(ctx) = ctx_mut(request) else {
+            // SAFETY: the request nginx handed this handler; it must still be finished.
+            unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+            return;
+        };
+        ctx.body = Some(BodyState::Judged(verdict));
     }
-    // SAFETY: as the mirror module does: the phases go on from the access handler, which now
-    // finds the verdict; later write events run the phases too.
+    // SAFETY: as the mirror module does: the body is kept for whoever reads it next (an
+    // error_page going through the phases again), and the phases go on from the access
+    // handler, which now finds the verdict; later write events run the phases too.
     unsafe {
+        (*r).set_preserve_body(1);
         (*r).write_event_handler = Some(ngx_http_core_run_phases);
         ngx_http_core_run_phases(r);
     }

@@ -1,5 +1,6 @@
-//! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`; the
-//! registry of watched files; and the worker-start readability check.
+//! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
+//! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`; the registry of watched files; and
+//! the worker-start readability check.
 
 use std::borrow::Cow;
 use std::cell::RefCell;

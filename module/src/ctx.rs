@@ -9,11 +9,13 @@ use std::borrow::Cow;
 use std::mem::{align_of, size_of};
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_palloc, ngx_pool_cleanup_add, ngx_str_t};
+use ngx::ffi::{ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::ngx_log_error;
 
-use super::authenticate::{authenticate, Admission, Decision};
+use super::authenticate::{authenticate, shown, Admission, Decision};
 use super::conf::LocConf;
+use super::policy::BodyCheck;
 use super::Module;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::Listing;
@@ -28,9 +30,20 @@ pub struct Refusal {
     pub body: Cow<'static, [u8]>,
 }
 
+/// Where reading the request body for its model stands.
+pub enum BodyState {
+    /// Being read, for this check.
+    Reading(BodyCheck),
+    /// Read and judged: the access phase's answer.
+    Judged(isize),
+}
+
 #[derive(Default)]
 pub struct RequestCtx {
-    pub checked: bool,
+    /// The location whose files the decision below was made against: a decision made for
+    /// another location (the variable read at server level, or before a `rewrite ... last`)
+    /// does not count here.
+    pub decided_for: Option<*const LocConf>,
     /// Who was admitted, and with what options; `None` if no one was.
     pub admission: Option<Admission>,
     pub challenges: u8,
@@ -38,11 +51,8 @@ pub struct RequestCtx {
     pub refusal: Option<Refusal>,
     pub replace_body: bool,
     pub body_sent: bool,
-    /// While the request body is read for its model: the access phase's answer once known.
-    pub body_verdict: Option<isize>,
-    /// The body members that name a model, and the options that say which models may be used.
-    pub body_check: Option<(&'static [&'static str], Rc<EntryOptions>)>,
-    /// A listing answer to cut down to the models `listing_options` allows.
+    pub body: Option<BodyState>,
+    /// A listing answer to cut down to the models these options allow.
     pub listing: Option<(Listing, Rc<EntryOptions>)>,
     /// The listing answer, gathered until its last buffer, its header held back till then.
     pub listing_body: Vec<u8>,
@@ -55,8 +65,13 @@ impl RequestCtx {
         self.admission.as_ref().and_then(|admission| admission.label)
     }
 
+    /// Whether a decision for this location is kept here.
+    pub fn decided_for(&self, conf: &LocConf) -> bool {
+        self.decided_for == Some(conf as *const LocConf)
+    }
+
     fn record(&mut self, decision: Decision, conf: &LocConf) {
-        self.checked = true;
+        self.decided_for = Some(conf as *const LocConf);
         self.challenges = challenges_of(conf);
         self.admission = match decision {
             Decision::Admitted(admission) => Some(admission),
@@ -119,7 +134,9 @@ pub fn decided_with_label(request: &mut Request) -> Option<&mut RequestCtx> {
     let conf: &'static LocConf = Module::location_conf(request).filter(|conf: &&LocConf| conf.is_gated())?;
     let needs_check = match ctx_mut(request) {
         // Admitted while no one wanted the label: look again, with it.
-        Some(ctx) => !ctx.checked || ctx.admission.as_ref().is_some_and(|admission| admission.label.is_none()),
+        Some(ctx) => {
+            !ctx.decided_for(conf) || ctx.admission.as_ref().is_some_and(|admission| admission.label.is_none())
+        }
         None => true,
     };
     if needs_check {
@@ -127,6 +144,28 @@ pub fn decided_with_label(request: &mut Request) -> Option<&mut RequestCtx> {
         ctx_or_new(request)?.record(decision, conf);
     }
     ctx_mut(request)
+}
+
+/// A label for a log line about an admitted request: the one recorded, or a fresh look.
+fn label_for_log(request: &mut Request, conf: &LocConf) -> String {
+    let recorded = ctx_mut(request).and_then(|ctx| ctx.label());
+    let label = recorded.or_else(|| match authenticate(request, conf, true) {
+        Decision::Admitted(admission) => admission.label,
+        Decision::Refused => None,
+    });
+    label.map_or_else(String::new, |label| shown(label.as_bytes()))
+}
+
+/// Records this module's own answer to an admitted request and logs why, naming who asked.
+/// `None` only if the pool is out of memory.
+pub fn refuse(request: &mut Request, conf: &LocConf, status: usize, body: Vec<u8>, reason: &str) -> Option<()> {
+    let label = label_for_log(request, conf);
+    ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, reason);
+    let ctx = ctx_or_new(request)?;
+    // An admitted request's context may be new: a 401 (expired) needs its challenges.
+    ctx.challenges = challenges_of(conf);
+    ctx.refusal = Some(Refusal { status, body: Cow::Owned(body) });
+    Some(())
 }
 
 /// Keeps a decision the access handler made (see `access`).

@@ -119,6 +119,18 @@ fn set_content_length(request: &mut Request, length: Option<usize>) {
     }
 }
 
+/// nginx's bit for a filter that holds data back (`r->buffered`, four bits). This one is the
+/// image filter's (`NGX_HTTP_IMAGE_BUFFERED`): that filter has no business with Ollama's JSON.
+const LISTING_BUFFERED: u32 = 0x08;
+
+/// Tells nginx that the listing is held here, as the image and xslt filters do, so the request
+/// is not taken for finished before its cut-down body is sent.
+fn set_listing_buffered(request: &mut Request, held: bool) {
+    let r = request.as_mut();
+    let bits = r.buffered();
+    r.set_buffered(if held { bits | LISTING_BUFFERED } else { bits & !LISTING_BUFFERED });
+}
+
 /// What this module does with a response.
 enum Role {
     NotOurs,
@@ -160,7 +172,10 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                     }
                 }
             }
-            if !request.header_only() {
+            // A HEAD answer has no body: nginx marks it header-only only further down the chain,
+            // and a body written after its header (on a flush after EAGAIN) would desync the
+            // connection.
+            if !request.header_only() && request.as_ref().method != NGX_HTTP_HEAD as usize {
                 let out = &mut request.as_mut().headers_out;
                 out.content_type =
                     ngx_str_t { len: JSON_CONTENT_TYPE.len(), data: JSON_CONTENT_TYPE.as_ptr().cast_mut() };
@@ -187,6 +202,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             if let Some(ctx) = ctx_mut(request) {
                 ctx.listing_held = true;
             }
+            set_listing_buffered(request, true);
             ngx_log_debug_http!(request, "ollama auth: holding the listing's header until its body is cut down");
             Status::NGX_OK.0
         }
@@ -255,9 +271,10 @@ fn body_chain(request: &Request, body: &[u8], copy: bool) -> Option<*mut ngx_cha
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: nginx calls body filters with a valid request and chain.
     let request = unsafe { Request::from_ngx_http_request(r) };
+    let header_only = request.header_only();
     let Some(ctx) = ctx_mut(request) else { return next_body(r, input) };
     if ctx.replace_body {
-        let first_call = !ctx.body_sent;
+        let first_call = !ctx.body_sent && !header_only;
         ctx.body_sent = true;
         // SAFETY: nginx hands body filters a valid chain (or NULL).
         unsafe { consume(input) };
@@ -302,6 +319,7 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
     }) else {
         return Status::NGX_ERROR.0;
     };
+    set_listing_buffered(request, false);
     let cut = options.models.as_ref().and_then(|models| cut_listing(&gathered, listing, models));
     let Some(cut) = cut else {
         ngx_log_error!(NGX_LOG_ERR, request.log(), "model listing is not the JSON Ollama sends; not passed on");

@@ -10,8 +10,16 @@ use super::authenticate::Admission;
 use super::conf::LocConf;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::{
-    allows, check_model, classify, error_body, strip_prefix, Access, Endpoint, Listing, Method, ModelRefusal, Scopes,
+    allows, check_model, classify, error_body, strip_prefix, Access, BodyRule, Endpoint, Listing, Method, ModelRefusal,
+    Scopes,
 };
+
+/// What a body is read for: the rule, the entry's options, and who it is ("key" or "user").
+pub struct BodyCheck {
+    pub rule: BodyRule,
+    pub options: Rc<EntryOptions>,
+    pub who: &'static str,
+}
 
 /// The verdict on one admitted request.
 pub enum Judgement {
@@ -19,7 +27,7 @@ pub enum Judgement {
     /// Allowed; the answer lists models and must be cut down to the entry's.
     AllowListing(Listing, Rc<EntryOptions>),
     /// Allowed so far; the body names the model and must be read first.
-    ReadBody(&'static [&'static str], Rc<EntryOptions>),
+    ReadBody(BodyCheck),
     /// Answered by this module: status, JSON body, and the reason for the error log.
     Refuse {
         status: usize,
@@ -67,8 +75,8 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
         // Limits are counted in a shared zone that this build does not have yet: a key that
         // should be limited admits no one rather than everyone without a limit.
         return refuse(
-            NGX_HTTP_UNAUTHORIZED,
-            "unauthorized",
+            NGX_HTTP_FORBIDDEN,
+            "forbidden",
             format!("this {who} has limits, which this server cannot enforce"),
         );
     }
@@ -88,12 +96,14 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     let models = options.models.as_ref().expect("filtered on models");
     if let Some(text) = endpoint.path_model {
         return match std::str::from_utf8(text).map_err(|_| ModelRefusal::BadRequest("invalid model name".into())) {
-            Ok(text) => check_model(text, models).map_or_else(refuse_model, |()| Judgement::Allow),
+            Ok(text) => check_model(text, models, who).map_or_else(refuse_model, |()| Judgement::Allow),
             Err(refusal) => refuse_model(refusal),
         };
     }
     if !endpoint.model_members.is_empty() {
-        return Judgement::ReadBody(endpoint.model_members, options.clone());
+        let rule =
+            BodyRule { model_members: endpoint.model_members, uncheckable_members: endpoint.uncheckable_members };
+        return Judgement::ReadBody(BodyCheck { rule, options: options.clone(), who });
     }
     if endpoint.access == Access::OnlyAll {
         let message = format!("this {who} may use only some models, and this endpoint's model cannot be checked");

@@ -243,6 +243,12 @@ fn key_new(name: &str, flags: &OptionFlags, plain: bool, path: &Path) -> Result<
         Ok((number, namesakes)) => {
             println!("{}", key.as_str());
             eprintln!("ollama-auth: added key \"{name}\" ({shown}) to {}, line {number}", path.display());
+            if options.has_limits() {
+                eprintln!(
+                    "ollama-auth: note: this nginx module cannot count limits yet (tokens=, requests=, parallel=): \
+                     the key is refused until it can"
+                );
+            }
             if !namesakes.is_empty() {
                 let verb = if namesakes.len() == 1 { "names" } else { "name" };
                 eprintln!(
