@@ -8,7 +8,10 @@
 //! - the files: `lines` (the line syntax both share), `keys`, `htpasswd`, `options` (what an
 //!   entry may carry), `watch` (one change-watching mechanism for both);
 //! - the policy: `policy` (endpoints and scopes, body models, listings, error bodies), `models`
-//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning).
+//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning);
+//! - usage accounting, not yet wired into the module: `usage` (token counts and the model from
+//!   Ollama's answers, streamed, in bounded memory; the `/v1` include_usage rewrite), `metrics`
+//!   (the Prometheus text exposition).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,7 +22,9 @@ pub mod htpasswd;
 pub mod json;
 pub mod keys;
 pub mod lines;
+pub mod metrics;
 pub mod models;
 pub mod options;
 pub mod policy;
+pub mod usage;
 pub mod watch;

@@ -1,0 +1,557 @@
+//! The counters `ollama_auth_metrics` answers with, in Prometheus' text exposition format 0.0.4.
+//!
+//! The input is plain data (the glue reads it out of its shared-memory zone): one small
+//! struct per series, given to [`Exposition`] family by family as iterators. Each family is
+//! written as one group, `# HELP` and `# TYPE` first, as the format requires; the metric and
+//! label names are fixed here, label values are escaped (`\`, `"` and line feed), and numbers
+//! are written as integers (durations as exact decimal seconds), with no floating point.
+//!
+//! The format does not allow two samples with the same labels in one family: the caller gives
+//! each series once (a zone keyed by its labels does).
+
+/// The `Content-Type` of the answer.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The user that series fold into when the zone has no room for a new one.
+pub const OTHER_USER: &str = "__other__";
+
+/// The upper bounds of `ollama_auth_request_duration_seconds`' buckets, in microseconds and as
+/// written in `le` (Go's shortest form, as Prometheus' own clients write them): from a tenth
+/// of a second (a refusal, an embedding) to five minutes (a long answer on a slow machine).
+pub const DURATION_BUCKETS: [(u64, &str); 11] = [
+    (100_000, "0.1"),
+    (250_000, "0.25"),
+    (500_000, "0.5"),
+    (1_000_000, "1"),
+    (2_500_000, "2.5"),
+    (5_000_000, "5"),
+    (10_000_000, "10"),
+    (30_000_000, "30"),
+    (60_000_000, "60"),
+    (120_000_000, "120"),
+    (300_000_000, "300"),
+];
+
+/// Slots of a [`DurationHistogram`]: one per bucket, and one for durations above the last.
+pub const DURATION_SLOTS: usize = DURATION_BUCKETS.len() + 1;
+
+/// The slot a duration is counted in: the first bucket whose bound it does not exceed, or the
+/// last slot past them all.
+pub fn duration_slot(micros: u64) -> usize {
+    DURATION_BUCKETS.iter().position(|&(bound, _)| micros <= bound).unwrap_or(DURATION_BUCKETS.len())
+}
+
+/// `ollama_auth_requests_total{user,model,code}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestCount<'a> {
+    pub user: &'a str,
+    pub model: &'a str,
+    /// The HTTP status sent (499: the client went away).
+    pub code: u16,
+    pub count: u64,
+}
+
+/// `ollama_auth_prompt_tokens_total{user,model}` or `ollama_auth_completion_tokens_total{user,model}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenCount<'a> {
+    pub user: &'a str,
+    pub model: &'a str,
+    pub tokens: u64,
+}
+
+/// `ollama_auth_refused_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedCount<'a> {
+    pub reason: &'a str,
+    pub count: u64,
+}
+
+/// `ollama_auth_request_duration_seconds{model}`: per-slot counts, not cumulative (the zone
+/// adds one to [`duration_slot`]'s slot per request; the rendering sums them up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationHistogram<'a> {
+    pub model: &'a str,
+    pub slots: [u64; DURATION_SLOTS],
+    pub sum_micros: u64,
+}
+
+impl<'a> DurationHistogram<'a> {
+    pub fn new(model: &'a str) -> Self {
+        DurationHistogram { model, slots: [0; DURATION_SLOTS], sum_micros: 0 }
+    }
+
+    pub fn observe(&mut self, micros: u64) {
+        self.slots[duration_slot(micros)] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.slots.iter().sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Requests,
+    PromptTokens,
+    CompletionTokens,
+    Refused,
+    Durations,
+}
+
+impl Family {
+    fn header(self) -> &'static str {
+        match self {
+            Family::Requests => concat!(
+                "# HELP ollama_auth_requests_total Requests answered, by user, model and HTTP status (499: the client went away).\n",
+                "# TYPE ollama_auth_requests_total counter\n",
+            ),
+            Family::PromptTokens => concat!(
+                "# HELP ollama_auth_prompt_tokens_total Prompt tokens Ollama evaluated, by user and model.\n",
+                "# TYPE ollama_auth_prompt_tokens_total counter\n",
+            ),
+            Family::CompletionTokens => concat!(
+                "# HELP ollama_auth_completion_tokens_total Tokens Ollama generated, by user and model.\n",
+                "# TYPE ollama_auth_completion_tokens_total counter\n",
+            ),
+            Family::Refused => concat!(
+                "# HELP ollama_auth_refused_total Requests refused, by reason.\n",
+                "# TYPE ollama_auth_refused_total counter\n",
+            ),
+            Family::Durations => concat!(
+                "# HELP ollama_auth_request_duration_seconds Time from a request to the end of its answer, by model.\n",
+                "# TYPE ollama_auth_request_duration_seconds histogram\n",
+            ),
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// An exposition being written. Give each family's series in one go (one call, or calls in a
+/// row: the header is written once, by the first); a family may have no series, and then has
+/// its header alone.
+#[derive(Clone, Debug, Default)]
+pub struct Exposition {
+    out: Vec<u8>,
+    current: Option<Family>,
+    written: u8,
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With room for `bytes`, about 100 a series (growing costs little: 200,000 series render
+    /// in about 10 ms either way).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Exposition { out: Vec::with_capacity(bytes), ..Self::default() }
+    }
+
+    pub fn requests<'a>(&mut self, series: impl IntoIterator<Item = RequestCount<'a>>) -> &mut Self {
+        self.begin(Family::Requests);
+        for RequestCount { user, model, code, count } in series {
+            self.out.extend_from_slice(b"ollama_auth_requests_total{user=\"");
+            push_label_value(&mut self.out, user);
+            self.out.extend_from_slice(b"\",model=\"");
+            push_label_value(&mut self.out, model);
+            self.out.extend_from_slice(b"\",code=\"");
+            push_u64(&mut self.out, u64::from(code));
+            self.out.extend_from_slice(b"\"} ");
+            push_u64(&mut self.out, count);
+            self.out.push(b'\n');
+        }
+        self
+    }
+
+    pub fn prompt_tokens<'a>(&mut self, series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
+        self.begin(Family::PromptTokens);
+        self.tokens(b"ollama_auth_prompt_tokens_total{user=\"", series)
+    }
+
+    pub fn completion_tokens<'a>(&mut self, series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
+        self.begin(Family::CompletionTokens);
+        self.tokens(b"ollama_auth_completion_tokens_total{user=\"", series)
+    }
+
+    pub fn refused<'a>(&mut self, series: impl IntoIterator<Item = RefusedCount<'a>>) -> &mut Self {
+        self.begin(Family::Refused);
+        for RefusedCount { reason, count } in series {
+            self.out.extend_from_slice(b"ollama_auth_refused_total{reason=\"");
+            push_label_value(&mut self.out, reason);
+            self.out.extend_from_slice(b"\"} ");
+            push_u64(&mut self.out, count);
+            self.out.push(b'\n');
+        }
+        self
+    }
+
+    pub fn request_durations<'a>(&mut self, series: impl IntoIterator<Item = DurationHistogram<'a>>) -> &mut Self {
+        self.begin(Family::Durations);
+        for histogram in series {
+            let mut cumulative = 0u64;
+            let bounds = DURATION_BUCKETS.iter().map(|&(_, le)| le).chain(["+Inf"]);
+            for (le, &in_slot) in bounds.zip(&histogram.slots) {
+                cumulative = cumulative.saturating_add(in_slot);
+                self.out.extend_from_slice(b"ollama_auth_request_duration_seconds_bucket{model=\"");
+                push_label_value(&mut self.out, histogram.model);
+                self.out.extend_from_slice(b"\",le=\"");
+                self.out.extend_from_slice(le.as_bytes());
+                self.out.extend_from_slice(b"\"} ");
+                push_u64(&mut self.out, cumulative);
+                self.out.push(b'\n');
+            }
+            self.out.extend_from_slice(b"ollama_auth_request_duration_seconds_sum{model=\"");
+            push_label_value(&mut self.out, histogram.model);
+            self.out.extend_from_slice(b"\"} ");
+            push_seconds(&mut self.out, histogram.sum_micros);
+            self.out.extend_from_slice(b"\nollama_auth_request_duration_seconds_count{model=\"");
+            push_label_value(&mut self.out, histogram.model);
+            self.out.extend_from_slice(b"\"} ");
+            push_u64(&mut self.out, cumulative);
+            self.out.push(b'\n');
+        }
+        self
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.out
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.out
+    }
+
+    fn begin(&mut self, family: Family) {
+        if self.current == Some(family) {
+            return;
+        }
+        // A family written in two groups would be refused by Prometheus.
+        assert!(self.written & family.bit() == 0, "{family:?} series must be given in one go");
+        self.written |= family.bit();
+        self.current = Some(family);
+        self.out.extend_from_slice(family.header().as_bytes());
+    }
+
+    fn tokens<'a>(&mut self, start: &[u8], series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
+        for TokenCount { user, model, tokens } in series {
+            self.out.extend_from_slice(start);
+            push_label_value(&mut self.out, user);
+            self.out.extend_from_slice(b"\",model=\"");
+            push_label_value(&mut self.out, model);
+            self.out.extend_from_slice(b"\"} ");
+            push_u64(&mut self.out, tokens);
+            self.out.push(b'\n');
+        }
+        self
+    }
+}
+
+/// A label value, escaped as the format wants: `\` as `\\`, `"` as `\"`, line feed as `\n`.
+fn push_label_value(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    if !bytes.iter().any(|&b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Microseconds as exact decimal seconds: `1.5`, `0.000001`, `300`.
+fn push_seconds(out: &mut Vec<u8>, micros: u64) {
+    push_u64(out, micros / 1_000_000);
+    let mut fraction = micros % 1_000_000;
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
+    }
+    if let Some(last) = digits.iter().rposition(|&digit| digit != b'0') {
+        out.push(b'.');
+        out.extend_from_slice(&digits[..=last]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn text(exposition: &Exposition) -> &str {
+        std::str::from_utf8(exposition.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn renders_every_family() {
+        let mut histogram = DurationHistogram::new("llama3.2");
+        for micros in [50_000, 100_000, 100_001, 3_000_000, 400_000_000] {
+            histogram.observe(micros);
+        }
+        let mut exposition = Exposition::new();
+        exposition
+            .requests([
+                RequestCount { user: "alice", model: "llama3.2", code: 200, count: 3 },
+                RequestCount { user: "alice", model: "llama3.2", code: 499, count: 1 },
+            ])
+            .prompt_tokens([TokenCount { user: "alice", model: "llama3.2", tokens: 120 }])
+            .completion_tokens([TokenCount { user: "alice", model: "llama3.2", tokens: 4000 }])
+            .refused([RefusedCount { reason: "bad_key", count: 2 }])
+            .request_durations([histogram, DurationHistogram::new("qwen3:8b")]);
+        let expected = "\
+# HELP ollama_auth_requests_total Requests answered, by user, model and HTTP status (499: the client went away).
+# TYPE ollama_auth_requests_total counter
+ollama_auth_requests_total{user=\"alice\",model=\"llama3.2\",code=\"200\"} 3
+ollama_auth_requests_total{user=\"alice\",model=\"llama3.2\",code=\"499\"} 1
+# HELP ollama_auth_prompt_tokens_total Prompt tokens Ollama evaluated, by user and model.
+# TYPE ollama_auth_prompt_tokens_total counter
+ollama_auth_prompt_tokens_total{user=\"alice\",model=\"llama3.2\"} 120
+# HELP ollama_auth_completion_tokens_total Tokens Ollama generated, by user and model.
+# TYPE ollama_auth_completion_tokens_total counter
+ollama_auth_completion_tokens_total{user=\"alice\",model=\"llama3.2\"} 4000
+# HELP ollama_auth_refused_total Requests refused, by reason.
+# TYPE ollama_auth_refused_total counter
+ollama_auth_refused_total{reason=\"bad_key\"} 2
+# HELP ollama_auth_request_duration_seconds Time from a request to the end of its answer, by model.
+# TYPE ollama_auth_request_duration_seconds histogram
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"0.1\"} 2
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"0.25\"} 3
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"0.5\"} 3
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"1\"} 3
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"2.5\"} 3
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"5\"} 4
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"10\"} 4
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"30\"} 4
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"60\"} 4
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"120\"} 4
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"300\"} 4
+ollama_auth_request_duration_seconds_bucket{model=\"llama3.2\",le=\"+Inf\"} 5
+ollama_auth_request_duration_seconds_sum{model=\"llama3.2\"} 403.250001
+ollama_auth_request_duration_seconds_count{model=\"llama3.2\"} 5
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"0.1\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"0.25\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"0.5\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"1\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"2.5\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"5\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"10\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"30\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"60\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"120\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"300\"} 0
+ollama_auth_request_duration_seconds_bucket{model=\"qwen3:8b\",le=\"+Inf\"} 0
+ollama_auth_request_duration_seconds_sum{model=\"qwen3:8b\"} 0
+ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
+";
+        assert_eq!(text(&exposition), expected);
+    }
+
+    #[test]
+    fn empty_families_have_their_header_alone() {
+        let mut exposition = Exposition::new();
+        exposition.requests([]).refused([]);
+        assert_eq!(
+            text(&exposition),
+            concat!(
+                "# HELP ollama_auth_requests_total Requests answered, by user, model and HTTP status (499: the client went away).\n",
+                "# TYPE ollama_auth_requests_total counter\n",
+                "# HELP ollama_auth_refused_total Requests refused, by reason.\n",
+                "# TYPE ollama_auth_refused_total counter\n",
+            )
+        );
+    }
+
+    #[test]
+    fn a_family_may_come_in_several_calls_in_a_row() {
+        let mut exposition = Exposition::new();
+        exposition.refused([RefusedCount { reason: "a", count: 1 }]).refused([RefusedCount { reason: "b", count: 2 }]);
+        assert_eq!(text(&exposition).matches("# TYPE").count(), 1);
+        assert!(text(&exposition).ends_with("{reason=\"a\"} 1\nollama_auth_refused_total{reason=\"b\"} 2\n"));
+    }
+
+    #[test]
+    #[should_panic(expected = "in one go")]
+    fn a_family_split_by_another_is_refused() {
+        Exposition::new().refused([]).requests([]).refused([]);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut exposition = Exposition::new();
+        exposition.prompt_tokens([TokenCount { user: "a\\b\"c\nd\re\té", model: "m\"", tokens: 1 }]);
+        assert!(text(&exposition)
+            .ends_with("ollama_auth_prompt_tokens_total{user=\"a\\\\b\\\"c\\nd\re\té\",model=\"m\\\"\"} 1\n"));
+    }
+
+    #[test]
+    fn numbers() {
+        let render = |n| {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            String::from_utf8(out).unwrap()
+        };
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+            assert_eq!(render(n), n.to_string());
+        }
+        let seconds = |micros| {
+            let mut out = Vec::new();
+            push_seconds(&mut out, micros);
+            String::from_utf8(out).unwrap()
+        };
+        let cases = [
+            (0, "0"),
+            (1, "0.000001"),
+            (10, "0.00001"),
+            (100_000, "0.1"),
+            (1_500_000, "1.5"),
+            (300_000_000, "300"),
+            (1_234_567_890, "1234.56789"),
+            (u64::MAX, "18446744073709.551615"),
+        ];
+        for (micros, expected) in cases {
+            assert_eq!(seconds(micros), expected);
+            assert_eq!(expected.parse::<f64>().unwrap(), micros as f64 / 1e6);
+        }
+    }
+
+    #[test]
+    fn duration_slots() {
+        assert_eq!(duration_slot(0), 0);
+        assert_eq!(duration_slot(100_000), 0);
+        assert_eq!(duration_slot(100_001), 1);
+        assert_eq!(duration_slot(1_000_000), 3);
+        assert_eq!(duration_slot(300_000_000), 10);
+        assert_eq!(duration_slot(300_000_001), 11);
+        assert_eq!(duration_slot(u64::MAX), DURATION_SLOTS - 1);
+        for (i, &(bound, le)) in DURATION_BUCKETS.iter().enumerate() {
+            assert_eq!(le.parse::<f64>().unwrap(), bound as f64 / 1e6);
+            assert_eq!(duration_slot(bound), i);
+            if i > 0 {
+                assert!(bound > DURATION_BUCKETS[i - 1].0);
+            }
+        }
+    }
+
+    struct Large {
+        users: Vec<String>,
+        models: [&'static str; 5],
+        histograms: Vec<DurationHistogram<'static>>,
+    }
+
+    fn large() -> Large {
+        let models =
+            ["llama3.2:3b", "qwen3:8b", "gpt-oss:20b", "nomic-embed-text:latest", "registry.example.com/team/m:q4"];
+        let histograms = models
+            .iter()
+            .enumerate()
+            .map(|(i, model)| {
+                let mut histogram = DurationHistogram::new(model);
+                for j in 0..1000u64 {
+                    histogram.observe(j * j * (i as u64 + 1) * 317);
+                }
+                histogram
+            })
+            .collect();
+        Large { users: (0..10_000).map(|i| format!("user-{i:05}@example.com")).collect(), models, histograms }
+    }
+
+    /// 10,000 users x 5 models: two status codes each, both token counters.
+    fn render_large(data: &Large, capacity: usize) -> Exposition {
+        let pairs = || data.users.iter().flat_map(|user| data.models.iter().map(move |model| (user.as_str(), *model)));
+        let mut exposition = Exposition::with_capacity(capacity);
+        exposition
+            .requests(pairs().flat_map(|(user, model)| {
+                [
+                    RequestCount { user, model, code: 200, count: 123_456 },
+                    RequestCount { user, model, code: 499, count: 7 },
+                ]
+            }))
+            .prompt_tokens(pairs().map(|(user, model)| TokenCount { user, model, tokens: 987_654_321 }))
+            .completion_tokens(pairs().map(|(user, model)| TokenCount { user, model, tokens: 12_345_678_901 }))
+            .refused(
+                ["bad_key", "expired", "model", "scope", "method"].map(|reason| RefusedCount { reason, count: 42 }),
+            )
+            .request_durations(data.histograms.iter().copied());
+        exposition
+    }
+
+    #[test]
+    fn renders_ten_thousand_users_by_five_models_fast() {
+        let data = large();
+        // Sized for the answer (about 100 bytes a series), then grown from nothing.
+        for (capacity, how) in [(200_000 * 120, "sized"), (0, "grown")] {
+            let mut times = Vec::new();
+            let mut len = 0;
+            let mut lines = 0;
+            for _ in 0..7 {
+                let started = Instant::now();
+                let exposition = render_large(&data, capacity);
+                times.push(started.elapsed());
+                len = exposition.as_bytes().len();
+                lines = exposition.as_bytes().iter().filter(|&&b| b == b'\n').count();
+            }
+            times.sort();
+            let median = times[times.len() / 2];
+            println!(
+                "rendered 10,000 users x 5 models ({lines} lines, {:.1} MB, buffer {how}): median {median:?}, best {:?}, worst {:?}",
+                len as f64 / 1e6,
+                times[0],
+                times[times.len() - 1]
+            );
+            assert_eq!(lines, 200_000 + 5 * 14 + 5 + 10);
+            assert!(median < Duration::from_millis(250), "median {median:?}");
+        }
+    }
+
+    /// Writes a sample with awkward label values, and the large one, for a check with the
+    /// Python client's parser, when OLLAMA_AUTH_EXPOSITION_DIR names a directory:
+    /// `python3 tests/check_exposition.py < $OLLAMA_AUTH_EXPOSITION_DIR/sample.prom`.
+    #[test]
+    fn writes_samples_for_an_outside_parser() {
+        let Some(dir) = std::env::var_os("OLLAMA_AUTH_EXPOSITION_DIR") else { return };
+        let dir = std::path::Path::new(&dir);
+        let mut histogram = DurationHistogram::new("m\"\\\n");
+        for micros in [1, 99_999, 100_000, 250_001, 299_999_999, 300_000_000, 300_000_001, 86_400_000_000] {
+            histogram.observe(micros);
+        }
+        let mut sample = Exposition::new();
+        sample
+            .requests([
+                RequestCount { user: "alice", model: "llama3.2", code: 200, count: 3 },
+                RequestCount { user: OTHER_USER, model: "llama3.2", code: 499, count: u64::MAX },
+                RequestCount { user: "q\"uote", model: "back\\slash", code: 401, count: 0 },
+                RequestCount { user: "new\nline", model: "ünï©ødé 😀", code: 200, count: 1 },
+                RequestCount { user: "", model: "", code: 0, count: 1 },
+                RequestCount { user: "trailing\\", model: "{}=,# ", code: 65535, count: 1 },
+            ])
+            .prompt_tokens([TokenCount { user: "a\\\"\n", model: "m", tokens: 12 }])
+            .completion_tokens([TokenCount { user: "a\\\"\n", model: "m", tokens: 34 }])
+            .refused([RefusedCount { reason: "bad_key", count: 2 }, RefusedCount { reason: "r\"\\\n", count: 1 }])
+            .request_durations([histogram, DurationHistogram::new("empty")]);
+        std::fs::write(dir.join("sample.prom"), sample.as_bytes()).unwrap();
+        std::fs::write(dir.join("large.prom"), render_large(&large(), 0).as_bytes()).unwrap();
+    }
+}
