@@ -40,3 +40,30 @@ def test_openai_sdk_with_base_url_and_api_key(gate):
     assert refused.value.status_code == 401
     # The SDK hands over the "error" field of Ollama's error shape as the error's body.
     assert refused.value.body.startswith("unauthorized: a valid API key is required")
+
+
+POLICY_KEYS = "k-chat chatter models=gemma3* scopes=read,infer\n"
+
+
+def test_client_libraries_show_policy_refusals(gate):
+    """A key limited to gemma3 models and read,infer: what the ollama and openai libraries show."""
+    gated(gate, keys=POLICY_KEYS)
+    client = ollama.Client(host=f"http://127.0.0.1:{gate.port}", headers={"Authorization": "Bearer k-chat"})
+    assert [m.model for m in client.list().models] == ["gemma3:1b"]
+    reply = client.chat(model="gemma3:1b", messages=[{"role": "user", "content": "sky?"}])
+    assert reply.message.content.startswith("The sky")
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.chat(model="llama3", messages=[{"role": "user", "content": "x"}])
+    assert refused.value.status_code == 403
+    assert refused.value.error == 'forbidden: this key may not use model "llama3"'
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.pull("gemma3:1b")
+    assert refused.value.status_code == 403 and '"manage" scope' in refused.value.error
+    sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{gate.port}/v1", api_key="k-chat", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        sdk.chat.completions.create(model="llama3", messages=[{"role": "user", "content": "x"}])
+    # The SDK takes the body's "error" member (Ollama's error shape) as the error's body.
+    assert denied.value.body == 'forbidden: this key may not use model "llama3"', denied.value.body
+    completion = sdk.chat.completions.create(model="gemma3:1b", messages=[{"role": "user", "content": "x"}])
+    assert completion.choices[0].message.content.startswith("The sky")
+    assert [m.id for m in sdk.models.list().data] == ["gemma3:1b"]

@@ -27,7 +27,7 @@ k-future later expires=2999-01-01T00:00:00Z
 """
 
 
-def start(gate, keys=KEYS, users=None, location_extra="", server_extra="", location="/", proxy=PROXY):
+def start(gate, keys=KEYS, users=None, location_extra="", server_extra="", location="/", proxy=PROXY, http_extra=""):
     gate.write("keys.txt", keys)
     directives = "ollama_bearer_keys_file keys.txt;"
     if users is not None:
@@ -40,7 +40,7 @@ def start(gate, keys=KEYS, users=None, location_extra="", server_extra="", locat
             {location_extra}
             {proxy}
         }}
-    """)
+    """, http_extra=http_extra)
     return gate.start()
 
 
@@ -532,3 +532,43 @@ def test_pipelined_head_refusals_carry_no_body(gate):
     assert answer.count(b"HTTP/1.1 403 ") == count
     assert b'{"error"' not in answer.split(b"HTTP/1.1 200 ")[0], "no body after a HEAD answer"
     assert answer.rstrip().endswith(b'}]}'), answer[-200:]
+
+
+def test_keep_alive_after_a_body_read_and_after_a_refusal(gate):
+    """The connection stays usable after a body the gate read, admitted or refused."""
+    start(gate)
+    connection = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)
+    try:
+        for model, status in [("gemma3", 200), ("llama3", 403), ("gemma3", 200), ("bad name!", 400), ("gemma3", 200)]:
+            body = json.dumps({"model": model, "messages": [], "stream": False})
+            connection.request("POST", "/api/chat", body=body, headers=bearer("k-gemma-all"))
+            response = connection.getresponse()
+            data = response.read()
+            assert response.status == status, (model, data)
+            connection.request("GET", "/api/version", headers=bearer("k-gemma-all"))
+            follow = connection.getresponse()
+            assert follow.status == 200 and json.loads(follow.read())["version"]
+    finally:
+        connection.close()
+
+
+def test_body_read_with_the_label_variable_and_limit_req(gate, ollama):
+    """$ollama_auth_user read before the access phase (limit_req, as the shipped confs do) and a
+    body read for the model, on one request."""
+    start(gate, server_extra="limit_req zone=per_user burst=100 nodelay;",
+          location_extra="access_log {dir}/who.log who;".replace("{dir}", str(gate.dir)),
+          http_extra="limit_req_zone $ollama_auth_user zone=per_user:1m rate=100r/s; log_format who '[$ollama_auth_user]';")
+    before = len(ollama.seen)
+    assert send(gate, "k-gemma-all", "/api/chat", "POST", dict(CHAT, stream=False)).status == 200
+    assert send(gate, "k-gemma-all", "/api/chat", "POST", {"model": "llama3"}).status == 403
+    assert len(ollama.seen) == before + 1
+    lines = wait_until(lambda: gate.path("who.log").exists() and len(gate.path("who.log").read_text().splitlines()) >= 2
+                       and gate.path("who.log").read_text().splitlines(), 3)
+    assert lines == ["[gemma-admin]", "[gemma-admin]"]
+
+
+def test_satisfy_any_with_a_body_read(gate):
+    """allow admits first: the module's refusal does not count, as with auth_basic."""
+    start(gate, location_extra="satisfy any; allow 127.0.0.1; deny all;")
+    assert send(gate, "k-gemma-all", "/api/chat", "POST", dict(CHAT, stream=False)).status == 200
+    assert send(gate, None, "/api/chat", "POST", dict(CHAT, stream=False)).status == 200
