@@ -153,6 +153,24 @@ fn bounded_name(name: &[u8]) -> &[u8] {
     &name[..end]
 }
 
+/// The fingerprint of a key by its SHA-256, as `$ollama_auth_user` shows an unnamed key.
+pub fn fingerprint_of(digest: &Digest) -> String {
+    let prefix: [u8; 6] = digest[..6].try_into().expect("6 of 32 bytes");
+    String::from_utf8(fingerprint(&prefix).to_vec()).expect("ASCII")
+}
+
+/// The digest a line's key field stands for: `sha256:<64 hex digits>` as written, else the
+/// key's own SHA-256. The error is the warning for a line whose key field is neither.
+pub fn key_digest(key: &[u8]) -> Result<Digest, &'static str> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err("key longer than 4096 bytes");
+    }
+    match key.strip_prefix(b"sha256:") {
+        Some(hex) => parse_hex_digest(hex).ok_or("sha256: must be followed by 64 hex digits"),
+        None => Ok(sha256(key)),
+    }
+}
+
 impl KeySet {
     /// Looks a presented token up: first among tokens already admitted (by keyed digest), then by
     /// the token's SHA-256. Neither lookup's time depends on how much of a
@@ -236,19 +254,12 @@ impl Parse for KeySet {
                 continue;
             }
             let (key, rest) = first_field(text);
-            if key.len() > MAX_KEY_BYTES {
-                warn(line, "key longer than 4096 bytes");
-                continue;
-            }
-            let digest = match key.strip_prefix(b"sha256:") {
-                Some(hex) => match parse_hex_digest(hex) {
-                    Some(digest) => digest,
-                    None => {
-                        warn(line, "sha256: must be followed by 64 hex digits");
-                        continue;
-                    }
-                },
-                None => sha256(key),
+            let digest = match key_digest(key) {
+                Ok(digest) => digest,
+                Err(reason) => {
+                    warn(line, reason);
+                    continue;
+                }
             };
             let (name, option_words) = split_name_and_options(rest);
             let options = match parse_options(&option_words) {

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use ngx_ollama_auth::keys::{sha256, Digest, MAX_KEY_BYTES};
+use ngx_ollama_auth::keys::{fingerprint_of, key_digest, Digest};
 use ngx_ollama_auth::lines::{entries, first_field, has_control_bytes};
 use ngx_ollama_auth::options::{parse_options, split_name_and_options, EntryOptions, OptionError};
 
@@ -101,26 +101,8 @@ pub fn replace_hash(content: &[u8], number: usize, hash: &[u8]) -> Option<Vec<u8
     Some(out)
 }
 
-/// `sha256:` and the first 12 hex digits of a key's SHA-256, as nginx names an unnamed key.
-pub fn fingerprint(digest: &Digest) -> String {
-    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn parse_hex_digest(hex: &[u8]) -> Option<Digest> {
-    if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(digest)
 }
 
 /// One entry line of the keys file, as far as it can be read.
@@ -143,13 +125,10 @@ pub fn key_lines(content: &[u8]) -> Vec<KeyLine> {
             let (key, rest) = first_field(text);
             let (name, option_words) = split_name_and_options(rest);
             let options = parse_options(&option_words);
-            let (digest, plain) = if has_control_bytes(text) || key.len() > MAX_KEY_BYTES {
+            let (digest, plain) = if has_control_bytes(text) {
                 (None, false)
             } else {
-                match key.strip_prefix(b"sha256:") {
-                    Some(hex) => (parse_hex_digest(hex), false),
-                    None => (Some(sha256(key)), true),
-                }
+                (key_digest(key).ok(), !key.starts_with(b"sha256:"))
             };
             KeyLine { line, digest, plain, name, options }
         })
@@ -209,7 +188,7 @@ pub fn plan_revocation(entries: &[KeyLine], target: &RevokeTarget, all: bool) ->
     let keys = digests.len() + matched.iter().filter(|entry| entry.digest.is_none()).count();
     if keys > 1 && !all {
         return Revocation::Ambiguous(
-            matched.iter().map(|entry| (entry.line, entry.digest.as_ref().map(fingerprint))).collect(),
+            matched.iter().map(|entry| (entry.line, entry.digest.as_ref().map(fingerprint_of))).collect(),
         );
     }
     let lines = entries
@@ -387,7 +366,7 @@ mod tests {
     }
 
     fn digest_of(key: &str) -> Digest {
-        sha256(key.as_bytes())
+        ngx_ollama_auth::keys::sha256(key.as_bytes())
     }
 
     #[test]
@@ -407,7 +386,7 @@ mod tests {
         assert_eq!(lines[2].digest, None);
         assert!(lines[3].options.is_err());
         assert_eq!(lines[4].digest, None, "a line with a control character holds no key");
-        assert_eq!(fingerprint(&digest_of("k1")), format!("sha256:{}", &hex(&digest_of("k1"))[..12]));
+        assert_eq!(fingerprint_of(&digest_of("k1")), format!("sha256:{}", &hex(&digest_of("k1"))[..12]));
     }
 
     #[test]
@@ -421,7 +400,7 @@ mod tests {
 
     #[test]
     fn revocation_removes_every_line_of_the_key_and_refuses_ambiguous_names() {
-        let fp = |key: &str| fingerprint(&digest_of(key));
+        let fp = |key: &str| fingerprint_of(&digest_of(key));
         let content = format!(
             "k1 alice\n# alice\nk2 bob\nsha256:{} alias of alice\nk3 bob\nk2 bob\nk4 carol\n",
             hex(&digest_of("k1"))

@@ -19,12 +19,12 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use ngx_ollama_auth::htpasswd::{UserTable, Verdict};
-use ngx_ollama_auth::keys::{sha256, KeySet};
+use ngx_ollama_auth::keys::{fingerprint_of, sha256, KeySet};
 use ngx_ollama_auth::options::{format_time, parse_options, EntryOptions, OptionError};
 use ngx_ollama_auth::watch::{read_regular_file, Counted, LineWarning, Parse};
 
 use args::{Command, OptionFlags};
-use edit::{fingerprint, hex, KeyLine, Revocation, RevokeTarget};
+use edit::{hex, KeyLine, Revocation, RevokeTarget};
 use store::StoreError;
 
 /// Exit codes, as `--help` documents them.
@@ -207,7 +207,7 @@ fn key_new(name: &str, flags: &OptionFlags, plain: bool, path: &Path) -> Result<
     let (words, options) = option_words(flags)?;
     let key = generate_key()?;
     let digest = sha256(key.as_bytes());
-    let shown = fingerprint(&digest);
+    let shown = fingerprint_of(&digest);
     let mut line = Zeroizing::new(if plain { key.to_string() } else { format!("sha256:{}", hex(&digest)) });
     line.push(' ');
     line.push_str(&name);
@@ -278,7 +278,7 @@ fn key_new(name: &str, flags: &OptionFlags, plain: bool, path: &Path) -> Result<
 fn describe_key(entry: &KeyLine) -> String {
     let name = if entry.name.is_empty() { "unnamed".to_string() } else { format!("\"{}\"", lossy(&entry.name)) };
     match &entry.digest {
-        Some(digest) => format!("line {} ({name}, {})", entry.line, fingerprint(digest)),
+        Some(digest) => format!("line {} ({name}, {})", entry.line, fingerprint_of(digest)),
         None => format!("line {} ({name})", entry.line),
     }
 }
@@ -414,7 +414,7 @@ fn key_list(json: bool, path: &Path) -> Result<u8, Failure> {
         rows.push(KeyRow {
             line: entry.line,
             name: (!entry.name.is_empty()).then(|| lossy(&entry.name)),
-            fingerprint: fingerprint(&digest),
+            fingerprint: fingerprint_of(&digest),
             stored: if entry.plain { "plain" } else { "sha256" },
             options: options.clone(),
         });
