@@ -301,7 +301,7 @@ def proc_status(pid, field):
 def scale_figures():
     """nginx -t time, worker memory and first-request latency after a change, at 1,000,000 keys."""
     keys = WORK / "keys-1000000.txt"
-    location = f"ollama_bearer_keys_file {keys};"
+    location = f"ollama_bearer_keys_file {keys}; {ALL}"
     path = write_conf(location)
     times = []
     for _ in range(3):
