@@ -78,6 +78,10 @@ def prepare_files():
     os.chmod(WORK, 0o755)
     (WORK / "html").mkdir(exist_ok=True)
     (WORK / "html/f").write_text("ok")
+    # A static stand-in for Ollama's GET /api/version, so a key with scopes=read is judged by
+    # the endpoint table on a request that costs what the static file does.
+    (WORK / "html/api").mkdir(exist_ok=True)
+    (WORK / "html/api/version").write_text("ok")
     for count in KEY_COUNTS:
         path = WORK / f"keys-{count}.txt"
         if not path.exists():
@@ -86,6 +90,7 @@ def prepare_files():
                     f.write(KEY % i + "\n")
         os.utime(path, (time.time() - 60, time.time() - 60))  # not "racily clean" at start
     (WORK / "keys-scoped.txt").write_text("".join(f"{KEY % i} user-{i} scopes=all\n" for i in range(2)))
+    (WORK / "keys-read.txt").write_text("".join(f"{KEY % i} user-{i} scopes=read\n" for i in range(2)))
     (WORK / "keys-models.txt").write_text("".join(f"{KEY % i} user-{i} models=gemma3,qwen* scopes=all\n" for i in range(2)))
     chat = {"model": "gemma3", "stream": False, "messages": [{"role": "user", "content": ""}]}
     chat["messages"][0]["content"] = "x" * (1024 - len(json.dumps(chat)))
@@ -134,6 +139,9 @@ def variants(quick, baseline):
                            bearer_header(count), count))
     out.append(variant("module Bearer, 2 keys with scopes=all", f"ollama_bearer_keys_file {WORK}/keys-scoped.txt;",
                        bearer_header(2), 2))
+    out.append(variant("no auth, GET /api/version (static)", "", bearer_header(2), path="/api/version"))
+    out.append(variant("module Bearer, 2 keys with scopes=read, GET /api/version (static)",
+                       f"ollama_bearer_keys_file {WORK}/keys-read.txt;", bearer_header(2), 2, path="/api/version"))
     out.append(variant("module Basic, bcrypt cost 5, cached", f"ollama_basic_user_file {WORK}/bcrypt.htpasswd; {ALL}",
                        basic_header()))
     out.append(variant("module Bearer+Basic, 2 keys, Bearer",
@@ -239,9 +247,9 @@ def check_status(header, path="/f", body=None):
     return out
 
 
-def run_wrk_once(header, duration):
+def run_wrk_once(header, duration, path="/f"):
     out = sh("taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{duration}s", "--timeout", "30s", "--latency",
-             "-H", header, f"http://127.0.0.1:{PORT}/f").stdout
+             "-H", header, f"http://127.0.0.1:{PORT}{path}").stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None
@@ -249,9 +257,9 @@ def run_wrk_once(header, duration):
     return rate, p99_ms, int(non2xx.group(1)) if non2xx else 0
 
 
-def run_wrk(header, duration, runs=3):
+def run_wrk(header, duration, runs=3, path="/f"):
     """The best of a few runs: other tenants of a shared machine only ever slow a run down."""
-    return max((run_wrk_once(header, duration) for _ in range(runs)), key=lambda result: result[0])
+    return max((run_wrk_once(header, duration, path) for _ in range(runs)), key=lambda result: result[0])
 
 
 def callgrind_per_request(location, header, requests, module=MODULE, url_path="/f", body=None):
@@ -366,7 +374,7 @@ def main():
             status = check_status(header, v["path"], v["body"])
             assert status == "200", f"{name}: answered {status}"
             # wrk sends GETs: the POST rows are counted by callgrind only.
-            rate, p99, non2xx = run_wrk(header, args.duration) if v["body"] is None else (None, None, 0)
+            rate, p99, non2xx = run_wrk(header, args.duration, path=v["path"]) if v["body"] is None else (None, None, 0)
         finally:
             stop_nginx(master)
         budget = instruction_budget(name, v["keys"])
@@ -423,6 +431,11 @@ def report(rows, scale, micro, args):
                         "Bearer against the baseline module (keyed digests in the cache, policy check)")
     lines += ratio_line(rows, "module Bearer, 2 keys with scopes=all", "baseline module Bearer, 2 keys",
                         "target: within 1%", "a key with scopes against the baseline module's bearer")
+    lines += ratio_line(rows, "module Bearer, 2 keys with scopes=all", "module Bearer, 2 keys",
+                        "what options and the policy add to a plain key in this build", "a key with scopes=all")
+    lines += ratio_line(rows, "module Bearer, 2 keys with scopes=read, GET /api/version (static)",
+                        "no auth, GET /api/version (static)", "the endpoint table at work; against no auth on the same path",
+                        "a key with scopes=read")
     lines += ratio_line(rows, "module Basic, bcrypt cost 5, cached", "baseline module Basic, bcrypt cost 5, cached",
                         "target: within 1%", "cached Basic against the baseline module")
     lines += ratio_line(rows, "chat 1 KB proxied, key with models=", "chat 1 KB proxied, unrestricted key",

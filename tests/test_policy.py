@@ -572,3 +572,28 @@ def test_satisfy_any_with_a_body_read(gate):
     start(gate, location_extra="satisfy any; allow 127.0.0.1; deny all;")
     assert send(gate, "k-gemma-all", "/api/chat", "POST", dict(CHAT, stream=False)).status == 200
     assert send(gate, None, "/api/chat", "POST", dict(CHAT, stream=False)).status == 200
+
+
+def test_body_read_over_http2(gate, ollama):
+    """HTTP/2 reads request bodies through its own code: the gate's body read must work there too
+    (cleartext HTTP/2 with prior knowledge; `listen ... http2` works on 1.22 and, deprecated, on 1.28)."""
+    start(gate)
+    conf = gate.path("nginx.conf").read_text().replace(f"listen 127.0.0.1:{gate.port};",
+                                                       f"listen 127.0.0.1:{gate.port} http2;")
+    gate.write("nginx.conf", conf)
+    gate.reload()
+    import subprocess
+
+    def post(body):
+        result = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_code} %{http_version}",
+                                 "-H", "Authorization: Bearer k-gemma-all", "--data-binary", body,
+                                 f"http://127.0.0.1:{gate.port}/api/chat"], capture_output=True, text=True, timeout=20)
+        text, _, status = result.stdout.rpartition("\n")
+        return status, text
+
+    before = len(ollama.seen)
+    body = json.dumps(dict(CHAT, stream=False, messages=[{"role": "user", "content": "x" * 50_000}]))
+    assert post(body)[0] == "200 2"
+    assert forwarded_body(ollama, before) == body.encode()
+    status, text = post(json.dumps({"model": "llama3"}))
+    assert status == "403 2" and "may not use model" in text
