@@ -117,6 +117,21 @@ pub fn string_value<'a>(body: &'a [u8], member: &Member<'_>) -> Option<Cow<'a, s
     unescape(quoted.strip_prefix(b"\"")?.strip_suffix(b"\"")?)
 }
 
+/// The character a one-letter JSON escape (`\\n`, `\\"`, ...) stands for; `\\u` is not one.
+pub fn simple_escape(code: u8) -> Option<char> {
+    Some(match code {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        _ => return None,
+    })
+}
+
 /// Whether Go's `encoding/json` would store a member named `name` (already unescaped) in the
 /// struct field tagged `field`: equal under `bytes.EqualFold`, Unicode simple case folding.
 ///
@@ -261,14 +276,6 @@ fn unescape(raw: &[u8]) -> Option<Cow<'_, str>> {
         let code = *raw.get(i + 1)?;
         i += 2;
         let decoded = match code {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
             b'u' => {
                 let unit = hex4(raw.get(i..i + 4)?)?;
                 i += 4;
@@ -283,7 +290,7 @@ fn unescape(raw: &[u8]) -> Option<Cow<'_, str>> {
                     _ => char::from_u32(unit)?,
                 }
             }
-            _ => return None,
+            _ => simple_escape(code)?,
         };
         out.push(decoded);
     }

@@ -40,7 +40,7 @@
 //! API puts in every chunk when asked), so a client that did not ask gets the bytes it would
 //! have got; [`add_include_usage`] is the request side.
 
-use crate::json::{self, ValueKind};
+use crate::json::{self, simple_escape, ValueKind};
 
 /// The longest model name kept; a longer one is not reported. Ollama's own limits make a
 /// name at most about 600 bytes (a 350-byte host and three 80-byte parts).
@@ -1089,23 +1089,13 @@ impl Lexer {
                     let b = bytes[i];
                     i += 1;
                     self.escape = Escape::None;
-                    let c = match b {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            self.escape = Escape::Unicode { digits: 0, unit: 0 };
-                            continue;
-                        }
-                        _ => {
-                            self.state = Lex::Broken;
-                            return bytes.len();
-                        }
+                    if b == b'u' {
+                        self.escape = Escape::Unicode { digits: 0, unit: 0 };
+                        continue;
+                    }
+                    let Some(c) = simple_escape(b) else {
+                        self.state = Lex::Broken;
+                        return bytes.len();
                     };
                     self.flush_surrogate();
                     self.push_char(c);
