@@ -37,6 +37,10 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
+        if self.server.gzip_answers:  # as a proxy that compresses would send them
+            import gzip
+            data = gzip.compress(data)
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -146,6 +150,7 @@ class FakeOllama:
         self.server.daemon_threads = True
         self.server.seen = []
         self.server.models = [MODEL]
+        self.server.gzip_answers = False
         self.server.chunk_delay = chunk_delay
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -597,3 +597,18 @@ def test_body_read_over_http2(gate, ollama):
     assert forwarded_body(ollama, before) == body.encode()
     status, text = post(json.dumps({"model": "llama3"}))
     assert status == "403 2" and "may not use model" in text
+
+
+def test_a_compressed_listing_fails_closed_for_a_limited_key(gate, ollama):
+    """A listing the gate cannot read must not reach a limited key uncut."""
+    ollama.server.models = ["gemma3:latest", "llama3:8b"]
+    ollama.server.gzip_answers = True
+    try:
+        start(gate)
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            send(gate, "k-gemma", "/api/tags")
+        assert wait_until(lambda: "model listing is compressed and cannot be filtered" in gate.error_log(), 3)
+        assert send(gate, "k-all", "/api/tags").header("Content-Encoding") == "gzip", "others get Ollama's bytes"
+    finally:
+        ollama.server.models = ["gemma3:1b"]
+        ollama.server.gzip_answers = False
