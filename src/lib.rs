@@ -9,9 +9,10 @@
 //!   entry may carry), `watch` (one change-watching mechanism for both);
 //! - the policy: `policy` (endpoints and scopes, body models, listings, error bodies), `models`
 //!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning);
-//! - usage accounting, not yet wired into the module: `usage` (token counts and the model from
-//!   Ollama's answers, streamed, in bounded memory; the `/v1` include_usage rewrite), `metrics`
-//!   (the Prometheus text exposition).
+//! - not yet wired into the module: `usage` (token counts and the model from Ollama's answers,
+//!   streamed, in bounded memory; the `/v1` include_usage rewrite), `metrics` (the Prometheus
+//!   text exposition), `limits` (per-key sliding windows, in-flight counts, rate-limit headers
+//!   and the state file, as fixed-size data for a shared zone).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -21,6 +22,7 @@ pub mod hashes;
 pub mod htpasswd;
 pub mod json;
 pub mod keys;
+pub mod limits;
 pub mod lines;
 pub mod metrics;
 pub mod models;
