@@ -294,21 +294,6 @@ def forwarded_body(ollama, before):
     return posts[0]["body"]
 
 
-def raw_exchange(gate, request, timeout=10):
-    with socket.create_connection(("127.0.0.1", gate.port), timeout=timeout) as s:
-        s.sendall(request)
-        chunks = []
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except socket.timeout:
-            pass
-    return b"".join(chunks)
-
-
 def test_read_bodies_reach_ollama_byte_for_byte(gate, ollama):
     start(gate, location_extra="client_body_buffer_size 1k; client_max_body_size 30m;")
     body = json.dumps({"model": "gemma3", "stream": False, "messages": [{"role": "user", "content": "é" * 5000}]},
@@ -320,7 +305,7 @@ def test_read_bodies_reach_ollama_byte_for_byte(gate, ollama):
     # Chunked.
     before = len(ollama.seen)
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 700]), body[i:i + 700]) for i in range(0, len(body), 700))
-    answer = raw_exchange(gate, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-gemma-all\r\n"
+    answer = gate.raw(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-gemma-all\r\n"
                                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks + b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert forwarded_body(ollama, before) == body
@@ -527,7 +512,7 @@ def test_pipelined_head_refusals_carry_no_body(gate):
     gate.reload()
     count = 2000
     one = b"HEAD /api/pull HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-read\r\n\r\n"
-    answer = raw_exchange(gate, one * count + b"GET /api/tags HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-read\r\n"
+    answer = gate.raw(one * count + b"GET /api/tags HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-read\r\n"
                                                 b"Connection: close\r\n\r\n", timeout=20)
     assert answer.count(b"HTTP/1.1 403 ") == count
     assert b'{"error"' not in answer.split(b"HTTP/1.1 200 ")[0], "no body after a HEAD answer"
