@@ -57,7 +57,7 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         Some(ctx) => match ctx.body {
             Some(BodyState::Judged(verdict)) => return verdict,
             Some(BodyState::Reading(_)) => return Status::NGX_DONE.0,
-            None => ctx.decided_for(conf),
+            None => ctx.is_decided_for(conf),
         },
         None => false,
     };

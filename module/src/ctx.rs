@@ -49,8 +49,10 @@ pub struct RequestCtx {
     pub challenges: u8,
     /// Set when this module answers the request itself (401, 403, 400); read by the filters.
     pub refusal: Option<Refusal>,
+    /// The refusal's header went out with the JSON body's length: the body filter sends it.
     pub replace_body: bool,
     pub body_sent: bool,
+    /// Reading the request body for its model (see `body`).
     pub body: Option<BodyState>,
     /// A listing answer to cut down to the models these options allow.
     pub listing: Option<(Listing, Rc<EntryOptions>)>,
@@ -66,7 +68,7 @@ impl RequestCtx {
     }
 
     /// Whether a decision for this location is kept here.
-    pub fn decided_for(&self, conf: &LocConf) -> bool {
+    pub fn is_decided_for(&self, conf: &LocConf) -> bool {
         self.decided_for == Some(conf as *const LocConf)
     }
 
@@ -135,7 +137,7 @@ pub fn decided_with_label(request: &mut Request) -> Option<&mut RequestCtx> {
     let needs_check = match ctx_mut(request) {
         // Admitted while no one wanted the label: look again, with it.
         Some(ctx) => {
-            !ctx.decided_for(conf) || ctx.admission.as_ref().is_some_and(|admission| admission.label.is_none())
+            !ctx.is_decided_for(conf) || ctx.admission.as_ref().is_some_and(|admission| admission.label.is_none())
         }
         None => true,
     };
