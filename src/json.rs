@@ -719,6 +719,56 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Asserts that the scanner's entry points agree on `body`: validation, top-level members,
+/// member-by-member scanning and the listing filter. Panics on any disagreement. For the fuzz
+/// target (`fuzz/targets/json_body.rs`) and the unit tests, which share it so that they check
+/// the same things.
+pub fn check_consistency(body: &[u8]) {
+    let whole = validate(body);
+    if whole.is_ok() {
+        assert!(std::str::from_utf8(body).is_ok(), "valid JSON is valid UTF-8");
+    }
+    match top_level_members(body) {
+        Ok(members) => {
+            assert_eq!(whole, Ok(ValueKind::Object));
+            let mut previous_end = 0;
+            for member in &members {
+                let range = member.value.clone();
+                assert!(previous_end <= range.start && range.start < range.end && range.end <= body.len());
+                previous_end = range.end;
+                assert_eq!(validate(&body[range]), Ok(member.kind), "a value scans alone");
+                assert_eq!(string_value(body, member).is_some(), member.kind == ValueKind::String);
+                let _ = go_name_matches(&member.name, "model");
+            }
+            let mut seen = 0;
+            assert_eq!(for_each_top_level_member(body, |_| seen += 1), Ok(()));
+            assert_eq!(seen, members.len());
+        }
+        Err(JsonError::NotAnObject) => assert!(whole.is_ok() && whole != Ok(ValueKind::Object)),
+        Err(error) => assert_eq!(whole, Err(error), "both entry points see the same fault"),
+    }
+    for array in ["models", "data", "x"] {
+        let all = filter_listing(body, array, |_| true);
+        match &all {
+            Ok(kept) => assert_eq!(kept.as_ref(), body, "keeping everything changes nothing"),
+            Err(_) => assert!(whole != Ok(ValueKind::Object)),
+        }
+        let mut toggle = false;
+        let some = filter_listing(body, array, |entry| {
+            let _ = (entry.string("name"), entry.string("id"), entry.raw());
+            toggle = !toggle;
+            toggle
+        });
+        let none = filter_listing(body, array, |_| false);
+        for filtered in [some, none] {
+            match filtered {
+                Ok(filtered) => assert_eq!(validate(&filtered), Ok(ValueKind::Object), "still a JSON object"),
+                Err(error) => assert_eq!(Err::<(), _>(error), all.clone().map(|_| ())),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -911,55 +961,11 @@ mod tests {
             {
                 let mut changed = body.to_vec();
                 changed[at] = replacement;
-                check_invariants(&changed);
+                check_consistency(&changed);
             }
             let mut shorter = body.to_vec();
             shorter.remove(at);
-            check_invariants(&shorter);
-        }
-    }
-
-    /// What the fuzz target (fuzz/targets/json_body.rs) checks.
-    fn check_invariants(body: &[u8]) {
-        let whole = validate(body);
-        if whole.is_ok() {
-            assert!(std::str::from_utf8(body).is_ok(), "valid JSON is valid UTF-8");
-        }
-        match top_level_members(body) {
-            Ok(found) => {
-                assert_eq!(whole, Ok(ValueKind::Object));
-                let mut previous_end = 0;
-                for member in &found {
-                    let range = member.value.clone();
-                    assert!(previous_end <= range.start && range.start < range.end && range.end <= body.len());
-                    previous_end = range.end;
-                    assert_eq!(validate(&body[range]), Ok(member.kind), "a value scans alone");
-                    assert_eq!(string_value(body, member).is_some(), member.kind == ValueKind::String);
-                }
-            }
-            Err(JsonError::NotAnObject) => assert!(whole.is_ok() && whole != Ok(ValueKind::Object)),
-            Err(error) => assert_eq!(whole, Err(error), "both entry points see the same fault"),
-        }
-        for array in ["models", "data", "x"] {
-            let all = filter_listing(body, array, |_| true);
-            match &all {
-                Ok(kept) => assert_eq!(kept.as_ref(), body, "keeping everything changes nothing"),
-                Err(_) => assert!(whole != Ok(ValueKind::Object)),
-            }
-            let mut toggle = false;
-            let some = filter_listing(body, array, |_| {
-                toggle = !toggle;
-                toggle
-            });
-            let none = filter_listing(body, array, |_| false);
-            for filtered in [some, none] {
-                match filtered {
-                    Ok(filtered) => {
-                        assert_eq!(validate(&filtered), Ok(ValueKind::Object), "still a JSON object")
-                    }
-                    Err(error) => assert_eq!(Err::<(), _>(error), all.clone().map(|_| ())),
-                }
-            }
+            check_consistency(&shorter);
         }
     }
 
@@ -968,7 +974,7 @@ mod tests {
         let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/json_body");
         let mut count = 0;
         for seed in std::fs::read_dir(seeds).unwrap() {
-            check_invariants(&std::fs::read(seed.unwrap().path()).unwrap());
+            check_consistency(&std::fs::read(seed.unwrap().path()).unwrap());
             count += 1;
         }
         assert!(count >= 5);

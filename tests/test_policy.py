@@ -278,14 +278,28 @@ def test_invalid_utf8_and_deep_nesting(gate, ollama):
 
 
 def test_unrestricted_keys_are_not_held_up_and_blobs_stream(gate, ollama):
-    start(gate, location_extra="client_max_body_size 50m;")
-    # Invalid JSON from an unrestricted key goes to Ollama untouched: its body is never read.
+    """The gate reads a body only for a limited key on an endpoint that names a model. With
+    proxy_request_buffering off, a body nobody reads reaches the stand-in while the client is
+    still sending it; a body the gate read would reach it only once whole."""
+    start(gate, location_extra="client_max_body_size 50m; proxy_request_buffering off;")
+    # Invalid JSON from an unrestricted key goes to Ollama untouched: the gate did not judge it.
     response = send(gate, "k-all", "/api/chat", "POST", "not json")
     assert response.status == 400 and response.json() == {"error": "invalid JSON"}
-    blob = bytes(range(256)) * 4096
-    response = send(gate, "k-gemma-all", "/api/blobs/sha256:abc", "POST", blob)
-    assert response.status == 201
-    assert ollama.seen[-1]["body"] == blob
+
+    def reaches_ollama_before_the_body_ends(key, path):
+        before = len(ollama.seen)
+        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Length: 2000\r\nConnection: close\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", gate.port), timeout=10) as s:
+            s.sendall(head + b'{"model":"gemma3","x":"' + b"y" * 500)
+            early = wait_until(lambda: len(ollama.seen) > before, 2)
+            s.sendall(b"y" * (2000 - 524) + b'"}')
+            s.recv(100)
+        return bool(early)
+
+    assert reaches_ollama_before_the_body_ends("k-gemma-all", "/api/blobs/sha256:abc"), "a blob upload streams"
+    assert reaches_ollama_before_the_body_ends("k-all", "/api/chat"), "an unlimited key's body streams"
+    assert not reaches_ollama_before_the_body_ends("k-gemma-all", "/api/chat"), "a limited key's body is read first"
 
 
 def forwarded_body(ollama, before):
