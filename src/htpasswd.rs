@@ -92,6 +92,11 @@ impl UserTable {
         self.user(id).options.as_ref()
     }
 
+    /// Whether some user has `tokens=`, `requests=` or `parallel=`.
+    pub fn has_limits(&self) -> bool {
+        self.users.iter().any(|user| user.options.as_ref().is_some_and(|options| options.has_limits()))
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

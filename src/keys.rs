@@ -205,6 +205,17 @@ impl KeySet {
         }
     }
 
+    /// The key's own fingerprint, named or not: what its limit counters are kept under (stable
+    /// across restarts, unlike the keyed digests, and never the key).
+    pub fn fingerprint(&self, found: KeyRef) -> [u8; FINGERPRINT_LEN] {
+        fingerprint(&found.digest_prefix)
+    }
+
+    /// Whether some line has `tokens=`, `requests=` or `parallel=`.
+    pub fn has_limits(&self) -> bool {
+        self.options.iter().skip(1).any(|options| options.has_limits())
+    }
+
     /// The key's options, if its line has any.
     pub fn options(&self, found: KeyRef) -> Option<&Rc<EntryOptions>> {
         match found.entry.options {

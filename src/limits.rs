@@ -73,6 +73,29 @@ impl Kind {
     }
 }
 
+/// A digest of an entry's limits, so the zone can tell cheaply when a reload changed them (and
+/// its counters must be [reconfigured](KeyLimits::reconfigure)). Never 0, which stands for
+/// "not known" (counters read back from the state file).
+pub fn signature(options: &EntryOptions) -> u64 {
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut add = |value: u64| {
+        for byte in value.to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
+    };
+    for (tag, windows) in [(1, &options.requests), (2, &options.tokens)] {
+        for window in windows.iter() {
+            add(tag);
+            add(window.limit);
+            add(window.seconds);
+        }
+    }
+    add(3);
+    add(options.parallel.map_or(0, |parallel| u64::from(parallel) + 1));
+    hash.max(1)
+}
+
 /// One limit of a key, written as its refusal names it: `requests 60/1m`, `tokens 20000/1m`,
 /// `parallel 2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -296,6 +296,182 @@ fn push_seconds(out: &mut Vec<u8>, micros: u64) {
     }
 }
 
+/// Why the gate itself answered a request: the `reason` of `ollama_auth_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    NoCredential,
+    MalformedCredential,
+    UnknownKey,
+    WrongPassword,
+    UnknownUser,
+    Expired,
+    ForbiddenScope,
+    ForbiddenModel,
+    BadRequest,
+    TooLarge,
+    RateLimited,
+    /// The zone had no room for a limited key's counters (or the key's limits cannot be counted
+    /// here): it admits no one.
+    Unenforceable,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 12] = [
+        RefusalReason::NoCredential,
+        RefusalReason::MalformedCredential,
+        RefusalReason::UnknownKey,
+        RefusalReason::WrongPassword,
+        RefusalReason::UnknownUser,
+        RefusalReason::Expired,
+        RefusalReason::ForbiddenScope,
+        RefusalReason::ForbiddenModel,
+        RefusalReason::BadRequest,
+        RefusalReason::TooLarge,
+        RefusalReason::RateLimited,
+        RefusalReason::Unenforceable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::NoCredential => "no_credential",
+            RefusalReason::MalformedCredential => "malformed_credential",
+            RefusalReason::UnknownKey => "unknown_key",
+            RefusalReason::WrongPassword => "wrong_password",
+            RefusalReason::UnknownUser => "unknown_user",
+            RefusalReason::Expired => "expired",
+            RefusalReason::ForbiddenScope => "forbidden_scope",
+            RefusalReason::ForbiddenModel => "forbidden_model",
+            RefusalReason::BadRequest => "bad_request",
+            RefusalReason::TooLarge => "too_large",
+            RefusalReason::RateLimited => "rate_limited",
+            RefusalReason::Unenforceable => "limits_unenforceable",
+        }
+    }
+
+    /// Its place in [`Self::ALL`], and in the zone's array of counts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the zone counts for one `(user, model, code)` series: its requests, and for the
+/// token and duration families (which have fewer labels) its share, summed at rendering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeriesCounts {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub duration_slots: [u64; DURATION_SLOTS],
+    pub duration_sum_micros: u64,
+}
+
+impl SeriesCounts {
+    /// Counts one finished request.
+    pub fn add(&mut self, prompt_tokens: u64, completion_tokens: u64, micros: u64) {
+        self.requests = self.requests.saturating_add(1);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(completion_tokens);
+        self.duration_slots[duration_slot(micros)] += 1;
+        self.duration_sum_micros = self.duration_sum_micros.saturating_add(micros);
+    }
+
+    fn merge(&mut self, other: &SeriesCounts) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        for (slot, add) in self.duration_slots.iter_mut().zip(other.duration_slots) {
+            *slot = slot.saturating_add(add);
+        }
+        self.duration_sum_micros = self.duration_sum_micros.saturating_add(other.duration_sum_micros);
+    }
+}
+
+/// The longest user or model label a series key holds; longer ones are cut (at a character
+/// boundary), so a key's size is bounded.
+pub const MAX_LABEL_BYTES: usize = 1024;
+
+/// A series' key in the zone: `user`, `model` (each length-prefixed, so any bytes are safe) and
+/// the status code, written into `out` (cleared first).
+pub fn series_key(user: &str, model: &str, code: u16, out: &mut Vec<u8>) {
+    out.clear();
+    for label in [user, model] {
+        let label = cut_label(label);
+        out.extend_from_slice(&(label.len() as u16).to_le_bytes());
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.extend_from_slice(&code.to_le_bytes());
+}
+
+fn cut_label(label: &str) -> &str {
+    if label.len() <= MAX_LABEL_BYTES {
+        return label;
+    }
+    let mut end = MAX_LABEL_BYTES;
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    &label[..end]
+}
+
+/// The labels a [`series_key`] was made of; `None` for bytes it did not make.
+pub fn parse_series_key(key: &[u8]) -> Option<(&str, &str, u16)> {
+    let mut rest = key;
+    let mut label = || -> Option<&str> {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let text = std::str::from_utf8(tail.get(..len)?).ok()?;
+        rest = &tail[len..];
+        Some(text)
+    };
+    let (user, model) = (label()?, label()?);
+    let code: [u8; 2] = rest.try_into().ok()?;
+    Some((user, model, u16::from_le_bytes(code)))
+}
+
+/// The whole exposition from the zone's counts: requests per series, tokens per user and
+/// model, refusals per reason (every reason, zeros included, so a dashboard's rate() starts
+/// from a sample), durations per model. Sorted, so scrapes are stable.
+pub fn render(series: &[(&str, &str, u16, SeriesCounts)], refused: &[u64]) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let mut by_series: BTreeMap<(&str, &str, u16), SeriesCounts> = BTreeMap::new();
+    for &(user, model, code, counts) in series {
+        by_series.entry((user, model, code)).or_default().merge(&counts);
+    }
+    let mut by_user_model: BTreeMap<(&str, &str), SeriesCounts> = BTreeMap::new();
+    let mut by_model: BTreeMap<&str, SeriesCounts> = BTreeMap::new();
+    for (&(user, model, _), counts) in &by_series {
+        by_user_model.entry((user, model)).or_default().merge(counts);
+        by_model.entry(model).or_default().merge(counts);
+    }
+    let mut out = Exposition::with_capacity(200 * (by_series.len() + by_model.len() * 14) + 4096);
+    out.requests(by_series.iter().map(|(&(user, model, code), counts)| RequestCount {
+        user,
+        model,
+        code,
+        count: counts.requests,
+    }));
+    out.prompt_tokens(by_user_model.iter().map(|(&(user, model), counts)| TokenCount {
+        user,
+        model,
+        tokens: counts.prompt_tokens,
+    }));
+    out.completion_tokens(by_user_model.iter().map(|(&(user, model), counts)| TokenCount {
+        user,
+        model,
+        tokens: counts.completion_tokens,
+    }));
+    out.refused(RefusalReason::ALL.iter().map(|reason| RefusedCount {
+        reason: reason.as_str(),
+        count: refused.get(reason.index()).copied().unwrap_or(0),
+    }));
+    out.request_durations(by_model.iter().map(|(&model, counts)| DurationHistogram {
+        model,
+        slots: counts.duration_slots,
+        sum_micros: counts.duration_sum_micros,
+    }));
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,5 +729,47 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
             .request_durations([histogram, DurationHistogram::new("empty")]);
         std::fs::write(dir.join("sample.prom"), sample.as_bytes()).unwrap();
         std::fs::write(dir.join("large.prom"), render_large(&large(), 0).as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn series_keys_round_trip_any_label() {
+        let mut key = Vec::new();
+        for (user, model, code) in [("alice", "gemma3:latest", 200), ("", "", 499), ("a\"b\n", "x\u{0}y", 0)] {
+            series_key(user, model, code, &mut key);
+            assert_eq!(parse_series_key(&key), Some((user, model, code)));
+        }
+        let long = "é".repeat(MAX_LABEL_BYTES);
+        series_key(&long, "m", 200, &mut key);
+        let (user, _, _) = parse_series_key(&key).unwrap();
+        assert!(user.len() <= MAX_LABEL_BYTES && long.starts_with(user));
+        assert_eq!(parse_series_key(b"\x05\x00ab"), None);
+    }
+
+    #[test]
+    fn render_sums_tokens_and_durations_across_codes() {
+        let mut ok = SeriesCounts::default();
+        ok.add(10, 20, 150_000);
+        ok.add(1, 2, 50_000);
+        let mut gone = SeriesCounts::default();
+        gone.add(5, 7, 400_000_000);
+        let mut refused = [0u64; RefusalReason::ALL.len()];
+        refused[RefusalReason::UnknownKey.index()] = 3;
+        let text = String::from_utf8(render(&[("bob", "m", 200, ok), ("bob", "m", 499, gone)], &refused)).unwrap();
+        for line in [
+            "ollama_auth_requests_total{user=\"bob\",model=\"m\",code=\"200\"} 2\n",
+            "ollama_auth_requests_total{user=\"bob\",model=\"m\",code=\"499\"} 1\n",
+            "ollama_auth_prompt_tokens_total{user=\"bob\",model=\"m\"} 16\n",
+            "ollama_auth_completion_tokens_total{user=\"bob\",model=\"m\"} 29\n",
+            "ollama_auth_refused_total{reason=\"unknown_key\"} 3\n",
+            "ollama_auth_refused_total{reason=\"rate_limited\"} 0\n",
+            "ollama_auth_request_duration_seconds_bucket{model=\"m\",le=\"0.1\"} 1\n",
+            "ollama_auth_request_duration_seconds_bucket{model=\"m\",le=\"0.25\"} 2\n",
+            "ollama_auth_request_duration_seconds_bucket{model=\"m\",le=\"300\"} 2\n",
+            "ollama_auth_request_duration_seconds_bucket{model=\"m\",le=\"+Inf\"} 3\n",
+            "ollama_auth_request_duration_seconds_sum{model=\"m\"} 400.2\n",
+            "ollama_auth_request_duration_seconds_count{model=\"m\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -124,6 +124,34 @@ pub fn check_readable(path: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Whether a process of user `uid` and group `gid` (root: 0) may create files in `dir`, from
+/// the directory's owner, group and mode (supplementary groups and ACLs are not looked at): for
+/// a file written by worker processes, checked by the master, which may run as another user.
+pub fn check_writable_dir(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|error| format!("directory \"{}\": {error}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("\"{}\" is not a directory", dir.display()));
+    }
+    let mode = meta.mode();
+    let writable = uid == 0
+        || (meta.uid() == uid && mode & 0o300 == 0o300)
+        || (meta.uid() != uid && meta.gid() == gid && mode & 0o030 == 0o030)
+        || (meta.uid() != uid && meta.gid() != gid && mode & 0o003 == 0o003);
+    if writable {
+        Ok(())
+    } else {
+        Err(format!(
+            "directory \"{}\" is not writable by the worker processes' user (uid {uid}, gid {gid}): \
+            owner {}, group {}, mode {:o}",
+            dir.display(),
+            meta.uid(),
+            meta.gid(),
+            mode & 0o7777
+        ))
+    }
+}
+
 /// Reads the whole file, refusing anything but a regular file. The type is checked on the opened
 /// descriptor, so a swap between check and read cannot slip a FIFO in.
 pub fn read_regular_file(path: &Path) -> Result<(Vec<u8>, FileIdentity), LoadError> {
@@ -461,5 +489,23 @@ mod tests {
         assert_eq!(watched.refresh(1_000 + CHECK_INTERVAL_MS - 1), Refresh::Unchanged);
         assert_eq!(lines(&watched), ["a"]);
         assert!(matches!(watched.refresh(1_000 + CHECK_INTERVAL_MS), Refresh::Reloaded { entries: 2, .. }));
+    }
+
+    #[test]
+    fn writable_dir_follows_owner_group_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("ollama-auth-writable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        let (owner, group) = (meta.uid(), meta.gid());
+        let stranger = owner.wrapping_add(4242);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_writable_dir(&dir, owner, group).is_ok());
+        assert!(check_writable_dir(&dir, 0, 0).is_ok());
+        assert!(check_writable_dir(&dir, stranger, group.wrapping_add(4242)).is_err());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_writable_dir(&dir, stranger, group.wrapping_add(4242)).is_ok());
+        assert!(check_writable_dir(&dir.join("missing"), owner, group).is_err());
+        std::fs::remove_dir(&dir).unwrap();
     }
 }

@@ -19,8 +19,8 @@ use super::authenticate::{authenticate, Decision};
 use super::body::start_reading;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, record, refuse, BodyState, Refusal};
-use super::policy::{judge, Judgement};
-use super::Module;
+use super::policy::{judge, BodyCheck, Judgement};
+use super::{accounting, limit, Module};
 
 /// Adds the access handler. Called once per configuration load.
 ///
@@ -62,10 +62,11 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         None => false,
     };
     if !decided_here {
-        let record_user = Module::main_conf(request).is_some_and(|main| main.user_variable_used);
+        let record_user =
+            Module::main_conf(request).is_some_and(|main| main.user_variable_used) || accounting::wanted(request, conf);
         match authenticate(request, conf, record_user) {
             // The common path: judged right here, nothing kept, nothing allocated.
-            Decision::Admitted(admission) if admission.label.is_none() => {
+            Decision::Admitted(admission) if admission.label.is_none() && admission.limit_id.is_none() => {
                 return act_on(r, conf, judge(request, conf, &admission));
             }
             decision => {
@@ -88,6 +89,9 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             if let Some(ctx) = ctx_mut(request) {
                 let body = Cow::Borrowed(super::filters::unauthorized_body(ctx.challenges));
                 ctx.refusal = Some(Refusal { status: NGX_HTTP_UNAUTHORIZED as usize, body });
+                if let Some(why) = ctx.refused_for {
+                    conf.count_refusal(why);
+                }
             }
             return NGX_HTTP_UNAUTHORIZED as ngx_int_t;
         }
@@ -99,20 +103,28 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> ngx_int_t {
     // SAFETY: nginx's request, valid for this call.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    match judgement {
-        Judgement::Allow => {
-            ngx_log_debug_http!(request, "ollama auth: access granted");
-            Status::NGX_OK.0
-        }
+    let check = match judgement {
+        Judgement::Allow => None,
         Judgement::AllowListing(listing, options) => {
             let Some(ctx) = ctx_or_new(request) else { return Status::NGX_ERROR.0 };
             ctx.listing = Some((listing, options));
-            Status::NGX_OK.0
+            None
         }
-        Judgement::ReadBody(check) => start_reading(r, check),
-        Judgement::Refuse { status, body, reason } => match refuse(request, conf, status, body, &reason) {
-            Some(()) => status as ngx_int_t,
-            None => Status::NGX_ERROR.0,
-        },
+        Judgement::ReadBody(check) => Some(check),
+        Judgement::Refuse { status, body, reason, why } => {
+            return match refuse(request, conf, status, body, &reason, why) {
+                Some(()) => status as ngx_int_t,
+                None => Status::NGX_ERROR.0,
+            };
+        }
+    };
+    let Some(add_usage) = accounting::start(request, conf) else { return Status::NGX_ERROR.0 };
+    match check {
+        Some(check) => start_reading(r, BodyCheck { add_usage, ..check }),
+        None if add_usage => start_reading(r, BodyCheck { models: None, add_usage }),
+        None => {
+            ngx_log_debug_http!(request, "ollama auth: access granted");
+            limit::admit(request, conf)
+        }
     }
 }

@@ -9,12 +9,14 @@ use std::rc::Rc;
 use super::conf::{refresh, LocConf};
 use ngx_ollama_auth::credentials::{parse_authorization, Credential, DecodeBuffer};
 use ngx_ollama_auth::htpasswd::Verdict;
+use ngx_ollama_auth::keys::KeyLabel;
+use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 
 /// What one look at a request's credential found.
 pub enum Decision {
     Admitted(Admission),
-    Refused,
+    Refused(RefusalReason),
 }
 
 /// Who was admitted, as far as the rest of the request needs to know.
@@ -25,6 +27,9 @@ pub struct Admission {
     pub options: Option<Rc<EntryOptions>>,
     /// A Basic user rather than a bearer key, for the wording of refusals.
     pub is_user: bool,
+    /// For an entry with limits: what the zone counts them under (`key:` and the key's
+    /// fingerprint, or `user:` and the name), never the key.
+    pub limit_id: Option<Vec<u8>>,
 }
 
 fn authorization_header(request: &Request) -> &[u8] {
@@ -57,7 +62,7 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
     if let Some(users) = users {
         refresh(users, now_ms, cycle_log);
     }
-    let admitted = |label: &[u8], options: Option<&Rc<EntryOptions>>, is_user: bool| {
+    let admitted = |label: &[u8], options: Option<&Rc<EntryOptions>>, id: &dyn Fn() -> Vec<u8>, is_user: bool| {
         let label = if want_label {
             ngx_log_debug_http!(request, "ollama auth: admitted \"{}\"", shown(label));
             // SAFETY: the request pool lives as long as the request that reads the label.
@@ -65,54 +70,61 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
         } else {
             None
         };
-        Decision::Admitted(Admission { label, options: options.cloned(), is_user })
+        let limit_id = options.filter(|options| options.has_limits()).map(|_| id());
+        Decision::Admitted(Admission { label, options: options.cloned(), is_user, limit_id })
     };
 
     match parse_authorization(authorization_header(request)) {
         Credential::Bearer(token) => {
             let Some(keys) = keys else {
                 ngx_log_debug_http!(request, "ollama auth: bearer credential, but no keys file here");
-                return Decision::Refused;
+                return Decision::Refused(RefusalReason::NoCredential);
             };
             // The borrow lasts for this lookup only; nothing in it can reload the file.
             let watched = keys.borrow();
             let keys = watched.current();
             match keys.find(token) {
-                Some(found) if want_label => admitted(keys.label(found).as_bytes(), keys.options(found), false),
-                Some(found) => admitted(b"", keys.options(found), false),
+                Some(found) => {
+                    let id = || [b"key:".as_slice(), &keys.fingerprint(found)].concat();
+                    let label = if want_label { keys.label(found) } else { KeyLabel::Named(b"") };
+                    admitted(label.as_bytes(), keys.options(found), &id, false)
+                }
                 None => {
                     ngx_log_error!(NGX_LOG_ERR, log, "bearer key not accepted: not in the keys file");
-                    Decision::Refused
+                    Decision::Refused(RefusalReason::UnknownKey)
                 }
             }
         }
         Credential::Basic(token) => {
             let Some(users) = users else {
                 ngx_log_debug_http!(request, "ollama auth: basic credential, but no user file here");
-                return Decision::Refused;
+                return Decision::Refused(RefusalReason::NoCredential);
             };
             let watched = users.borrow();
             let users = watched.current();
             let mut buffer = DecodeBuffer::new();
             match users.verify_basic(token, &mut buffer) {
-                Verdict::Admitted(id) => admitted(users.name(id), users.options(id), true),
+                Verdict::Admitted(user) => {
+                    let id = || [b"user:".as_slice(), users.name(user)].concat();
+                    admitted(users.name(user), users.options(user), &id, true)
+                }
                 Verdict::WrongPassword(id) => {
                     ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\": password mismatch", shown(users.name(id)));
-                    Decision::Refused
+                    Decision::Refused(RefusalReason::WrongPassword)
                 }
                 Verdict::UnknownUser(name) => {
                     ngx_log_error!(NGX_LOG_ERR, log, "user \"{}\" was not found in the basic user file", shown(name));
-                    Decision::Refused
+                    Decision::Refused(RefusalReason::UnknownUser)
                 }
                 Verdict::Malformed => {
                     ngx_log_debug_http!(request, "ollama auth: malformed basic credential");
-                    Decision::Refused
+                    Decision::Refused(RefusalReason::MalformedCredential)
                 }
             }
         }
         Credential::None => {
             ngx_log_debug_http!(request, "ollama auth: no bearer or basic credential");
-            Decision::Refused
+            Decision::Refused(RefusalReason::NoCredential)
         }
     }
 }

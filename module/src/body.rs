@@ -1,5 +1,6 @@
-//! Reads a request body in the access phase, for the model it names, before the request goes
-//! on to `proxy_pass`; as nginx's mirror module does: read it with
+//! Reads a request body in the access phase, for the model it names (and, when usage is counted,
+//! to ask Ollama for a streamed `/v1` answer's usage), before the request goes on to
+//! `proxy_pass`; as nginx's mirror module does: read it with
 //! `ngx_http_read_client_request_body`, answer `NGX_DONE`, and run the phases again from the
 //! callback, where the access handler finds the verdict in the request context.
 //!
@@ -8,18 +9,21 @@
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_LOG_ERR,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_http_core_run_phases, ngx_http_finalize_request,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
+use super::accounting::ask_for_usage;
 use super::buffers::{append_chain, single_memory_buffer};
+use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
-use super::policy::{refuse_model, BodyCheck, Judgement};
-use super::Module;
-use ngx_ollama_auth::policy::{check_body_models, error_body};
+use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
+use super::{limit, Module};
+use ngx_ollama_auth::metrics::RefusalReason;
+use ngx_ollama_auth::policy::check_body_models;
 
 /// Larger bodies from a key limited to some models are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
@@ -62,38 +66,99 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     let mut copied = Vec::new();
     // SAFETY: as above; a body in one memory buffer is read where it is, for its life.
     let body = match unsafe { single_memory_buffer(chain) } {
-        Some(bytes) => bytes,
-        None => {
-            // SAFETY: as above.
-            if let Err(error) = unsafe { append_chain(chain, &mut copied, MAX_SCANNED_BODY) } {
-                if error.kind() == std::io::ErrorKind::FileTooLarge {
-                    let message = format!("a body checked for its model may be at most {} MB", MAX_SCANNED_BODY >> 20);
-                    let body = error_body("request entity too large", &message);
-                    return match refuse(request, conf, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as usize, body, &message) {
-                        Some(()) => NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_int_t,
-                        None => Status::NGX_ERROR.0,
-                    };
-                }
-                ngx_log_error!(NGX_LOG_ERR, request.log(), "request body not checked for its model: {}", error);
+        Some(bytes) => Some(bytes),
+        // SAFETY: as above.
+        None => match unsafe { append_chain(chain, &mut copied, MAX_SCANNED_BODY) } {
+            Ok(_) => Some(&copied[..]),
+            Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => None,
+            Err(error) => {
+                ngx_log_error!(NGX_LOG_ERR, request.log(), "request body not read: {}", error);
                 return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
             }
-            &copied[..]
-        }
-    };
-    let models = check.options.models.as_ref().expect("read only for keys with models=");
-    match check_body_models(body, check.rule, models, check.who) {
-        Ok(()) => {
-            ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
-            Status::NGX_OK.0
-        }
-        Err(refusal) => match refuse_model(refusal) {
-            Judgement::Refuse { status, body, reason } => match refuse(request, conf, status, body, &reason) {
-                Some(()) => status as ngx_int_t,
-                None => Status::NGX_ERROR.0,
-            },
-            _ => Status::NGX_ERROR.0,
         },
+    };
+    if let Some(models) = &check.models {
+        let Some(body) = body else {
+            let message = format!("a body checked for its model may be at most {} MB", MAX_SCANNED_BODY >> 20);
+            let refusal = refuse_with(
+                NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                "request entity too large",
+                message,
+                RefusalReason::TooLarge,
+            );
+            return answer(request, conf, refusal);
+        };
+        let allowed = models.options.models.as_ref().expect("read only for keys with models=");
+        if let Err(refusal) = check_body_models(body, models.rule, allowed, models.who) {
+            return answer(request, conf, refuse_model(refusal));
+        }
+        ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
     }
+    if check.add_usage {
+        // A body too large to scan goes as it is: its answer is counted chunk by chunk.
+        if let Some(asked) = body.and_then(|body| ask_for_usage(request, body)) {
+            if replace_body(request, &asked).is_none() {
+                return Status::NGX_ERROR.0;
+            }
+        }
+    }
+    limit::admit(request, conf)
+}
+
+/// Carries out a refusal judged on the body.
+fn answer(request: &mut Request, conf: &LocConf, judgement: Judgement) -> ngx_int_t {
+    match judgement {
+        Judgement::Refuse { status, body, reason, why } => match refuse(request, conf, status, body, &reason, why) {
+            Some(()) => status as ngx_int_t,
+            None => Status::NGX_ERROR.0,
+        },
+        _ => Status::NGX_ERROR.0,
+    }
+}
+
+/// Puts `bytes` in place of the request body nginx read, for `proxy_pass` to send: one memory
+/// buffer from the request pool, and the length it announces.
+fn replace_body(request: &mut Request, bytes: &[u8]) -> Option<()> {
+    let r = request.as_mut();
+    let pool = r.pool;
+    // SAFETY: the request pool lives as long as the request; ngx_pcalloc and ngx_pnalloc return
+    // zeroed or raw memory of the asked size, or NULL; the request body record was made by the
+    // read that just finished, and is this request's to change until proxy_pass reads it.
+    unsafe {
+        let rb = r.request_body;
+        if rb.is_null() {
+            return None;
+        }
+        let data = ngx_pnalloc(pool, bytes.len().max(1)).cast::<u8>();
+        let buf = ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
+        let link = ngx_alloc_chain_link(pool);
+        if data.is_null() || buf.is_null() || link.is_null() {
+            return None;
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+        (*buf).start = data;
+        (*buf).pos = data;
+        (*buf).last = data.add(bytes.len());
+        (*buf).end = data.add(bytes.len());
+        (*buf).set_temporary(1);
+        (*buf).set_last_buf(1);
+        (*link).buf = buf;
+        (*link).next = std::ptr::null_mut();
+        (*rb).bufs = link;
+        r.headers_in.content_length_n = bytes.len() as i64;
+        // `$content_length` reads the header, if the client sent one (chunked bodies have none).
+        let header = r.headers_in.content_length;
+        if !header.is_null() {
+            let digits = bytes.len().to_string();
+            let text = ngx_pnalloc(pool, digits.len()).cast::<u8>();
+            if text.is_null() {
+                return None;
+            }
+            std::ptr::copy_nonoverlapping(digits.as_ptr(), text, digits.len());
+            (*header).value = ngx::ffi::ngx_str_t { len: digits.len(), data: text };
+        }
+    }
+    Some(())
 }
 
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use ngx::ffi::ngx_chain_t;
+use ngx::ffi::{ngx_buf_t, ngx_chain_t};
 
 /// Appends the chain's bytes to `out`, refusing to grow it past `limit`. Says whether the chain
 /// held the last buffer of the body.
@@ -56,6 +56,41 @@ pub unsafe fn append_chain(mut chain: *mut ngx_chain_t, out: &mut Vec<u8>, limit
         }
     }
     Ok(last)
+}
+
+/// Gives a buffer's bytes to `each`, as they are in memory, or from its file in pieces of at
+/// most 16 KB: a buffer of a proxied answer spilled to a temporary file is read without holding
+/// it whole.
+///
+/// # Safety
+/// `buf` must be a valid buffer whose file (if any) is open.
+pub unsafe fn for_each_piece(buf: &ngx_buf_t, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    if buf.in_file() != 0 && !buf.file.is_null() {
+        let mut piece = [0u8; 16 * 1024];
+        let mut at = buf.file_pos;
+        while at < buf.file_last {
+            let want = piece.len().min((buf.file_last - at) as usize);
+            // SAFETY: the file is open (the caller's promise) and `piece` has room for `want`.
+            let read = unsafe { libc::pread((*buf.file).fd, piece.as_mut_ptr().cast(), want, at) };
+            match read {
+                n if n > 0 => {
+                    each(&piece[..n as usize]);
+                    at += n as i64;
+                }
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "temporary file is short")),
+                _ => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    } else if !buf.pos.is_null() && buf.last > buf.pos {
+        // SAFETY: a memory buffer's bytes from pos to last are valid for reading.
+        each(unsafe { std::slice::from_raw_parts(buf.pos, buf.last as usize - buf.pos as usize) });
+    }
+    Ok(())
 }
 
 /// How many bytes the chain holds, in memory and in files.

@@ -1,6 +1,7 @@
 //! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
-//! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`; the registry of watched files; and
-//! the worker-start readability check.
+//! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`, `ollama_auth_usage`,
+//! `ollama_auth_metrics` (and `ollama_auth_zone`, in `zone`); the registry of watched files;
+//! and the worker-start readability check.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -12,15 +13,17 @@ use std::rc::Rc;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_TAKE1, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
+use super::zone::{set_zone, zone_reference, Zone};
 use super::{conf_error, Module};
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::KeySet;
+use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::Scopes;
 use ngx_ollama_auth::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
 
@@ -73,6 +76,10 @@ pub struct LocConf {
     pub default_scopes: Option<Scopes>,
     /// From `ollama_auth_path_prefix`: what comes before Ollama's own paths in this location.
     pub path_prefix: Option<Vec<u8>>,
+    /// From `ollama_auth_usage`: `Some(None)` is `off`.
+    pub usage: Option<Option<Zone>>,
+    /// From `ollama_auth_metrics`: this location answers with the zone's counters.
+    pub metrics: Option<Zone>,
 }
 
 /// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
@@ -119,6 +126,18 @@ impl LocConf {
     pub fn path_prefix(&self) -> &[u8] {
         self.path_prefix.as_deref().unwrap_or_default()
     }
+
+    /// The zone this location counts usage and limits in.
+    pub fn usage_zone(&self) -> Option<Zone> {
+        self.usage.flatten()
+    }
+
+    /// Counts one of this module's refusals, if this location counts.
+    pub fn count_refusal(&self, why: RefusalReason) {
+        if let Some(mut zone) = self.usage_zone().and_then(|zone| zone.lock()) {
+            zone.count_refusal(why);
+        }
+    }
 }
 
 impl Merge for LocConf {
@@ -133,6 +152,9 @@ impl Merge for LocConf {
         }
         if self.path_prefix.is_none() {
             self.path_prefix = parent.path_prefix.clone();
+        }
+        if self.usage.is_none() {
+            self.usage = parent.usage;
         }
         Ok(())
     }
@@ -156,6 +178,11 @@ pub struct MainConf {
     /// Whether the configuration reads `$ollama_auth_user`; if not, admitted requests need no
     /// label and the access handler allocates nothing for them.
     pub user_variable_used: bool,
+    /// Whether it reads `$ollama_model` or the token variables: then every gated answer is
+    /// scanned for them, with or without a zone.
+    pub usage_variables_used: bool,
+    /// The zones `ollama_auth_zone` defines, for the state-file timer.
+    pub zones: Vec<Zone>,
 }
 
 // SAFETY: the configuration types match the ones create_*_conf allocate for this module.
@@ -347,10 +374,91 @@ extern "C" fn set_path_prefix(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, con
     NGX_CONF_OK
 }
 
+extern "C" fn set_usage(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
+    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    if conf.usage.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    if value.as_bytes() == b"off" {
+        conf.usage = Some(None);
+        return NGX_CONF_OK;
+    }
+    // SAFETY: cf is the configuration being parsed; size 0 names a zone defined elsewhere
+    // (nginx fails the configuration if it never is).
+    match unsafe { zone_reference(cf, value, 0) } {
+        Some(zone) => {
+            conf.usage = Some(Some(zone));
+            NGX_CONF_OK
+        }
+        None => NGX_CONF_ERROR,
+    }
+}
+
+extern "C" fn set_metrics(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
+    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    if conf.metrics.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    // SAFETY: as in set_usage.
+    let Some(zone) = (unsafe { zone_reference(cf, value, 0) }) else {
+        return NGX_CONF_ERROR;
+    };
+    conf.metrics = Some(zone);
+    // SAFETY: cf is a location's configuration being parsed: the core module's location
+    // configuration exists, and its content handler is this location's to set.
+    unsafe {
+        let Some(core) = ngx::http::NgxHttpCoreModule::location_conf_mut(&*cf) else {
+            return NGX_CONF_ERROR;
+        };
+        core.handler = Some(super::metrics::metrics_handler);
+    }
+    NGX_CONF_OK
+}
+
+/// Merges a location's settings, then refuses entries with limits where nothing counts them.
+pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes the configuration being merged and two of this module's LocConfs.
+    let rc = unsafe { <Module as ngx::http::HttpModule>::merge_loc_conf(cf, prev, conf) };
+    if rc != NGX_CONF_OK {
+        return rc;
+    }
+    // SAFETY: as above.
+    let conf = unsafe { &*(conf as *const LocConf) };
+    if conf.usage_zone().is_some() {
+        return NGX_CONF_OK;
+    }
+    let keys = conf
+        .keys
+        .file()
+        .filter(|file| file.borrow().current().has_limits())
+        .map(|file| file.borrow().path().to_path_buf());
+    let users = conf
+        .users
+        .file()
+        .filter(|file| file.borrow().current().has_limits())
+        .map(|file| file.borrow().path().to_path_buf());
+    for (kind, path) in [("keys file", keys), ("basic user file", users)] {
+        if let Some(path) = path {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "{} \"{}\" has entries with limits (tokens=, requests=, parallel=), which need \
+                \"ollama_auth_usage <zone>;\" (and \"ollama_auth_zone\") where it is used",
+                kind,
+                path.to_string_lossy()
+            );
+            return NGX_CONF_ERROR;
+        }
+    }
+    NGX_CONF_OK
+}
+
 const FILE_DIRECTIVE_CONTEXTS: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
 
-pub static mut COMMANDS: [ngx_command_t; 6] = [
+pub static mut COMMANDS: [ngx_command_t; 9] = [
     ngx_command_t {
         name: ngx_string!("ollama_bearer_keys_file"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
@@ -391,6 +499,30 @@ pub static mut COMMANDS: [ngx_command_t; 6] = [
         offset: 0,
         post: std::ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE23) as ngx_uint_t,
+        set: Some(set_zone),
+        conf: 0,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_usage"),
+        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
+        set: Some(set_usage),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_metrics"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_metrics),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -425,5 +557,6 @@ pub extern "C" fn check_files_in_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     }
     check_all(&main.keys, log);
     check_all(&main.users, log);
+    super::zone::start_state_timer(cycle);
     Status::NGX_OK.0
 }

@@ -9,16 +9,20 @@ use std::borrow::Cow;
 use std::mem::{align_of, size_of};
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
+use ngx::ffi::{ngx_chain_t, ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
 use super::authenticate::{authenticate, shown, Admission, Decision};
 use super::conf::LocConf;
 use super::policy::BodyCheck;
+use super::zone::Zone;
 use super::Module;
+use ngx_ollama_auth::limits::RateInfo;
+use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::Listing;
+use ngx_ollama_auth::usage::{UsageScanner, UsageStripper};
 
 /// Which schemes a refused request is challenged for.
 pub const CHALLENGE_BEARER: u8 = 1;
@@ -28,6 +32,54 @@ pub const CHALLENGE_BASIC: u8 = 2;
 pub struct Refusal {
     pub status: usize,
     pub body: Cow<'static, [u8]>,
+}
+
+/// Counting an admitted request's answer (`ollama_auth_usage`, or the usage variables).
+pub struct Accounting {
+    /// Where the finished request is counted; `None` when only the variables want the counts.
+    pub zone: Option<Zone>,
+    /// Reads the answer's model and counts as it passes; made when its header says what it is.
+    pub scanner: Option<Box<UsageScanner>>,
+    /// Takes out of the answer what `asked_usage` added to it.
+    pub stripper: Option<Box<UsageStripper>>,
+    /// The gate added `stream_options.include_usage` to the request.
+    pub asked_usage: bool,
+    /// The answer's last buffer went by: a client gone after this saw the whole answer.
+    pub answer_ended: bool,
+    /// The stripper's output buffers: sent and reusable, or still being sent (nginx's
+    /// `ngx_chain_update_chains` keeps both lists, in the request pool).
+    pub free: *mut ngx_chain_t,
+    pub busy: *mut ngx_chain_t,
+}
+
+impl Accounting {
+    pub fn new(zone: Option<Zone>) -> Self {
+        Accounting {
+            zone,
+            scanner: None,
+            stripper: None,
+            asked_usage: false,
+            answer_ended: false,
+            free: std::ptr::null_mut(),
+            busy: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// A request of a limited key, admitted and counted in flight until the request ends (the
+/// context is dropped with the request's pool, however the request ended).
+pub struct InFlight {
+    pub zone: Zone,
+    /// The key's fingerprint or the user's name, as the zone knows it.
+    pub id: Vec<u8>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(mut zone) = self.zone.lock() {
+            zone.leave(&self.id);
+        }
+    }
 }
 
 /// Where reading the request body for its model stands.
@@ -47,6 +99,8 @@ pub struct RequestCtx {
     /// Who was admitted, and with what options; `None` if no one was.
     pub admission: Option<Admission>,
     pub challenges: u8,
+    /// Why no one was admitted, for `ollama_auth_refused_total`.
+    pub refused_for: Option<RefusalReason>,
     /// Set when this module answers the request itself (401, 403, 400); read by the filters.
     pub refusal: Option<Refusal>,
     /// The refusal's header went out with the JSON body's length: the body filter sends it.
@@ -59,6 +113,15 @@ pub struct RequestCtx {
     /// The listing answer, gathered until its last buffer, its header held back till then.
     pub listing_body: Vec<u8>,
     pub listing_held: bool,
+    /// Counting the answer (see `accounting`).
+    pub accounting: Option<Accounting>,
+    /// A limited key's request in flight (see `limit`).
+    pub in_flight: Option<InFlight>,
+    /// The `x-ratelimit-*` values for the answer, and whether they were added to it.
+    pub rate: Option<RateInfo>,
+    pub rate_sent: bool,
+    /// A 429's `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl RequestCtx {
@@ -77,7 +140,10 @@ impl RequestCtx {
         self.challenges = challenges_of(conf);
         self.admission = match decision {
             Decision::Admitted(admission) => Some(admission),
-            Decision::Refused => None,
+            Decision::Refused(reason) => {
+                self.refused_for = Some(reason);
+                None
+            }
         };
     }
 }
@@ -153,16 +219,24 @@ fn label_for_log(request: &mut Request, conf: &LocConf) -> String {
     let recorded = ctx_mut(request).and_then(|ctx| ctx.label());
     let label = recorded.or_else(|| match authenticate(request, conf, true) {
         Decision::Admitted(admission) => admission.label,
-        Decision::Refused => None,
+        Decision::Refused(_) => None,
     });
     label.map_or_else(String::new, |label| shown(label.as_bytes()))
 }
 
 /// Records this module's own answer to an admitted request and logs why, naming who asked.
 /// `None` only if the pool is out of memory.
-pub fn refuse(request: &mut Request, conf: &LocConf, status: usize, body: Vec<u8>, reason: &str) -> Option<()> {
+pub fn refuse(
+    request: &mut Request,
+    conf: &LocConf,
+    status: usize,
+    body: Vec<u8>,
+    reason: &str,
+    why: RefusalReason,
+) -> Option<()> {
     let label = label_for_log(request, conf);
     ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, reason);
+    conf.count_refusal(why);
     let ctx = ctx_or_new(request)?;
     // An admitted request's context may be new: a 401 (expired) needs its challenges.
     ctx.challenges = challenges_of(conf);

@@ -6,26 +6,32 @@
 //!   refused, an upstream's own 401 has no `err_status` and passes unchanged;
 //! - model listings (`/api/tags`, `/api/ps`, `/v1/models`) answered to an entry limited to some
 //!   models: cut down to those models. These are small JSON documents, not streams: the header
-//!   is held until the whole body is in, so the new `Content-Length` is right.
+//!   is held until the whole body is in, so the new `Content-Length` is right;
+//! - answers to counted requests (`accounting`): read for their model and token counts as each
+//!   buffer passes, never held; a streamed `/v1` answer whose usage the gate asked for loses
+//!   what asking added, event by event (a partial event waits for its end, nothing more);
+//! - answers to limited keys: the `x-ratelimit-*` headers (and a 429's `Retry-After`).
 
 use std::mem::size_of;
 use std::ptr;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_output_body_filter_pt,
-    ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
-    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_OK,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_conf_t,
+    ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter,
+    ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pcalloc, ngx_pnalloc, ngx_str_t,
+    ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_OK, NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
-use super::buffers::append_chain;
+use super::accounting::path;
+use super::buffers::{append_chain, for_each_piece};
 use super::conf::{Challenges, LocConf};
-use super::ctx::{ctx_mut, CHALLENGE_BASIC, CHALLENGE_BEARER};
+use super::ctx::{ctx_mut, Accounting, CHALLENGE_BASIC, CHALLENGE_BEARER};
 use super::Module;
 use ngx_ollama_auth::policy::cut_listing;
+use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
 
 const JSON_CONTENT_TYPE: &[u8] = b"application/json; charset=utf-8";
 
@@ -73,8 +79,8 @@ fn next_body(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
     unsafe { NEXT_BODY_FILTER.expect("body filter chain")(r, chain) }
 }
 
-/// Appends one `WWW-Authenticate` header with a value that lives as long as the configuration.
-fn add_challenge(request: &mut Request, value: &'static [u8]) -> Option<()> {
+/// Appends a response header. `value` must live as long as the response (static or pool bytes).
+fn push_header(request: &mut Request, name: &'static str, value: &[u8]) -> Option<*mut ngx_table_elt_t> {
     let out = &mut request.as_mut().headers_out;
     // SAFETY: headers_out.headers is the response's header list, initialised by nginx;
     // ngx_list_push returns room for one element or NULL.
@@ -83,15 +89,35 @@ fn add_challenge(request: &mut Request, value: &'static [u8]) -> Option<()> {
         return None;
     }
     // SAFETY: header points at fresh, writable list storage for one ngx_table_elt_t; nginx only
-    // reads header values, so the configuration's bytes can stand in for a pool copy.
+    // reads header names and values, which outlive the response (the caller's promise).
     unsafe {
         (*header).hash = 1;
-        (*header).key = ngx_str_t { len: 16, data: b"WWW-Authenticate".as_ptr().cast_mut() };
+        (*header).key = ngx_str_t { len: name.len(), data: name.as_ptr().cast_mut() };
         (*header).value = ngx_str_t { len: value.len(), data: value.as_ptr().cast_mut() };
         (*header).lowcase_key = ptr::null_mut();
         #[cfg(ngx_linked_headers)]
         {
             (*header).next = ptr::null_mut();
+        }
+    }
+    Some(header)
+}
+
+/// Appends a response header whose value is copied into the request pool.
+fn push_header_copy(request: &mut Request, name: &'static str, value: &[u8]) -> Option<()> {
+    // SAFETY: the request pool lives as long as the response.
+    let copy = unsafe { ngx_str_t::from_bytes(request.as_ref().pool, value) }?;
+    push_header(request, name, copy.as_bytes()).map(drop)
+}
+
+/// Appends one `WWW-Authenticate` header with a value that lives as long as the configuration.
+fn add_challenge(request: &mut Request, value: &'static [u8]) -> Option<()> {
+    let header = push_header(request, "WWW-Authenticate", value)?;
+    let out = &mut request.as_mut().headers_out;
+    // SAFETY: header is the element just pushed onto this response's list.
+    unsafe {
+        #[cfg(ngx_linked_headers)]
+        {
             // Keep nginx's view of the challenges complete: the first one, then a linked list.
             let mut link = &mut out.www_authenticate;
             while !link.is_null() {
@@ -156,11 +182,57 @@ fn role(request: &mut Request) -> Role {
     }
 }
 
+/// Adds the `x-ratelimit-*` headers of a limited key's answer, and a 429's `Retry-After`.
+fn add_rate_headers(request: &mut Request) -> Option<()> {
+    let status = request.as_ref().headers_out.status;
+    let (rate, retry_after) = match ctx_mut(request) {
+        Some(ctx) if !ctx.rate_sent => match ctx.rate {
+            Some(rate) => {
+                ctx.rate_sent = true;
+                (rate, ctx.retry_after)
+            }
+            None => return Some(()),
+        },
+        _ => return Some(()),
+    };
+    for (name, value) in rate.headers() {
+        push_header_copy(request, name, value.as_bytes())?;
+    }
+    if let Some(seconds) = retry_after.filter(|_| status == NGX_HTTP_TOO_MANY_REQUESTS as usize) {
+        push_header_copy(request, "Retry-After", seconds.to_string().as_bytes())?;
+    }
+    Some(())
+}
+
+/// Sets up the reading of a counted answer, once its header says what it is.
+fn start_scanning(request: &mut Request) {
+    let Some(conf) = Module::location_conf(request) else { return };
+    let out = &request.as_ref().headers_out;
+    let encoded = !out.content_encoding.is_null();
+    let kind = path(request, conf).and_then(|path| AnswerKind::for_answer(path, out.content_type.as_bytes()));
+    let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) else { return };
+    // A compressed answer cannot be read here; Ollama does not compress its answers.
+    let (Some(kind), None, false) = (kind, &accounting.scanner, encoded) else { return };
+    accounting.scanner = Some(Box::new(UsageScanner::new(kind)));
+    if accounting.asked_usage && kind.framing == Framing::EventStream {
+        accounting.stripper = Some(Box::new(UsageStripper::new()));
+        set_content_length(request, None);
+    }
+}
+
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a valid request.
     let request = unsafe { Request::from_ngx_http_request(r) };
+    if request.is_main() && ctx_mut(request).is_some() && add_rate_headers(request).is_none() {
+        return Status::NGX_ERROR.0;
+    }
     match role(request) {
-        Role::NotOurs => next_header(r),
+        Role::NotOurs => {
+            if request.is_main() {
+                start_scanning(request);
+            }
+            next_header(r)
+        }
         Role::Refusal { challenges, length, unauthorized } => {
             if unauthorized {
                 let conf: Option<&'static LocConf> = Module::location_conf(request);
@@ -293,6 +365,10 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         return next_body(r, chain);
     }
     if !ctx.listing_held {
+        let scanned = ctx.accounting.as_ref().is_some_and(|accounting| accounting.scanner.is_some());
+        if scanned && request.is_main() {
+            return account_body(r, input);
+        }
         return next_body(r, input);
     }
     let mut gathered = std::mem::take(&mut ctx.listing_body);
@@ -334,4 +410,119 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         return Status::NGX_ERROR.0;
     };
     next_body(r, chain)
+}
+
+/// What marks the stripper's own buffers, for nginx's buffer recycling.
+fn buffer_tag() -> ngx::ffi::ngx_buf_tag_t {
+    ptr::addr_of!(super::ngx_http_ollama_auth_module).cast_mut().cast()
+}
+
+/// Reads a counted answer's buffers as they pass. They go on unchanged, unless the gate asked
+/// for usage the client did not: then what asking added is taken out, and the rest goes on in
+/// the module's own buffers, with the same flush and last-buffer marks.
+fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
+    // SAFETY: nginx's request, valid for this call.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    let pool = request.as_ref().pool;
+    let log = request.log();
+    let Some(Accounting { scanner: Some(scanner), stripper, answer_ended, .. }) =
+        ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut())
+    else {
+        return next_body(r, input);
+    };
+    let mut out = stripper.as_ref().map(|_| Vec::new());
+    let (mut last, mut flush) = (false, false);
+    let mut link = input;
+    while !link.is_null() {
+        // SAFETY: nginx hands body filters a valid chain of valid buffers.
+        let buf = unsafe { &*(*link).buf };
+        // SAFETY: as above; a file buffer's file is open while its buffer is passed on.
+        let read = unsafe {
+            for_each_piece(buf, |bytes| {
+                scanner.feed(bytes);
+                if let (Some(stripper), Some(out)) = (stripper.as_mut(), out.as_mut()) {
+                    stripper.feed(bytes, out);
+                }
+            })
+        };
+        if let Err(error) = read {
+            ngx_log_error!(NGX_LOG_ERR, log, "answer not read for its usage: {}", error);
+            return Status::NGX_ERROR.0;
+        }
+        last |= buf.last_buf() != 0;
+        flush |= buf.flush() != 0;
+        // SAFETY: as above.
+        link = unsafe { (*link).next };
+    }
+    if last {
+        *answer_ended = true;
+        if let (Some(stripper), Some(out)) = (stripper.as_mut(), out.as_mut()) {
+            stripper.finish(out);
+        }
+    }
+    let Some(out) = out else { return next_body(r, input) };
+    // SAFETY: the input's bytes are all in `out` now; its buffers go back to their producer.
+    unsafe { consume(input) };
+    if out.is_empty() && !flush && !last {
+        // Only part of an event came: nothing to send yet, but what the writer holds may go.
+        return next_body(r, ptr::null_mut());
+    }
+    let Some(mut chain) = stripped_chain(pool, &out, flush, last, ctx_mut(request)) else {
+        return Status::NGX_ERROR.0;
+    };
+    let rc = next_body(r, chain);
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        // SAFETY: the lists are this request's, in its pool; nginx moves sent buffers with this
+        // module's tag from busy to free.
+        unsafe { ngx_chain_update_chains(pool, &mut accounting.free, &mut accounting.busy, &mut chain, buffer_tag()) };
+    }
+    rc
+}
+
+/// One buffer holding `bytes` for the next filter: a free one of the module's if it has room,
+/// else fresh memory from the pool.
+fn stripped_chain(
+    pool: *mut ngx::ffi::ngx_pool_t,
+    bytes: &[u8],
+    flush: bool,
+    last: bool,
+    ctx: Option<&mut super::ctx::RequestCtx>,
+) -> Option<*mut ngx_chain_t> {
+    let accounting = ctx?.accounting.as_mut()?;
+    // SAFETY: the free list is this request's (see account_body); ngx_chain_get_free_buf
+    // returns a link with a buffer (reused, or zeroed from the pool) or NULL.
+    let link = unsafe { ngx_chain_get_free_buf(pool, &mut accounting.free) };
+    if link.is_null() {
+        return None;
+    }
+    // SAFETY: the link and buffer are this module's alone until passed on.
+    unsafe {
+        let buf = &mut *(*link).buf;
+        let room = if buf.start.is_null() { 0 } else { buf.end as usize - buf.start as usize };
+        if room < bytes.len() {
+            let size = bytes.len().max(4096);
+            let memory = ngx_palloc(pool, size).cast::<u8>();
+            if memory.is_null() {
+                return None;
+            }
+            buf.start = memory;
+            buf.end = memory.add(size);
+        }
+        if !bytes.is_empty() {
+            ptr::copy_nonoverlapping(bytes.as_ptr(), buf.start, bytes.len());
+        }
+        buf.pos = buf.start;
+        buf.last = buf.start.add(bytes.len());
+        buf.tag = buffer_tag();
+        // An empty buffer is a special one (a flush or the end), never an empty memory buffer.
+        buf.set_temporary(u32::from(!bytes.is_empty()));
+        buf.set_memory(0);
+        buf.set_in_file(0);
+        buf.set_recycled(0);
+        buf.set_flush(u32::from(flush));
+        buf.set_last_buf(u32::from(last));
+        buf.set_last_in_chain(u32::from(last));
+        (*link).next = ptr::null_mut();
+    }
+    Some(link)
 }

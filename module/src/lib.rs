@@ -6,20 +6,27 @@
 //! watched files), `ctx` (the per-request context and its decision), `authenticate` (the
 //! credential check), `policy` (what an admitted entry may do), `access` (the access-phase
 //! handler), `body` (reading a request body for its model), `buffers` (copying nginx buffer
-//! chains), `filters` (this module's refusals and cut-down model listings), `variables`
-//! (`$ollama_auth_user`). Every `unsafe` block says what makes it sound.
+//! chains), `filters` (this module's refusals, cut-down model listings, counted answers),
+//! `zone` (the shared-memory zone and its state file), `accounting` (counting a finished
+//! request, the log phase), `limit` (admitting a limited key's request), `metrics` (the
+//! Prometheus endpoint), `variables` (`$ollama_auth_user` and the usage variables). Every
+//! `unsafe` block says what makes it sound.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod access;
+mod accounting;
 mod authenticate;
 mod body;
 mod buffers;
 mod conf;
 mod ctx;
 mod filters;
+mod limit;
+mod metrics;
 mod policy;
 mod variables;
+mod zone;
 
 use std::ffi::c_char;
 use std::ptr::addr_of;
@@ -42,9 +49,9 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
-        for step in [variables::note_use, access::install, filters::install] {
+        for step in [variables::note_use, access::install, accounting::install, filters::install] {
             // SAFETY: nginx calls this with the configuration being loaded, in
-            // postconfiguration, as all three require.
+            // postconfiguration, as all of them require.
             let rc = unsafe { step(cf) };
             if rc != ngx::core::Status::NGX_OK.0 {
                 return rc;
@@ -62,7 +69,7 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
-    merge_loc_conf: Some(Module::merge_loc_conf),
+    merge_loc_conf: Some(conf::merge_loc_conf),
 };
 
 // The exports table that lets nginx's `load_module` find the module in this cdylib.
@@ -77,6 +84,7 @@ pub static mut ngx_http_ollama_auth_module: ngx_module_t = ngx_module_t {
     commands: addr_of!(conf::COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_process: Some(conf::check_files_in_worker),
+    exit_process: Some(zone::save_on_exit),
     ..ngx_module_t::default()
 };
 

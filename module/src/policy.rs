@@ -8,14 +8,21 @@ use ngx::http::Request;
 
 use super::authenticate::Admission;
 use super::conf::LocConf;
+use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::{
     allows, check_model, classify, error_body, strip_prefix, Access, BodyRule, Endpoint, Listing, Method, ModelRefusal,
     Scopes,
 };
 
-/// What a body is read for: the rule, the entry's options, and who it is ("key" or "user").
+/// What a body is read for: its models (the rule, the entry's options, and who it is, "key" or
+/// "user"), and asking Ollama for the usage of a streamed `/v1` answer (see `accounting`).
 pub struct BodyCheck {
+    pub models: Option<ModelCheck>,
+    pub add_usage: bool,
+}
+
+pub struct ModelCheck {
     pub rule: BodyRule,
     pub options: Rc<EntryOptions>,
     pub who: &'static str,
@@ -28,23 +35,29 @@ pub enum Judgement {
     AllowListing(Listing, Rc<EntryOptions>),
     /// Allowed so far; the body names the model and must be read first.
     ReadBody(BodyCheck),
-    /// Answered by this module: status, JSON body, and the reason for the error log.
+    /// Answered by this module: status, JSON body, the reason for the error log, and for the
+    /// metrics.
     Refuse {
         status: usize,
         body: Vec<u8>,
         reason: String,
+        why: RefusalReason,
     },
 }
 
-fn refuse(status: u32, kind: &str, message: String) -> Judgement {
-    Judgement::Refuse { status: status as usize, body: error_body(kind, &message), reason: message }
+pub fn refuse(status: u32, kind: &str, message: String, why: RefusalReason) -> Judgement {
+    Judgement::Refuse { status: status as usize, body: error_body(kind, &message), reason: message, why }
 }
 
 /// A body-model refusal as the module answers it.
 pub fn refuse_model(refusal: ModelRefusal) -> Judgement {
     match refusal {
-        ModelRefusal::BadRequest(message) => refuse(NGX_HTTP_BAD_REQUEST, "bad request", message),
-        ModelRefusal::Forbidden(message) => refuse(NGX_HTTP_FORBIDDEN, "forbidden", message),
+        ModelRefusal::BadRequest(message) => {
+            refuse(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
+        }
+        ModelRefusal::Forbidden(message) => {
+            refuse(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenModel)
+        }
     }
 }
 
@@ -69,15 +82,16 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     let who = if admission.is_user { "user" } else { "key" };
     if options.is_some_and(|options| options.is_expired_at(now())) {
         let message = if admission.is_user { "this user's access has expired" } else { "this API key has expired" };
-        return refuse(NGX_HTTP_UNAUTHORIZED, "unauthorized", message.into());
+        return refuse(NGX_HTTP_UNAUTHORIZED, "unauthorized", message.into(), RefusalReason::Expired);
     }
-    if options.is_some_and(|options| options.has_limits()) {
-        // Limits are counted in a shared zone that this build does not have yet: a key that
-        // should be limited admits no one rather than everyone without a limit.
+    if options.is_some_and(|options| options.has_limits()) && conf.usage_zone().is_none() {
+        // Limits are counted in the zone of `ollama_auth_usage`; a reload brought a limited entry
+        // into a location without one. It admits no one rather than everyone without a limit.
         return refuse(
             NGX_HTTP_FORBIDDEN,
             "forbidden",
-            format!("this {who} has limits, which this server cannot enforce"),
+            format!("this {who} has limits, which this location cannot count (it has no \"ollama_auth_usage\" zone)"),
+            RefusalReason::Unenforceable,
         );
     }
     let scopes = options.and_then(|options| options.scopes).unwrap_or(conf.default_scopes());
@@ -88,7 +102,8 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     }
     let endpoint = endpoint(request, conf);
     if let Err(refusal) = allows(scopes, &endpoint) {
-        return refuse(NGX_HTTP_FORBIDDEN, "forbidden", format!("{refusal}; this {who} does not have it"));
+        let message = format!("{refusal}; this {who} does not have it");
+        return refuse(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenScope);
     }
     let Some(options) = options.filter(|_| restricted_models) else {
         return Judgement::Allow;
@@ -103,11 +118,12 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     if !endpoint.model_members.is_empty() {
         let rule =
             BodyRule { model_members: endpoint.model_members, uncheckable_members: endpoint.uncheckable_members };
-        return Judgement::ReadBody(BodyCheck { rule, options: options.clone(), who });
+        let models = Some(ModelCheck { rule, options: options.clone(), who });
+        return Judgement::ReadBody(BodyCheck { models, add_usage: false });
     }
     if endpoint.access == Access::OnlyAll {
         let message = format!("this {who} may use only some models, and this endpoint's model cannot be checked");
-        return refuse(NGX_HTTP_FORBIDDEN, "forbidden", message);
+        return refuse(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenModel);
     }
     match endpoint.listing {
         Some(listing) => Judgement::AllowListing(listing, options.clone()),

@@ -1,5 +1,8 @@
 //! `$ollama_auth_user`: who this location's gate admitted. A key's name, a fingerprint of an
 //! unnamed key, or the Basic user name; empty when no one was admitted. Never a key.
+//!
+//! `$ollama_model`, `$ollama_prompt_tokens`, `$ollama_completion_tokens`: what the answer to an
+//! admitted request said, for the log phase; empty when it said nothing (see `accounting`).
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -8,25 +11,40 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
 
-use super::ctx::decided_with_label;
+use super::accounting::outcome;
+use super::ctx::{ctx_mut, decided_with_label};
 use super::Module;
 
 const NAME: &str = "ollama_auth_user";
 
-/// Registers the variable. Called in preconfiguration, so configurations can name it.
+type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
+
+/// What the answer said: the model, the prompt tokens, the completion tokens.
+const USAGE_VARIABLES: [(&str, usize); 3] =
+    [("ollama_model", 0), ("ollama_prompt_tokens", 1), ("ollama_completion_tokens", 2)];
+
+/// Registers the variables. Called in preconfiguration, so configurations can name them.
 ///
 /// # Safety
 /// `cf` must be the configuration being loaded.
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_str_t { len: NAME.len(), data: NAME.as_ptr().cast_mut() };
-    // SAFETY: cf is valid during preconfiguration (the caller's promise); nginx copies the name
-    // into its own pool and never writes through `name.data`.
-    let variable = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize) };
-    if variable.is_null() {
-        return Status::NGX_ERROR.0;
+    let all = [(NAME, 0, get_user as Getter)]
+        .into_iter()
+        .chain(USAGE_VARIABLES.map(|(name, which)| (name, which, get_usage as Getter)));
+    for (name, data, getter) in all {
+        let mut name = ngx_str_t { len: name.len(), data: name.as_ptr().cast_mut() };
+        // SAFETY: cf is valid during preconfiguration (the caller's promise); nginx copies the
+        // name into its own pool and never writes through `name.data`.
+        let variable = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize) };
+        if variable.is_null() {
+            return Status::NGX_ERROR.0;
+        }
+        // SAFETY: non-null: the variable nginx just added, in the configuration's pool.
+        unsafe {
+            (*variable).get_handler = Some(getter);
+            (*variable).data = data;
+        }
     }
-    // SAFETY: non-null: the variable nginx just added, in the configuration's pool.
-    unsafe { (*variable).get_handler = Some(get_user) };
     Status::NGX_OK.0
 }
 
@@ -43,10 +61,44 @@ pub unsafe fn note_use(cf: *mut ngx_conf_t) -> ngx_int_t {
     };
     // SAFETY: the core module's `variables` array holds ngx_http_variable_t elements.
     let variables = unsafe { core.variables.as_slice::<ngx::ffi::ngx_http_variable_t>() };
-    let used = variables.iter().any(|variable| variable.name.as_bytes() == NAME.as_bytes());
+    let used = |wanted: &str| variables.iter().any(|variable| variable.name.as_bytes() == wanted.as_bytes());
+    let user_used = used(NAME);
+    let usage_used = USAGE_VARIABLES.iter().any(|(name, _)| used(name));
     if let Some(main) = Module::main_conf_mut(cf) {
-        main.user_variable_used = used;
+        main.user_variable_used = user_used;
+        main.usage_variables_used = usage_used;
     }
+    Status::NGX_OK.0
+}
+
+/// Evaluates a usage variable: what the answer so far said.
+unsafe extern "C" fn get_usage(
+    r: *mut ngx_http_request_t,
+    value: *mut ngx_variable_value_t,
+    which: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
+    // for as long as it is.
+    let main = unsafe { Request::from_ngx_http_request((*r).main) };
+    let pool = main.as_ref().pool;
+    let text = ctx_mut(main).and_then(|ctx| ctx.accounting.as_ref()).map(|accounting| {
+        let outcome = outcome(accounting.scanner.as_deref());
+        match which {
+            0 => outcome.model.to_owned(),
+            1 => outcome.prompt_tokens.map(|n| n.to_string()).unwrap_or_default(),
+            _ => outcome.completion_tokens.map(|n| n.to_string()).unwrap_or_default(),
+        }
+    });
+    // SAFETY: the request pool outlives the variable's use in this request.
+    let text = unsafe { ngx_str_t::from_bytes(pool, text.unwrap_or_default().as_bytes()) };
+    let text = text.unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
+    // SAFETY: nginx hands variable handlers a valid value slot to fill.
+    let value = unsafe { &mut *value };
+    value.set_len(text.len as u32);
+    value.data = text.data;
+    value.set_valid(1);
+    value.set_no_cacheable(1);
+    value.set_not_found(0);
     Status::NGX_OK.0
 }
 

@@ -1,0 +1,649 @@
+//! The shared-memory zone (`ollama_auth_zone <name> <size> [state=<path>]`): the usage counters
+//! and the limit counters of all workers, as `limit_req_zone` keeps its state. The zone is a
+//! slab pool; its data (two red-black trees and a few counts) lives in the pool and is read or
+//! changed only with the pool's mutex held, the lock nginx itself frees if a worker dies holding
+//! it. The counts themselves are plain Rust (`metrics`, `limits`).
+//!
+//! A reload that keeps the zone's name and size keeps its data. With `state=`, the limit
+//! counters are written to a file at least every 10 s and when a worker exits, and read back
+//! when the zone is made.
+
+use std::ffi::{c_char, c_void, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr::{self, NonNull};
+
+use ngx::allocator::{AllocError, Allocator};
+use ngx::collections::RbTreeMap;
+use ngx::core::{NgxString, Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_int_t,
+    ngx_log_t, ngx_parse_size, ngx_pool_cleanup_add, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
+    ngx_shmtx_unlock, ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t, NGX_LOG_EMERG,
+    NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::{ngx_conf_log_error, ngx_log_error};
+
+use super::{conf_error, Module};
+use ngx_ollama_auth::limits::{decode_state, encode_state, signature, KeyLimits, RateInfo, Refusal};
+use ngx_ollama_auth::metrics::{parse_series_key, series_key, RefusalReason, SeriesCounts, OTHER_USER};
+use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::watch::check_writable_dir;
+
+/// The smallest zone accepted: nginx needs eight pages for a slab pool's own bookkeeping.
+const MIN_ZONE_SIZE: usize = 64 * 1024;
+
+/// How often the state file is written, at least.
+const STATE_INTERVAL_MS: u64 = 10_000;
+
+/// The slab pool as an allocator for the zone's data: it allocates without taking the pool's
+/// mutex, because every use of the data already holds it (see [`Zone::lock`]).
+#[derive(Clone)]
+struct HeldSlab(NonNull<ngx_slab_pool_t>);
+
+// SAFETY: allocate and deallocate are nginx's slab functions on a valid pool, called only with
+// its mutex held (the zone's data is reachable only through a `Locked` guard, or in the master
+// while the zone is being made, before any worker exists); blocks stay valid until freed, and a
+// block is aligned to its size rounded up to a power of two (below a page) or to a page, which
+// the alignment check below relies on, as ngx's own LockedSlabPool does.
+unsafe impl Allocator for HeldSlab {
+    fn allocate(&self, layout: std::alloc::Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let size = layout.size().max(layout.align()).max(1);
+        // SAFETY: as above.
+        let block =
+            NonNull::new(unsafe { ngx_slab_alloc_locked(self.0.as_ptr(), size) }.cast::<u8>()).ok_or(AllocError)?;
+        if block.align_offset(layout.align()) != 0 {
+            // SAFETY: the block was just allocated from this pool.
+            unsafe { ngx_slab_free_locked(self.0.as_ptr(), block.as_ptr().cast()) };
+            return Err(AllocError);
+        }
+        Ok(NonNull::slice_from_raw_parts(block, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, block: NonNull<u8>, _layout: std::alloc::Layout) {
+        // SAFETY: the caller gives back a block this allocator gave out, with the mutex held.
+        unsafe { ngx_slab_free_locked(self.0.as_ptr(), block.as_ptr().cast()) };
+    }
+}
+
+type Key = NgxString<HeldSlab>;
+type Map<V> = RbTreeMap<Key, V, HeldSlab>;
+
+/// One limited key's counters, and the digest of the options they were made for.
+struct LimitEntry {
+    signature: u64,
+    limits: KeyLimits,
+}
+
+/// Status codes that series fold into when the zone is full, by code (the last slot for the rest).
+const OVERFLOW_SLOTS: usize = 8;
+
+/// What the zone holds, in the zone.
+struct ZoneData {
+    series: Map<SeriesCounts>,
+    limits: Map<LimitEntry>,
+    refused: [u64; RefusalReason::ALL.len()],
+    /// `user="__other__"` series when not even those could be made: by status code, model "".
+    overflow: [(u16, SeriesCounts); OVERFLOW_SLOTS],
+    /// The "zone is full" warning was logged (once per zone).
+    full_warned: bool,
+    /// When the state file was last written (or read), milliseconds since the epoch.
+    state_written_ms: u64,
+}
+
+/// The configuration side of one zone, in the configuration's memory; nginx hands it to the
+/// zone's init callback and keeps it as `shm_zone->data`.
+pub struct ZoneConf {
+    name: String,
+    state_path: Option<PathBuf>,
+    pool: *mut ngx_slab_pool_t,
+    data: *mut ZoneData,
+}
+
+/// A zone named by a directive: valid for the configuration's life (nginx's shared zone entry).
+#[derive(Clone, Copy)]
+pub struct Zone(*mut ngx_shm_zone_t);
+
+/// The zone's data, with its pool's mutex held until this is dropped.
+pub struct Locked<'z> {
+    pool: *mut ngx_slab_pool_t,
+    data: &'z mut ZoneData,
+    name: &'z str,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the mutex this guard took in Zone::lock, on the same live pool.
+        unsafe { ngx_shmtx_unlock(&mut (*self.pool).mutex) };
+    }
+}
+
+/// A series copied out of the zone: user, model, status code, counts.
+pub type OwnedSeries = (String, String, u16, SeriesCounts);
+
+/// Why a limited key could not be counted.
+pub enum Unenforceable {
+    ZoneFull,
+    Options(ngx_ollama_auth::limits::ConfigError),
+}
+
+impl Zone {
+    fn conf(self) -> Option<&'static ZoneConf> {
+        // SAFETY: the shm zone entry and the ZoneConf set_zone put in its data live as long as
+        // the configuration that names the zone, which outlives every handler that uses it.
+        unsafe { (*self.0).data.cast::<ZoneConf>().as_ref() }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.conf().map_or("", |conf| conf.name.as_str())
+    }
+
+    /// Takes the zone's mutex. `None` if the zone was never made (it always is once nginx runs:
+    /// a zone that is named but never defined fails the configuration).
+    pub fn lock(self) -> Option<Locked<'static>> {
+        Zone::lock_conf(self.conf()?)
+    }
+}
+
+impl Locked<'_> {
+    fn alloc(&self) -> HeldSlab {
+        // SAFETY: non-null: a Locked exists only for a made zone.
+        HeldSlab(unsafe { NonNull::new_unchecked(self.pool) })
+    }
+
+    fn key(&self, bytes: &[u8]) -> Option<Key> {
+        NgxString::try_from_bytes_in(bytes, self.alloc()).ok()
+    }
+
+    pub fn count_refusal(&mut self, reason: RefusalReason) {
+        let count = &mut self.data.refused[reason.index()];
+        *count = count.saturating_add(1);
+    }
+
+    /// Counts one finished request. Says `true` the first time the zone had no room for a series
+    /// (the caller logs it).
+    pub fn count_request(
+        &mut self,
+        user: &str,
+        model: &str,
+        code: u16,
+        tokens: (u64, u64),
+        micros: u64,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        series_key(user, model, code, scratch);
+        if let Some(counts) = self.data.series.get_mut(scratch.as_slice()) {
+            counts.add(tokens.0, tokens.1, micros);
+            return false;
+        }
+        if self.insert_series(scratch, tokens, micros) {
+            return false;
+        }
+        // Full: the same model and code, as `__other__`; then a fixed slot by code.
+        series_key(OTHER_USER, model, code, scratch);
+        let folded = match self.data.series.get_mut(scratch.as_slice()) {
+            Some(counts) => {
+                counts.add(tokens.0, tokens.1, micros);
+                true
+            }
+            None => self.insert_series(scratch, tokens, micros),
+        };
+        if !folded {
+            let slots = &mut self.data.overflow;
+            let index = slots.iter().position(|(c, _)| *c == code).or_else(|| slots.iter().position(|(c, _)| *c == 0));
+            let (slot_code, counts) = &mut slots[index.unwrap_or(OVERFLOW_SLOTS - 1)];
+            if *slot_code == 0 {
+                *slot_code = code;
+            }
+            counts.add(tokens.0, tokens.1, micros);
+        }
+        !std::mem::replace(&mut self.data.full_warned, true)
+    }
+
+    fn insert_series(&mut self, key: &[u8], tokens: (u64, u64), micros: u64) -> bool {
+        let Some(key) = self.key(key) else { return false };
+        let mut counts = SeriesCounts::default();
+        counts.add(tokens.0, tokens.1, micros);
+        self.data.series.try_insert(key, counts).is_ok()
+    }
+
+    /// Every series and the refusal counts, copied out so the caller can render them unlocked.
+    pub fn snapshot(&self) -> (Vec<OwnedSeries>, Vec<u64>) {
+        let mut series = Vec::with_capacity(1024);
+        for (key, counts) in self.data.series.iter() {
+            if let Some((user, model, code)) = parse_series_key(key.as_bytes()) {
+                series.push((user.to_owned(), model.to_owned(), code, *counts));
+            }
+        }
+        for (code, counts) in self.data.overflow.iter().filter(|(code, _)| *code != 0) {
+            series.push((OTHER_USER.to_owned(), String::new(), *code, *counts));
+        }
+        (series, self.data.refused.to_vec())
+    }
+
+    /// Admits a request of a limited key (`id`: its fingerprint or user name), counting it;
+    /// makes the key's counters if it has none yet, and takes changed options.
+    pub fn admit(
+        &mut self,
+        id: &[u8],
+        options: &EntryOptions,
+        now_ms: u64,
+    ) -> Result<Result<RateInfo, (Refusal, RateInfo)>, Unenforceable> {
+        let wanted = signature(options);
+        if self.data.limits.get(id).is_none() {
+            let limits = KeyLimits::new(options, now_ms).map_err(Unenforceable::Options)?;
+            let entry = LimitEntry { signature: wanted, limits };
+            if !self.insert_limits(id, entry) {
+                self.forget_idle_keys(now_ms);
+                let entry =
+                    LimitEntry { signature: wanted, limits: KeyLimits::new(options, now_ms).unwrap_or_default() };
+                if !self.insert_limits(id, entry) {
+                    return Err(Unenforceable::ZoneFull);
+                }
+            }
+        }
+        let entry = self.data.limits.get_mut(id).ok_or(Unenforceable::ZoneFull)?;
+        if entry.signature != wanted {
+            entry.limits.reconfigure(options, now_ms).map_err(Unenforceable::Options)?;
+            entry.signature = wanted;
+        }
+        Ok(entry.limits.admit(now_ms).map_err(|refusal| (refusal, entry.limits.rate_info(now_ms))))
+    }
+
+    fn insert_limits(&mut self, id: &[u8], entry: LimitEntry) -> bool {
+        match self.key(id) {
+            Some(key) => self.data.limits.try_insert(key, entry).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Frees the counters of keys with nothing counted and nothing in flight.
+    fn forget_idle_keys(&mut self, now_ms: u64) {
+        let idle: Vec<Vec<u8>> = self
+            .data
+            .limits
+            .iter()
+            .filter(|(_, entry)| entry.limits.is_idle(now_ms))
+            .map(|(key, _)| key.as_bytes().to_vec())
+            .collect();
+        for key in idle {
+            self.data.limits.remove(key.as_slice());
+        }
+    }
+
+    /// A request admitted by [`Self::admit`] has ended.
+    pub fn leave(&mut self, id: &[u8]) {
+        if let Some(entry) = self.data.limits.get_mut(id) {
+            entry.limits.leave();
+        }
+    }
+
+    /// Charges an answer's tokens to the key.
+    pub fn charge_tokens(&mut self, id: &[u8], now_ms: u64, tokens: u64) {
+        if let Some(entry) = self.data.limits.get_mut(id) {
+            entry.limits.charge_tokens(now_ms, tokens);
+        }
+    }
+
+    /// The limit counters as the state file holds them, if it is time to write them.
+    fn state_if_due(&mut self, now_ms: u64, force: bool) -> Option<Vec<u8>> {
+        if !force && now_ms.saturating_sub(self.data.state_written_ms) < STATE_INTERVAL_MS {
+            return None;
+        }
+        self.data.state_written_ms = now_ms;
+        Some(encode_state(self.data.limits.iter().map(|(key, entry)| (key.as_bytes(), &entry.limits))))
+    }
+}
+
+/// Makes the zone's data in a fresh pool, reading the state file if there is one.
+///
+/// # Safety
+/// `pool` must be the zone's freshly initialized slab pool, in the master, before any worker.
+unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_log_t) -> Option<*mut ZoneData> {
+    // SAFETY: the caller's promise: nothing else uses the pool yet.
+    let alloc = HeldSlab(unsafe { NonNull::new_unchecked(pool) });
+    let data = ZoneData {
+        series: RbTreeMap::try_new_in(alloc.clone()).ok()?,
+        limits: RbTreeMap::try_new_in(alloc.clone()).ok()?,
+        refused: [0; RefusalReason::ALL.len()],
+        overflow: [(0, SeriesCounts::default()); OVERFLOW_SLOTS],
+        full_warned: false,
+        state_written_ms: 0,
+    };
+    let place = ngx::allocator::allocate(data, &alloc).ok()?.as_ptr();
+    if let Some(path) = &conf.state_path {
+        // SAFETY: just made, and not shared yet.
+        read_state(unsafe { &mut *place }, alloc, path, log);
+    }
+    Some(place)
+}
+
+fn read_state(data: &mut ZoneData, alloc: HeldSlab, path: &Path, log: *mut ngx_log_t) {
+    let shown = path.to_string_lossy();
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+        Err(error) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "ollama_auth_zone state file \"{}\" not read, starting empty: {}",
+                shown,
+                error
+            );
+            return;
+        }
+    };
+    match decode_state(&bytes) {
+        Ok(entries) => {
+            let mut kept = 0;
+            for (id, limits) in entries {
+                let Ok(key) = NgxString::try_from_bytes_in(&id, alloc.clone()) else { break };
+                // Signature 0: the options are not known until the key's next request.
+                if data.limits.try_insert(key, LimitEntry { signature: 0, limits }).is_err() {
+                    break;
+                }
+                kept += 1;
+            }
+            ngx_log_error!(NGX_LOG_NOTICE, log, "ollama_auth_zone state file \"{}\" read: {} keys", shown, kept);
+        }
+        Err(error) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "ollama_auth_zone state file \"{}\" ignored, starting empty: {}",
+                shown,
+                error
+            );
+        }
+    }
+}
+
+/// Writes the state file atomically: a temporary file in the same directory, then a rename.
+fn write_state(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Writes the zone's state file if it has one and it is due (or `force`, at exit).
+fn save_state(zone: &ZoneConf, now_ms: u64, force: bool, log: *mut ngx_log_t) {
+    let Some(path) = &zone.state_path else { return };
+    let bytes = {
+        let Some(mut locked) = Zone::lock_conf(zone) else { return };
+        match locked.state_if_due(now_ms, force) {
+            Some(bytes) => bytes,
+            None => return,
+        }
+    };
+    if let Err(error) = write_state(path, &bytes) {
+        let shown = path.to_string_lossy();
+        ngx_log_error!(NGX_LOG_ERR, log, "ollama_auth_zone state file \"{}\" not written: {}", shown, error);
+    }
+}
+
+impl Zone {
+    fn lock_conf(conf: &ZoneConf) -> Option<Locked<'_>> {
+        if conf.pool.is_null() || conf.data.is_null() {
+            return None;
+        }
+        // SAFETY: the pool is the zone's, mapped in every worker for the cycle's life; its mutex
+        // guards the ZoneData made in it, which nothing touches without it.
+        unsafe {
+            ngx_shmtx_lock(&mut (*conf.pool).mutex);
+            Some(Locked { pool: conf.pool, data: &mut *conf.data, name: &conf.name })
+        }
+    }
+}
+
+impl Locked<'_> {
+    pub fn zone_name(&self) -> &str {
+        self.name
+    }
+}
+
+unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls this in the master with the zone set_zone added, whose data is its
+    // ZoneConf, and `old` the previous cycle's ZoneConf of the same zone (name, size, tag) or NULL.
+    unsafe {
+        let conf = &mut *(*shm_zone).data.cast::<ZoneConf>();
+        let pool = (*shm_zone).shm.addr.cast::<ngx_slab_pool_t>();
+        if let Some(old) = old.cast::<ZoneConf>().as_ref() {
+            conf.pool = old.pool;
+            conf.data = old.data;
+            return Status::NGX_OK.0;
+        }
+        conf.pool = pool;
+        if (*shm_zone).shm.exists != 0 {
+            conf.data = (*pool).data.cast();
+            return Status::NGX_OK.0;
+        }
+        let log = (*shm_zone).shm.log;
+        match make_data(pool, conf, log) {
+            Some(data) => {
+                conf.data = data;
+                (*pool).data = data.cast();
+                // The zone's own "no memory" is handled (folded series, a refusal for a key),
+                // and logged once: nginx's per-allocation alert would flood the log.
+                (*pool).set_log_nomem(0);
+                Status::NGX_OK.0
+            }
+            None => {
+                ngx_log_error!(NGX_LOG_EMERG, log, "ollama_auth_zone \"{}\" is too small", conf.name);
+                Status::NGX_ERROR.0
+            }
+        }
+    }
+}
+
+/// The zone `name` as a directive names it: the entry nginx keeps per name, made on first use.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+pub unsafe fn zone_reference(cf: *mut ngx_conf_t, name: &ngx_str_t, size: usize) -> Option<Zone> {
+    let mut name = *name;
+    // SAFETY: cf is valid (the caller's promise); the tag is this module, as nginx's own modules
+    // tag their zones, so another module's zone of the same name is refused by nginx.
+    let shm_zone = unsafe {
+        ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(super::ngx_http_ollama_auth_module).cast())
+    };
+    if shm_zone.is_null() {
+        return None;
+    }
+    Some(Zone(shm_zone))
+}
+
+/// `ollama_auth_zone <name> <size> [state=<path>]`.
+pub extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx calls directive handlers with the configuration being parsed, whose args
+    // hold the directive and its 2 or 3 arguments (NGX_CONF_TAKE23).
+    let args = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
+    let name = args[1];
+    if name.is_empty() || name.as_bytes().iter().any(|&b| b <= b' ') {
+        return conf_error(c"needs a zone name");
+    }
+    let mut size_arg = args[2];
+    // SAFETY: ngx_parse_size reads the string it is given.
+    let size = unsafe { ngx_parse_size(&mut size_arg) };
+    if size < 0 {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid zone size \"{}\"", args[2]);
+        return NGX_CONF_ERROR;
+    }
+    if (size as usize) < MIN_ZONE_SIZE {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone \"{}\" is too small: at least 64k", name);
+        return NGX_CONF_ERROR;
+    }
+    let mut state_path = None;
+    if let Some(option) = args.get(3) {
+        let Some(path) = option.as_bytes().strip_prefix(b"state=").filter(|path| !path.is_empty()) else {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\": only state=<path>", option);
+            return NGX_CONF_ERROR;
+        };
+        let mut full = ngx_str_t { len: path.len(), data: path.as_ptr().cast_mut() };
+        // SAFETY: cf->cycle is valid while parsing; the resolved path is from the cycle's pool.
+        if unsafe { ngx::ffi::ngx_conf_full_name((*cf).cycle, &mut full, 1) } != Status::NGX_OK.0 {
+            return NGX_CONF_ERROR;
+        }
+        let path = PathBuf::from(OsStr::from_bytes(full.as_bytes()));
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        // SAFETY: cf->cycle is valid while parsing.
+        let (uid, gid) = unsafe { worker_user(cf) };
+        if let Err(reason) = check_writable_dir(&dir, uid, gid) {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "ollama_auth_zone \"{}\": state file cannot be written: {}",
+                name,
+                reason
+            );
+            return NGX_CONF_ERROR;
+        }
+        state_path = Some(path);
+    }
+    // SAFETY: cf is the configuration being parsed.
+    let Some(zone) = (unsafe { zone_reference(cf, &name, size as usize) }) else {
+        return NGX_CONF_ERROR;
+    };
+    // SAFETY: the entry nginx just returned; its data is NULL unless this name was defined
+    // before in this configuration.
+    unsafe {
+        if !(*zone.0).data.is_null() {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate zone \"{}\"", name);
+            return NGX_CONF_ERROR;
+        }
+        let conf =
+            Box::new(ZoneConf { name: name.to_string(), state_path, pool: ptr::null_mut(), data: ptr::null_mut() });
+        let cleanup = ngx_pool_cleanup_add((*cf).pool, 0);
+        if cleanup.is_null() {
+            return NGX_CONF_ERROR;
+        }
+        let conf = Box::into_raw(conf);
+        (*cleanup).data = conf.cast();
+        (*cleanup).handler = Some(drop_zone_conf);
+        (*zone.0).data = conf.cast();
+        (*zone.0).init = Some(init_zone);
+        if let Some(main) = Module::main_conf_mut(&*cf) {
+            main.zones.push(zone);
+        }
+    }
+    NGX_CONF_OK
+}
+
+unsafe extern "C" fn drop_zone_conf(data: *mut c_void) {
+    // SAFETY: registered by set_zone for the box it leaked; run once, when the configuration's
+    // pool goes, after every request of that configuration.
+    drop(unsafe { Box::from_raw(data.cast::<ZoneConf>()) });
+}
+
+/// The user and group worker processes will run as: `user`'s, or nobody's when the master runs
+/// as root without one (as nginx does), else the master's own.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn worker_user(cf: *mut ngx_conf_t) -> (u32, u32) {
+    // SAFETY: geteuid and getegid cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if euid != 0 {
+        return (euid, egid);
+    }
+    // SAFETY: the core module's configuration exists from the start of parsing; `user`, if
+    // given before the http block, has set it.
+    let (user, group) = unsafe {
+        let ccf = *(*(*cf).cycle).conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t;
+        ((*ccf).user, (*ccf).group)
+    };
+    if user != u32::MAX {
+        return (user, group);
+    }
+    // SAFETY: getpwnam returns NULL or a valid static record.
+    match unsafe { libc::getpwnam(c"nobody".as_ptr()).as_ref() } {
+        Some(nobody) => (nobody.pw_uid, nobody.pw_gid),
+        None => (65534, 65534),
+    }
+}
+
+/// The state-file timer of one worker.
+static mut STATE_TIMER: Option<ngx_event_t> = None;
+
+/// At worker start: writes the state files every few seconds from now on.
+pub fn start_state_timer(cycle: *mut ngx_cycle_t) {
+    // SAFETY: init_process runs once per worker, single-threaded, with the running cycle.
+    unsafe {
+        let Some(main) = Module::main_conf(&*cycle) else { return };
+        if !main.zones.iter().any(|zone| zone.conf().is_some_and(|conf| conf.state_path.is_some())) {
+            return;
+        }
+        let timer = &mut *ptr::addr_of_mut!(STATE_TIMER);
+        let event = timer.insert(std::mem::zeroed());
+        event.handler = Some(on_state_timer);
+        event.log = (*cycle).log;
+        event.data = ptr::addr_of_mut!(STATE_TIMER).cast();
+        // A pending write must not keep a shutting-down worker alive.
+        event.set_cancelable(1);
+        ngx::ffi::ngx_add_timer(event, STATE_INTERVAL_MS as _);
+    }
+}
+
+unsafe extern "C" fn on_state_timer(event: *mut ngx_event_t) {
+    save_all_states(false);
+    // SAFETY: ngx_exiting and ngx_quit are nginx's flags, read on the worker's thread; the
+    // event is this worker's static timer.
+    unsafe {
+        if ngx::ffi::ngx_exiting == 0 && ngx::ffi::ngx_quit == 0 && ngx::ffi::ngx_terminate == 0 {
+            ngx::ffi::ngx_add_timer(event, STATE_INTERVAL_MS as _);
+        }
+    }
+}
+
+/// Writes every zone's state file (that is due, or all with `force`).
+pub fn save_all_states(force: bool) {
+    // SAFETY: ngx_cycle is the running cycle on this worker's thread; ngx_time() reads nginx's
+    // cached time.
+    unsafe {
+        let cycle = ngx_cycle;
+        let Some(main) = Module::main_conf(&*cycle) else { return };
+        let now_ms = now_ms();
+        for zone in &main.zones {
+            if let Some(conf) = zone.conf() {
+                save_state(conf, now_ms, force, (*cycle).log);
+            }
+        }
+    }
+}
+
+/// At worker exit: the last counts go to the state file.
+pub extern "C" fn save_on_exit(_cycle: *mut ngx_cycle_t) {
+    save_all_states(true);
+}
+
+/// Milliseconds since the epoch, from nginx's cached time.
+pub fn now_ms() -> u64 {
+    // SAFETY: ngx_cached_time always points at a valid time slot of this worker.
+    unsafe {
+        let time = &*ngx::ffi::ngx_cached_time;
+        time.sec as u64 * 1000 + time.msec as u64
+    }
+}
+
+/// Logs once that the zone is full.
+pub fn warn_full(log: *mut ngx_log_t, zone: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "ollama_auth_zone \"{}\" is full: new series are counted as user \"{}\"",
+        zone,
+        OTHER_USER
+    );
+}
