@@ -27,7 +27,7 @@ deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@$(PYTHON) -c 'import pytest, yaml, ollama, openai' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml ollama openai
+	@$(PYTHON) -c 'import pytest, yaml, ollama, openai, prometheus_client, promql_parser' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml ollama openai prometheus_client promql-parser
 	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
 # The module (module/, against the nginx that nginx-sys vendors). Its build.rs records the nginx

@@ -92,6 +92,12 @@ def prepare_files():
     (WORK / "keys-scoped.txt").write_text("".join(f"{KEY % i} user-{i} scopes=all\n" for i in range(2)))
     (WORK / "keys-read.txt").write_text("".join(f"{KEY % i} user-{i} scopes=read\n" for i in range(2)))
     (WORK / "keys-models.txt").write_text("".join(f"{KEY % i} user-{i} models=gemma3,qwen* scopes=all\n" for i in range(2)))
+    (WORK / "keys-limited.txt").write_text(
+        "".join(f"{KEY % i} user-{i} scopes=all requests=1000000000/1d parallel=64\n" for i in range(2)))
+    limited = WORK / f"keys-limited-{LIMITED_KEYS}.txt"
+    if not limited.exists():
+        limited.write_text("".join(f"{KEY % i} scopes=all requests=1000/1d parallel=4\n" for i in range(LIMITED_KEYS)))
+    (WORK / "generate.json").write_text(json.dumps({"model": "gemma3", "prompt": "Why is the sky blue?"}))
     chat = {"model": "gemma3", "stream": False, "messages": [{"role": "user", "content": ""}]}
     chat["messages"][0]["content"] = "x" * (1024 - len(json.dumps(chat)))
     (WORK / "chat-1k.json").write_text(json.dumps(chat))
@@ -110,14 +116,23 @@ def basic_header():
     return "Authorization: Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
-def variant(name, location, header, keys=0, module=MODULE, path="/f", body=None):
+def variant(name, location, header, keys=0, module=MODULE, path="/f", body=None, http=""):
     return {"name": name, "location": location, "header": header, "keys": keys, "module": module, "path": path,
-            "body": body}
+            "body": body, "http": http}
 
 
 # Static files are no Ollama endpoint: module rows on /f give every key `all`, as before scopes.
 ALL = "ollama_auth_default_scopes all;"
 PROXY = f"proxy_pass http://stand_in; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+# Usage counted in a zone (issue 11); limits are counted in the same zone (issue 12).
+ZONE = "ollama_auth_zone bench 16m;"
+USAGE = "ollama_auth_usage bench;"
+# A streamed answer of 500 NDJSON chunks from the Python stand-in (tests/fake_ollama.py), relayed
+# unbuffered: nginx sees each chunk as it comes.
+STREAM_PORT = PORT + 2
+STREAM = (f"proxy_pass http://127.0.0.1:{STREAM_PORT}; proxy_buffering off; proxy_http_version 1.1; "
+          f"proxy_set_header X-Fake-Words 500; proxy_set_header X-Fake-Delay 0.0005;")
+LIMITED_KEYS = 100_000
 
 
 def variants(quick, baseline):
@@ -153,6 +168,16 @@ def variants(quick, baseline):
                        bearer_header(2), 2, path="/api/chat", body=chat))
     out.append(variant("chat 1 KB proxied, key with models=", f"ollama_bearer_keys_file {WORK}/keys-models.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
+    out.append(variant("module Bearer, 2 keys, usage counted", f"ollama_bearer_keys_file {WORK}/keys-2.txt; {ALL} {USAGE}",
+                       bearer_header(2), 2, http=ZONE))
+    out.append(variant("module Bearer, key with requests= and parallel=",
+                       f"ollama_bearer_keys_file {WORK}/keys-limited.txt; {USAGE}", bearer_header(2), 2, http=ZONE))
+    generate = WORK / "generate.json"
+    out.append(variant("stream 500 chunks, usage not counted", f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {STREAM}",
+                       bearer_header(2), 2, path="/api/generate", body=generate))
+    out.append(variant("stream 500 chunks, usage counted",
+                       f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {USAGE} {STREAM}", bearer_header(2), 2,
+                       path="/api/generate", body=generate, http=ZONE))
     return out
 
 
@@ -200,8 +225,8 @@ def wait_port():
     raise TimeoutError("nginx did not start")
 
 
-def start_nginx(location, module=MODULE):
-    path = write_conf(location, module=module)
+def start_nginx(location, module=MODULE, http=""):
+    path = write_conf(location, module=module, extra_http=http)
     sh("taskset", "-c", "0", NGINX, "-p", str(WORK), "-c", str(path))
     wait_port()
     master = int((WORK / "nginx.pid").read_text())
@@ -262,10 +287,10 @@ def run_wrk(header, duration, runs=3, path="/f"):
     return max((run_wrk_once(header, duration, path) for _ in range(runs)), key=lambda result: result[0])
 
 
-def callgrind_per_request(location, header, requests, module=MODULE, url_path="/f", body=None):
+def callgrind_per_request(location, header, requests, module=MODULE, url_path="/f", body=None, http=""):
     """Worker instructions per request: callgrind with instrumentation switched on after a
     warm-up, over `requests` keep-alive requests, then dumped."""
-    path = write_conf(location, daemon=False, module=module)
+    path = write_conf(location, daemon=False, module=module, extra_http=http)
     post = ["-p", str(body), "-T", "application/json"] if body else []
     out = WORK / "callgrind.out"
     for stale in WORK.glob("callgrind.out*"):
@@ -298,6 +323,8 @@ def instruction_budget(name, keys):
         return {2: 500, 1_000: 40, 100_000: 3, 1_000_000: 0}[keys]
     if "bcrypt" in name and name.startswith("auth_basic"):
         return 20
+    if name.startswith("stream"):
+        return 20  # each answer takes a quarter of a second
     return 2000
 
 
@@ -350,6 +377,49 @@ def scale_figures():
     }
 
 
+def start_stream_stand_in():
+    import sys
+    import threading
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fake_ollama import FakeOllama
+    stand_in = FakeOllama(port=STREAM_PORT)
+    threading.Thread(target=stand_in.server.serve_forever, daemon=True).start()
+    return stand_in.server
+
+
+def limits_scale(duration):
+    """100,000 keys with limits in one zone of the size the README gives them (about 1.1 KB a key
+    and 1 MB over): every key makes a request (wrk cycling through them), and none may find the
+    zone full (a 503, and a line in the error log)."""
+    zone_mb = (LIMITED_KEYS * 1152 >> 20) + 2
+    location = f"ollama_bearer_keys_file {WORK}/keys-limited-{LIMITED_KEYS}.txt; {USAGE}"
+    http = f"ollama_auth_zone bench {zone_mb}m;"
+    script = WORK / "cycle-keys.lua"
+    script.write_text(f"""
+counter = 0
+request = function()
+    counter = counter + 1
+    local key = string.format("bench-key-%032d", counter % {LIMITED_KEYS})
+    return wrk.format(nil, nil, {{["Authorization"] = "Bearer " .. key}})
+end
+""")
+    (WORK / "error.log").write_text("")
+    master, worker = start_nginx(location, http=http)
+    try:
+        requests = 0
+        while requests < 2 * LIMITED_KEYS:
+            out = sh("taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{max(duration, 5)}s", "-s", str(script),
+                     f"http://127.0.0.1:{PORT}/f").stdout
+            requests += int(re.search(r"(\d+) requests in", out).group(1))
+            non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            assert not non2xx, f"limited keys refused: {non2xx.group(0)}"
+        full = "no room" in (WORK / "error.log").read_text()
+    finally:
+        stop_nginx(master)
+    return {"limited_keys": LIMITED_KEYS, "limited_zone_mb": zone_mb, "limited_requests": requests,
+            "limited_zone_full": full}
+
+
 def policy_micro_costs():
     """The policy's own costs, without nginx: the release unit-test binary's timed measurements."""
     out = subprocess.run(["cargo", "test", "--release", "--lib", "-p", "ngx-ollama-auth", "--", "--ignored",
@@ -367,9 +437,10 @@ def main():
     prepare_files()
 
     rows = []
+    stand_in = start_stream_stand_in()
     for v in variants(args.quick, args.baseline):
         name, header = v["name"], v["header"]
-        master, worker = start_nginx(v["location"], v["module"])
+        master, worker = start_nginx(v["location"], v["module"], v["http"])
         try:
             status = check_status(header, v["path"], v["body"])
             assert status == "200", f"{name}: answered {status}"
@@ -378,8 +449,8 @@ def main():
         finally:
             stop_nginx(master)
         budget = instruction_budget(name, v["keys"])
-        instructions = callgrind_per_request(v["location"], header, budget, v["module"], v["path"], v["body"]) \
-            if budget else None
+        instructions = callgrind_per_request(v["location"], header, budget, v["module"], v["path"], v["body"],
+                                             v["http"]) if budget else None
         rows.append({"variant": name, "keys": v["keys"], "rps": rate, "p99_ms": p99, "non2xx": non2xx,
                      "instructions": instructions})
         print(f"{name:48s} {rate or float('nan'):12.1f} req/s  p99 {p99 if p99 is not None else float('nan'):9.2f} ms  "
@@ -389,7 +460,8 @@ def main():
     for row in rows:
         row["rps_ratio"] = row["rps"] / ceiling["rps"] if row["rps"] is not None else None
         row["instruction_ratio"] = ceiling["instructions"] / row["instructions"] if row["instructions"] else None
-    scale = None if args.quick else scale_figures()
+    stand_in.shutdown()
+    scale = None if args.quick else {**scale_figures(), **limits_scale(args.duration)}
     micro = policy_micro_costs()
     report(rows, scale, micro, args)
 
@@ -440,6 +512,12 @@ def report(rows, scale, micro, args):
                         "target: within 1%", "cached Basic against the baseline module")
     lines += ratio_line(rows, "chat 1 KB proxied, key with models=", "chat 1 KB proxied, unrestricted key",
                         "target: at least 0.95", "POST /api/chat, 1 KB body, key with models= against an unrestricted key")
+    lines += ratio_line(rows, "module Bearer, 2 keys, usage counted", "no auth", "target: at least 0.95",
+                        "Bearer with usage counted in a zone, static file, against no auth")
+    lines += ratio_line(rows, "stream 500 chunks, usage counted", "stream 500 chunks, usage not counted",
+                        "target: at least 1/1.05 = 0.952", "a 500-chunk NDJSON stream relayed with usage counted, against not counted")
+    lines += ratio_line(rows, "module Bearer, key with requests= and parallel=", "no auth", "target: at least 0.93",
+                        "a key with requests= and parallel= (and usage counted), static file, against no auth")
     for name, value in sorted(micro.items()):
         lines.append(f"- {name.replace('_', ' ')}: {value:.3f} ms")
     for r in rows:
@@ -460,6 +538,9 @@ def report(rows, scale, micro, args):
             f"- first request after the file changed (it waits for the re-read): "
             f"{scale['first_request_after_change_seconds'] * 1000:.0f} ms (answered {scale['first_request_after_change_status']} "
             f"for the key just added)",
+            f"- {scale['limited_keys']:,} keys with limits in one {scale['limited_zone_mb']} MB zone: "
+            f"{scale['limited_requests']:,} requests cycling through all of them, none refused; "
+            f"zone full: {'yes' if scale['limited_zone_full'] else 'no'}",
         ]
     text = "\n".join(lines) + "\n"
     (RESULTS / "latest.md").write_text(text)

@@ -3,6 +3,7 @@ and build-module.sh. There is no Docker engine here: compose files and manifests
 structure, the confs and the build script for real."""
 
 import base64
+import json
 import os
 import re
 import socket
@@ -289,3 +290,326 @@ def test_build_module_output_loads_into_debian_nginx():
     result = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "stderr"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# Usage, metrics and limits (issues 11 and 12): the shipped confs, the monitoring overlay, the
+# front conf for several replicas.
+
+MONITORING = DOCKER / "monitoring"
+# Every series the gate exposes, a histogram with its three sample names.
+SERIES = {"ollama_auth_requests_total", "ollama_auth_prompt_tokens_total", "ollama_auth_completion_tokens_total",
+          "ollama_auth_refused_total", "ollama_auth_request_duration_seconds_bucket",
+          "ollama_auth_request_duration_seconds_sum", "ollama_auth_request_duration_seconds_count"}
+NEW_VARIABLES = ["$ollama_model", "$ollama_prompt_tokens", "$ollama_completion_tokens", "$ollama_auth_user"]
+
+
+def nginx_blocks(text, opener):
+    """The bodies of every `opener {` block of an nginx conf (comments dropped), braces balanced."""
+    text = re.sub(r"#[^\n]*", "", text)
+    bodies = []
+    for match in re.finditer(re.escape(opener) + r"\s*\{", text):
+        depth, i = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        bodies.append(text[match.end():i - 1])
+    return bodies
+
+
+def http_level(text):
+    """The http block's own directives, without its server and upstream blocks."""
+    body = nginx_blocks(text, "http")[0]
+    for inner in nginx_blocks(body, "server") + nginx_blocks(body, "upstream"):
+        body = body.replace(inner, "")
+    return body
+
+
+def kubernetes_gate_conf():
+    docs = list(yaml.safe_load_all((DOCKER / "kubernetes/gate.yaml").read_text()))
+    return next(d for d in docs if d["kind"] == "ConfigMap")["data"]["nginx.conf"]
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFS + ["kubernetes"])
+def test_shipped_confs_count_usage_and_serve_metrics_behind_their_files(name):
+    text = kubernetes_gate_conf() if name == "kubernetes" else (CONF_DIR / name).read_text()
+    top = http_level(text)
+    # At http level, so that every location reading a keys file with limits has a zone.
+    assert re.search(r"^\s*ollama_auth_zone ollama 10m( state=\S+)?;", top, re.M), name
+    assert re.search(r"^\s*ollama_auth_usage ollama;", top, re.M), name
+    log_format = re.search(r"log_format ollama (.*?);", top, re.S).group(1)
+    for variable in NEW_VARIABLES:
+        assert variable in log_format, (name, variable)
+    metrics = [body for body in nginx_blocks(text, "location = /metrics")]
+    assert len(metrics) == 1, name
+    assert re.search(r"^\s*ollama_auth_metrics ollama;", metrics[0], re.M), name
+    # Gated by the same files as the API, never open.
+    api = nginx_blocks(text, "location /")[0]
+    files = sorted(re.findall(r"ollama_(?:bearer_keys|basic_user)_file \S+;", api))
+    assert files and sorted(re.findall(r"ollama_(?:bearer_keys|basic_user)_file \S+;", metrics[0])) == files, name
+    assert " off;" not in metrics[0].replace("access_log off;", ""), name
+    assert "allow all" not in metrics[0], name
+
+
+def metrics_samples(text):
+    """{(name, frozenset(labels)): value} from a Prometheus text exposition."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r'(\w+)(?:\{(.*)\})? (\S+)', line)
+        assert match, line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        samples[(match.group(1), labels)] = float(match.group(3))
+    return samples
+
+
+def prometheus_scrape(port, scrape_config, credentials_dir):
+    """What Prometheus does with the shipped scrape config, against a local gate."""
+    auth = scrape_config["authorization"]
+    credentials_file = Path(auth["credentials_file"])
+    secret = (credentials_dir / credentials_file.name).read_text().strip()
+    return get_lower(port, scrape_config["metrics_path"], {"Authorization": f"{auth['type']} {secret}"})
+
+
+def get_lower(port, path, headers=None):
+    """get(), with the answer's header names in lower case."""
+    status, answer_headers, body = get(port, path, headers)
+    return status, {name.lower(): value for name, value in answer_headers.items()}, body
+
+
+def test_shipped_bearer_conf_logs_usage_serves_metrics_to_prometheus_and_limits_keys(ollama, tmp_path):
+    scrape = yaml.safe_load((MONITORING / "prometheus.yml").read_text())["scrape_configs"][0]
+    (tmp_path / Path(scrape["authorization"]["credentials_file"]).name).write_text("scrape-key-0123456789\n")
+    gate = LocalGate("bearer_token.conf", ollama.port)
+    (gate.dir / "auth/api_keys.txt").write_text(
+        "shipped-key team\nscrape-key-0123456789 prometheus scopes=all\nci-key ci requests=2/1m parallel=2\n")
+    # A key with limits passes `nginx -t`: every location reading the file has a zone.
+    result = gate.nginx("-t")
+    if result.returncode != 0:
+        subprocess.run(["rm", "-rf", str(gate.dir)])
+    assert result.returncode == 0, result.stderr
+    with gate:
+        connection = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)
+        connection.request("POST", "/api/generate", body=b'{"model": "gemma3:1b", "prompt": "hi", "stream": false}',
+                           headers={"Authorization": "Bearer shipped-key", "X-Fake-Prompt-Tokens": "11",
+                                    "X-Fake-Eval-Count": "5"})
+        response = connection.getresponse()
+        assert response.status == 200 and b'"done": true' in response.read()
+        connection.close()
+
+        from conftest import wait_until
+        log = wait_until(lambda: "prompt_tokens=11" in (gate.dir / "logs/access.log").read_text()
+                         and (gate.dir / "logs/access.log").read_text(), 5)
+        assert log and re.search(r" - team \[.*\] \"POST /api/generate HTTP/1.1\" 200 .* model=gemma3:1b "
+                                 r"prompt_tokens=11 completion_tokens=5$", log, re.M), log
+
+        assert get(gate.port, "/api/tags")[0] == 401  # a refusal, counted by reason
+        # The metrics location: gated, and a key needs scopes=all; the scrape config gets in.
+        assert get(gate.port, "/metrics")[0] == 401
+        assert get(gate.port, "/metrics", {"Authorization": "Bearer shipped-key"})[0] == 403
+        status, headers, body = prometheus_scrape(gate.port, scrape, tmp_path)
+        assert status == 200, body
+        assert headers["content-type"].startswith("text/plain; version=0.0.4")
+        samples = metrics_samples(body.decode())
+        team = {("user", "team"), ("model", "gemma3:1b")}
+        assert samples[("ollama_auth_prompt_tokens_total", frozenset(team))] == 11
+        assert samples[("ollama_auth_completion_tokens_total", frozenset(team))] == 5
+        assert samples[("ollama_auth_requests_total", frozenset(team | {("code", "200")}))] == 1
+        assert samples[("ollama_auth_refused_total", frozenset({("reason", "no_credential")}))] >= 1
+        assert {name for name, _ in samples} <= SERIES
+        assert not any(label == "user" and value == "prometheus" for _, labels in samples for label, value in labels)
+
+        # The limited key: admitted twice in the minute, then 429 with the headers of the README.
+        for remaining in ["1", "0"]:
+            status, headers, _ = get_lower(gate.port, "/api/tags", {"Authorization": "Bearer ci-key"})
+            assert status == 200
+            assert headers["x-ratelimit-limit-requests"] == "2"
+            assert headers["x-ratelimit-remaining-requests"] == remaining
+        status, headers, body = get_lower(gate.port, "/api/tags", {"Authorization": "Bearer ci-key"})
+        assert status == 429, body
+        # At most the period and one of its 15 sub-intervals (the oldest is counted whole).
+        assert 1 <= int(headers["retry-after"]) <= 64
+        assert json.loads(body) == {"error": "rate limited: requests 2/1m"}
+
+
+def test_monitoring_overlay_services_and_their_references():
+    overlay = load_compose("compose.monitoring.yml")
+    base = load_compose("compose.bearer.yml")
+    services = overlay["services"]
+    assert set(services) == {"prometheus", "grafana"}
+    for name, service in services.items():
+        image, _, tag = service["image"].partition(":")
+        assert image in {"prom/prometheus", "grafana/grafana"} and tag and tag != "latest", service["image"]
+        for dependency in service.get("depends_on", []):
+            assert dependency in services or dependency in base["services"], dependency
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DOCKER / source).exists(), source
+                assert volume.endswith(":ro"), volume
+            else:
+                assert source in overlay["volumes"], source
+        # Metrics name users: published on the loopback only.
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), service["ports"]
+        assert service["healthcheck"]["test"][0] == "CMD"
+
+    def mounts(service):
+        return {v.split(":")[1]: DOCKER / v.split(":")[0] for v in service["volumes"] if v.startswith(".")}
+
+    # Prometheus: the config it is told to read is the shipped one; its credentials file lies in
+    # a mounted directory; it scrapes the gate service on the port and path the gate conf serves.
+    prometheus = services["prometheus"]
+    config_path = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
+    assert mounts(prometheus)[config_path].resolve() == (MONITORING / "prometheus.yml").resolve()
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    scrape = next(s for s in config["scrape_configs"] if s["job_name"] == "ollama-gate")
+    assert scrape["authorization"]["type"] == "Bearer"
+    assert "credentials" not in scrape["authorization"]  # a file, never the key in the config
+    credentials = Path(scrape["authorization"]["credentials_file"])
+    assert str(credentials.parent) in mounts(prometheus), credentials
+    assert scrape.get("scheme", "http") == "http"
+    conf = (CONF_DIR / "bearer_token.conf").read_text()
+    assert f"location = {scrape['metrics_path']} {{" in conf
+    for target in scrape["static_configs"][0]["targets"]:
+        host, port = target.split(":")
+        assert host in base["services"] and f"listen {port};" in conf, target
+
+    # Grafana: provisioning and dashboards mounted where the provisioning files say.
+    grafana = services["grafana"]
+    grafana_mounts = mounts(grafana)
+    assert grafana_mounts["/etc/grafana/provisioning"].resolve() == (MONITORING / "grafana/provisioning").resolve()
+    datasources = [d for f in sorted((MONITORING / "grafana/provisioning/datasources").glob("*.yml"))
+                   for d in yaml.safe_load(f.read_text())["datasources"]]
+    assert [d["type"] for d in datasources] == ["prometheus"]
+    url = re.fullmatch(r"http://(\w+):(\d+)", datasources[0]["url"])
+    assert url and url.group(1) in services and url.group(2) == prometheus["ports"][0].split(":")[-1], datasources[0]
+    providers = [p for f in sorted((MONITORING / "grafana/provisioning/dashboards").glob("*.yml"))
+                 for p in yaml.safe_load(f.read_text())["providers"]]
+    assert len(providers) == 1 and providers[0]["type"] == "file"
+    dashboards_dir = grafana_mounts[providers[0]["options"]["path"]]
+    assert sorted(p.name for p in dashboards_dir.glob("*.json")) == ["ollama-auth.json"]
+    dashboard = json.loads((dashboards_dir / "ollama-auth.json").read_text())
+    uids = {d["uid"] for d in datasources}
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids
+        assert all(t["datasource"]["uid"] in uids for t in panel["targets"])
+    # The secrets directory ships empty, and keeps what is put there out of git.
+    assert (MONITORING / "secrets/.gitignore").read_text().splitlines()[1:] == ["*", "!.gitignore"]
+
+
+def dashboard_queries():
+    dashboard = json.loads((MONITORING / "grafana/dashboards/ollama-auth.json").read_text())
+    queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    queries += [(v["name"], v["query"]["query"] if isinstance(v["query"], dict) else v["query"])
+                for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return dashboard, queries
+
+
+PROMQL_WORDS = {"sum", "by", "without", "rate", "increase", "irate", "histogram_quantile", "label_replace",
+                "label_values", "sort_desc", "or", "and", "unless", "le", "user", "model", "code", "reason",
+                "kind", "on", "ignoring", "max", "min", "avg", "count", "topk", "bool"}
+
+
+def test_dashboard_queries_use_only_the_gate_series():
+    dashboard, queries = dashboard_queries()
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    used = set()
+    for title, query in queries:
+        # Strings (label values, regexes, variables) and range selectors are not names.
+        bare = re.sub(r'"(?:[^"\\]|\\.)*"|\[[^\]]*\]|\$\w+', "", query)
+        names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare)) - PROMQL_WORDS
+        assert names <= SERIES, (title, names - SERIES)
+        assert names, (title, query)
+        used |= names
+        assert query.count("(") == query.count(")"), title
+    assert used >= {"ollama_auth_prompt_tokens_total", "ollama_auth_completion_tokens_total",
+                    "ollama_auth_requests_total", "ollama_auth_refused_total",
+                    "ollama_auth_request_duration_seconds_bucket"}
+    exprs = [q for _, q in queries]
+    # The panels the README promises.
+    assert any("prompt_tokens" in q and "completion_tokens" in q and re.search(r"by \(user, model\)", q) for q in exprs)
+    assert any("ollama_auth_requests_total" in q and "by (code)" in q for q in exprs)
+    assert any("ollama_auth_refused_total" in q and "by (reason)" in q for q in exprs)
+    for quantile in ["0.5", "0.95"]:
+        assert any(q.startswith(f"histogram_quantile({quantile}, sum by (model, le)") for q in exprs), quantile
+
+
+def test_dashboard_queries_are_valid_promql():
+    import promql_parser
+    _, queries = dashboard_queries()
+    for title, query in queries:
+        if query.startswith("label_values("):  # Grafana's, not PromQL
+            continue
+        concrete = query.replace("$__rate_interval", "1m").replace("$__range", "6h").replace("$user", ".*")
+        promql_parser.parse(concrete)  # raises on a syntax error
+    with pytest.raises(Exception):
+        promql_parser.parse("sum by (user) (rate(ollama_auth_requests_total[1m])")
+
+
+FRONT = DOCKER / "front/nginx.conf"
+
+
+def test_front_conf_pins_each_credential_to_one_replica_and_streams():
+    text = FRONT.read_text()
+    upstream = nginx_blocks(text, "upstream gates")[0]
+    assert re.search(r"^\s*hash \$http_authorization consistent;", upstream, re.M)
+    servers = re.findall(r"^\s*server (\S+?)[\s;]", upstream, re.M)
+    assert len(servers) >= 2 and len(set(servers)) == len(servers), servers
+    location = nginx_blocks(text, "location /")[0]
+    for setting in ["proxy_pass http://gates;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
+                    "proxy_buffering off;", "proxy_request_buffering off;", "client_max_body_size 0;"]:
+        assert setting in location, setting
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", location).group(1)) >= 300
+    # A plain nginx that passes the credential on to the gates.
+    assert "load_module" not in text and "ollama_" not in re.sub(r"#[^\n]*", "", text)
+    assert "Authorization" not in re.sub(r"#[^\n]*", "", location)
+
+
+def local_front(tmp_path, gate_ports, front_port):
+    """docker/front/nginx.conf with the replicas on local ports, and stand-in replicas that answer
+    with their name and the Authorization header they received."""
+    text = FRONT.read_text()
+    names = re.findall(r"^\s*server (gate-\d+):80\b", text, re.M)
+    assert len(names) >= 2
+    for name, port in zip(names, gate_ports):
+        text = re.sub(rf"\bserver {name}:80\b", f"server 127.0.0.1:{port}", text)
+    assert not re.search(r"server gate-\d+:", text)
+    stand_ins = "".join(
+        f'    server {{ listen 127.0.0.1:{port}; location / {{ default_type text/plain; '
+        f'return 200 "{name} $http_authorization"; }} }}\n' for name, port in zip(names, gate_ports))
+    text = (text.replace("/var/log/nginx/", f"{tmp_path}/logs/")
+            .replace("listen 80;", f"listen 127.0.0.1:{front_port};")
+            .replace("worker_processes auto;", f"worker_processes 2;\npid {tmp_path}/nginx.pid;"))
+    text = text[:text.rindex("}")] + stand_ins + "}\n"
+    (tmp_path / "logs").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    return names, conf
+
+
+def test_front_conf_passes_nginx_t_and_hashes_on_the_credential(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    ports = [free_port() for _ in range(4)]
+    names, conf = local_front(tmp_path, ports[1:], ports[0])
+    binary = nginx_binary()
+    run = lambda *args: subprocess.run([binary, "-p", str(tmp_path), "-c", str(conf), *args],
+                                       capture_output=True, text=True, timeout=60)
+    result = run("-t")
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+    result = run()
+    assert result.returncode == 0, result.stderr
+    try:
+        wait_for_port(ports[0])
+        landed = {}
+        for i in range(40):
+            header = f"Bearer key-{i}" if i % 2 else basic_header(f"user-{i}", "pw")
+            answers = {get(ports[0], "/api/tags", {"Authorization": header})[2].decode() for _ in range(4)}
+            assert len(answers) == 1, answers  # always the same replica
+            replica, _, forwarded = answers.pop().partition(" ")
+            assert forwarded == header  # the credential reaches the gate
+            landed.setdefault(replica, 0)
+            landed[replica] += 1
+        # 40 credentials spread over the replicas (each gets some).
+        assert set(landed) == set(names), landed
+    finally:
+        run("-s", "stop")
