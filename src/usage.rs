@@ -140,11 +140,34 @@ impl UsageScanner {
     /// Scans the next bytes of the answer.
     pub fn feed(&mut self, chunk: &[u8]) {
         match self.kind.framing {
+            Framing::Json if self.kind.dialect == Dialect::Native => self.feed_lines(chunk),
             Framing::Json => {
                 let env = Env { dialect: self.kind.dialect, framing: Framing::Json, event: EventType::Absent };
                 self.lexer.feed(chunk, &mut self.tally, env);
             }
             Framing::EventStream => self.feed_event_stream(chunk),
+        }
+    }
+
+    /// A native answer, line by line: once the model is known, a whole line that plainly cannot
+    /// carry the counts (see [`plain_chunk_line`]) is passed over without the tokenizer; every
+    /// other byte goes through it. The result is the tokenizer's, however the answer is split.
+    fn feed_lines(&mut self, chunk: &[u8]) {
+        let env = Env { dialect: Dialect::Native, framing: Framing::Json, event: EventType::Absent };
+        let mut i = 0;
+        while i < chunk.len() {
+            let rest = &chunk[i..];
+            let end = json::find_any(rest, 0, [b'\n']);
+            if end == rest.len() {
+                self.lexer.feed(rest, &mut self.tally, env);
+                return;
+            }
+            let skippable = self.lexer.state == Lex::Between && self.tally.model.is_some();
+            match plain_chunk_line(&rest[..end]).filter(|_| skippable) {
+                Some(token) => self.tally.token_chunks += u64::from(token),
+                None => self.lexer.feed(&rest[..=end], &mut self.tally, env),
+            }
+            i += end + 1;
         }
     }
 
@@ -522,6 +545,16 @@ struct Env {
     event: EventType,
 }
 
+impl Env {
+    /// A native JSON answer is read as NDJSON: a top-level value ends on its line, and a line
+    /// that ends inside one is damage, forgotten with its line (Ollama writes each object on
+    /// one line, its single answers too, and a newline never sits inside its strings). So
+    /// each line reads the same whatever came before it.
+    fn is_lines(self) -> bool {
+        self.framing == Framing::Json && self.dialect == Dialect::Native
+    }
+}
+
 /// The objects whose `usage` counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Src {
@@ -780,6 +813,20 @@ impl Lexer {
         let mut i = 0;
         while i < bytes.len() {
             match self.state {
+                Lex::Broken if env.framing == Framing::Json => {
+                    // NDJSON: an object the tokenizer cannot follow ends with its line; the
+                    // next line starts afresh (Ollama writes one object a line, and a newline
+                    // never sits inside one of its strings).
+                    tally.malformed = true;
+                    match json::find_any(bytes, i, [b'\n']) {
+                        end if end < bytes.len() => {
+                            self.reset();
+                            i = end + 1;
+                            continue;
+                        }
+                        _ => return,
+                    }
+                }
                 Lex::Broken => return,
                 Lex::Str => {
                     i = self.string_bytes(bytes, i, tally, env);
@@ -818,8 +865,8 @@ impl Lexer {
                 }
                 Lex::Lit => {
                     if bytes[i] != self.literal[self.literal_at] {
-                        self.state = Lex::Broken;
-                        return;
+                        self.state = Lex::Broken; // the byte is looked at again, for a newline
+                        continue;
                     }
                     self.literal_at += 1;
                     i += 1;
@@ -840,6 +887,10 @@ impl Lexer {
             let b = bytes[i];
             i += 1;
             if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                if b == b'\n' && env.is_lines() && self.state != Lex::Between {
+                    tally.malformed = true;
+                    self.reset();
+                }
                 continue;
             }
             match self.state {
@@ -1046,16 +1097,15 @@ impl Lexer {
         while i < bytes.len() {
             match self.escape {
                 Escape::None => {
-                    if !self.capture {
-                        // Most strings are text nobody counts: skip to the next quote or escape.
-                        let rest = &bytes[i..];
-                        let stop = rest.iter().position(|&c| c == b'"' || c == b'\\').unwrap_or(rest.len());
-                        if rest[..stop].iter().any(|&c| c < 0x20) {
-                            self.state = Lex::Broken;
-                            return bytes.len();
+                    // Plain text up to the next quote, escape or control byte, in one step.
+                    let (stop, _) = json::skip_plain_text(bytes, i);
+                    if stop > i {
+                        self.non_empty = true;
+                        if self.capture {
+                            self.flush_surrogate();
+                            self.push_captured(&bytes[i..stop]);
                         }
-                        self.non_empty |= stop > 0;
-                        i += stop;
+                        i = stop;
                         if i == bytes.len() {
                             return i;
                         }
@@ -1072,16 +1122,11 @@ impl Lexer {
                             self.non_empty = true;
                             self.escape = Escape::Backslash;
                         }
-                        0..=0x1f => {
-                            self.state = Lex::Broken;
-                            return bytes.len();
-                        }
                         _ => {
-                            self.non_empty = true;
-                            if self.capture {
-                                self.flush_surrogate();
-                                self.push_captured(&[b]);
-                            }
+                            // A control byte (skip_plain_text stops at nothing else): it may be
+                            // the newline that ends the line.
+                            self.state = Lex::Broken;
+                            return i - 1;
                         }
                     }
                 }
@@ -1095,7 +1140,7 @@ impl Lexer {
                     }
                     let Some(c) = simple_escape(b) else {
                         self.state = Lex::Broken;
-                        return bytes.len();
+                        return i - 1;
                     };
                     self.flush_surrogate();
                     self.push_char(c);
@@ -1103,7 +1148,7 @@ impl Lexer {
                 Escape::Unicode { digits, unit } => {
                     let Some(digit) = char::from(bytes[i]).to_digit(16) else {
                         self.state = Lex::Broken;
-                        return bytes.len();
+                        return i;
                     };
                     i += 1;
                     let unit = unit << 4 | digit as u16;
@@ -1154,29 +1199,42 @@ impl Lexer {
     /// Skips the inside of a container nothing in which counts, to its closing bracket: only
     /// brackets and strings (for the brackets in them) are looked at.
     fn skip_bytes(&mut self, bytes: &[u8], mut i: usize, tally: &mut Tally, env: Env) -> usize {
+        // In NDJSON a newline ends the line, and so whatever it cut short. (Elsewhere, the
+        // searches look for a quote twice instead.)
+        let lines = env.is_lines();
+        let newline = if lines { b'\n' } else { b'"' };
         while i < bytes.len() {
             if self.skip_in_string {
                 if self.skip_escape {
+                    if lines && bytes[i] == b'\n' {
+                        self.state = Lex::Broken;
+                        return i;
+                    }
                     self.skip_escape = false;
                     i += 1;
                     continue;
                 }
-                let Some(at) = bytes[i..].iter().position(|&b| b == b'"' || b == b'\\') else {
-                    return bytes.len();
-                };
-                i += at;
-                if bytes[i] == b'"' {
-                    self.skip_in_string = false;
-                } else {
-                    self.skip_escape = true;
+                let at = json::find_any(bytes, i, [b'"', b'\\', newline]);
+                if at == bytes.len() {
+                    return at;
+                }
+                i = at;
+                match bytes[i] {
+                    b'"' => self.skip_in_string = false,
+                    b'\\' => self.skip_escape = true,
+                    _ => {
+                        self.state = Lex::Broken;
+                        return i;
+                    }
                 }
                 i += 1;
                 continue;
             }
-            let Some(at) = bytes[i..].iter().position(|&b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']')) else {
-                return bytes.len();
-            };
-            i += at;
+            let at = json::find_any(bytes, i, [b'"', b'{', b'[', b'}', b']', newline]);
+            if at == bytes.len() {
+                return at;
+            }
+            i = at;
             let b = bytes[i];
             i += 1;
             match b {
@@ -1189,11 +1247,58 @@ impl Lexer {
                         return i;
                     }
                 }
-                _ => {}
+                _ => {
+                    self.state = Lex::Broken;
+                    return i - 1;
+                }
             }
         }
         i
     }
+}
+
+/// Whether a whole NDJSON line (read from the start of a line, see [`Env::is_lines`]) cannot
+/// carry the counts: it has no escape (so every name in it is as written), no `eval_count`
+/// (nor so `prompt_eval_count`), and no `done"` followed by `:` and a `t`. Then reading it could
+/// at most count a token and flag damage, never finish the answer or change its model (known
+/// already): it is passed over, `Some(true)` if it looks like a token (`"done": false`).
+fn plain_chunk_line(line: &[u8]) -> Option<bool> {
+    let value_after = |mut at: usize| {
+        // After a name's closing quote: white space, a colon, white space, the value's first byte.
+        let white = |at: &mut usize| {
+            while line.get(*at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+                *at += 1;
+            }
+        };
+        white(&mut at);
+        if line.get(at) != Some(&b':') {
+            return None;
+        }
+        at += 1;
+        white(&mut at);
+        line.get(at).copied()
+    };
+    let mut token = false;
+    let mut base = 0;
+    while base < line.len() {
+        let mut mask = json::mask_of(line, base, [b'\\', b'd', b'_']);
+        while mask != 0 {
+            let at = base + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            match line[at] {
+                b'\\' => return None,
+                b'd' if line[at..].starts_with(b"done\"") => match value_after(at + 5) {
+                    Some(b't') => return None,
+                    Some(b'f') => token = true,
+                    _ => {}
+                },
+                b'_' if line[at.saturating_sub(4)..].starts_with(b"eval_count") => return None,
+                _ => {}
+            }
+        }
+        base += 64;
+    }
+    Some(token)
 }
 
 /// Takes out of a streamed `/v1/chat/completions` or `/v1/completions` answer what asking for
@@ -1664,9 +1769,12 @@ mod tests {
 
     #[test]
     fn native_counts_come_whatever_the_member_order_and_spacing() {
-        let answer =
-            b" {\r\n \"eval_count\" : 5 ,\t\"done\" :\ntrue , \"prompt_eval_count\":\n6, \"model\" : \"m\" } \n";
+        let answer = b" {\r \"eval_count\" : 5 ,\t\"done\" :\rtrue , \"prompt_eval_count\":\t6, \"model\" : \"m\" } \n";
         assert_eq!(scan_every_way(NATIVE, answer), counted("m", 6, 5, 0));
+        // NDJSON: an object ends on its line (Ollama's always do); one cut by a newline is damage.
+        let split = b"{\"model\":\"m\",\"done\":true,\n\"eval_count\":5}\n";
+        let found = scan_every_way(NATIVE, split);
+        assert_eq!((found.completion, found.malformed), (None, true));
     }
 
     #[test]
@@ -1785,10 +1893,107 @@ mod tests {
             assert_eq!(found.completion, None, "{}", String::from_utf8_lossy(answer));
             assert_eq!(found.malformed, !answer.ends_with(b"1"), "{}", String::from_utf8_lossy(answer));
         }
-        // What came before the damage stays counted.
+        // What came before the damage stays counted, and the next line starts afresh.
+        // (A line that cannot carry the counts is passed over, not checked: its damage is not seen.)
         let answer = concat!(r#"{"model":"m","done":false}"#, "\n", r#"{"done":false"#, "}}\n", r#"{"done":false}"#);
         let found = scan(NATIVE, answer.as_bytes());
-        assert_eq!((found.chunks, found.malformed), (2, true));
+        assert_eq!(found.chunks, 3);
+        let answer = concat!(
+            r#"{"model":"m","done":false}"#,
+            "\n",
+            r#"{"done":tru,"x":1}"#,
+            "\n",
+            r#"{"done":true,"eval_count":4}"#
+        );
+        let found = scan(NATIVE, answer.as_bytes());
+        assert_eq!((found.completion, found.malformed), (Some(4), true));
+    }
+
+    #[test]
+    fn plain_lines_are_passed_over_only_when_they_cannot_count() {
+        assert_eq!(plain_chunk_line(br#"{"model":"m","response":"The","done":false}"#), Some(true));
+        assert_eq!(plain_chunk_line(br#"{"model":"m","created_at":"t","response":"d_","done" : false}"#), Some(true));
+        assert_eq!(plain_chunk_line(br#"{"model":"m"}"#), Some(false));
+        for counting in [
+            &br#"{"model":"m","response":"{[\"","done":false}"#[..],
+            br#"{"model":"m","done":true}"#,
+            br#"{"model":"m","done" : true}"#,
+            br#"{"model":"m","x":{"done":true},"done":false}"#,
+            br#"{"model":"m","prompt_eval_count":3}"#,
+            br#"{"model":"m","eval_count":3,"done":false}"#,
+            br#"{"model":"m"}{"done":true}"#,
+        ] {
+            assert_eq!(plain_chunk_line(counting), None, "{}", String::from_utf8_lossy(counting));
+        }
+    }
+
+    #[test]
+    fn a_stream_reads_the_same_whole_and_byte_by_byte() {
+        let mut answer = String::new();
+        for _ in 0..50 {
+            answer += "{\"model\":\"m\",\"response\":\"a\\\"b\",\"done\":false}\n{\"model\":\"m\",\"response\":\"x\",\"done\":false}\n";
+        }
+        answer += r#"{"model":"m","response":"","done":true,"prompt_eval_count":7,"eval_count":100}"#;
+        answer += "\n";
+        let whole = scan(NATIVE, answer.as_bytes());
+        let mut scanner = UsageScanner::new(NATIVE);
+        for byte in answer.as_bytes() {
+            scanner.feed(std::slice::from_ref(byte));
+        }
+        assert_eq!((whole.prompt, whole.completion, whole.chunks), (Some(7), Some(100), 100));
+        assert_eq!(
+            (scanner.prompt_tokens(), scanner.completion_tokens(), scanner.token_chunks()),
+            (Some(7), Some(100), 100)
+        );
+    }
+
+    #[test]
+    fn native_lines_read_the_same_however_split() {
+        // Lines the fast path passes over, lines it must not, and damage, in random orders,
+        // split at every point: the counts are the tokenizer's every time.
+        let lines: [&[u8]; 14] = [
+            br#"{"model":"m","response":"The","done":false}"#,
+            br#"{"model":"other","response":"x","done":false}"#,
+            br#"{"model":"m","done":true,"prompt_eval_count":3,"eval_count":5}"#,
+            br#"{"model":"m","done" : true,"eval_count":9}"#,
+            br#"{"x":{"done":true,"eval_count":1},"done":false}"#,
+            br#"{"done":true,"eval_count":2}"#,
+            br#"{"prompt_eval_count":4}"#,
+            br#"{"done":tru,"eval_count":1}"#,
+            br#"{"done":false"#,
+            br#"{"done":false}}"#,
+            br#"{"response":"a"}b","done":false}"#,
+            br#"[1,2]"#,
+            br#"  "#,
+            b"{\"response\":\"\x01\",\"done\":true,\"eval_count\":3}",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for _ in 0..300 {
+            let mut answer = Vec::new();
+            for _ in 0..1 + next(6) {
+                answer.extend_from_slice(lines[next(lines.len())]);
+                answer.push(b'\n');
+            }
+            let whole = scan(NATIVE, &answer);
+            for split in 0..=answer.len() {
+                let mut pieces = UsageScanner::new(NATIVE);
+                pieces.feed(&answer[..split]);
+                pieces.feed(&answer[split..]);
+                let found = (pieces.model().map(String::from), pieces.prompt_tokens(), pieces.completion_tokens());
+                assert_eq!(
+                    found,
+                    (whole.model.clone(), whole.prompt, whole.completion),
+                    "{}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! answer is read as it passes, by the response filters (`filters`); the parsing is plain Rust
 //! (`ngx_ollama_auth::usage`), the rendering too (`ngx_ollama_auth::metrics`).
 
+use std::borrow::Cow;
+
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t,
@@ -100,6 +102,11 @@ pub fn outcome(scanner: Option<&UsageScanner>) -> Outcome<'_> {
     }
 }
 
+thread_local! {
+    /// Room for a series' key, reused request after request (a worker is one thread).
+    static SERIES_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The log phase: counts the request in its zone and charges its tokens to its limits.
 extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls log-phase handlers with a valid main request.
@@ -123,14 +130,18 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     let outcome = outcome(accounting.scanner.as_deref());
     let (prompt, completion) = (outcome.prompt_tokens.unwrap_or(0), outcome.completion_tokens.unwrap_or(0));
     let label = ctx.label();
-    let user = label.as_ref().map(|label| String::from_utf8_lossy(label.as_bytes())).unwrap_or_default();
+    let user = label.as_ref().map_or(Cow::Borrowed(""), |label| match std::str::from_utf8(label.as_bytes()) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(label.as_bytes()),
+    });
     let now = now_ms();
     let micros = now.saturating_sub(started_ms).saturating_mul(1000);
-    let mut scratch = Vec::with_capacity(64 + user.len() + outcome.model.len());
     let Some(mut locked) = zone.lock() else { return Status::NGX_DECLINED.0 };
-    let first_full = locked.count_request(&user, outcome.model, code, (prompt, completion), micros, &mut scratch);
+    let first_full = SERIES_KEY.with_borrow_mut(|scratch| {
+        locked.count_request(&user, outcome.model, code, (prompt, completion), micros, scratch)
+    });
     if let Some(in_flight) = &ctx.in_flight {
-        locked.charge_tokens(&in_flight.id, now, prompt.saturating_add(completion));
+        locked.charge_tokens(in_flight.counters, now, prompt.saturating_add(completion));
     }
     drop(locked);
     if first_full {

@@ -16,7 +16,7 @@ use ngx::ngx_log_error;
 use super::authenticate::{authenticate, shown, Admission, Decision};
 use super::conf::LocConf;
 use super::policy::BodyCheck;
-use super::zone::Zone;
+use super::zone::{Counters, Zone};
 use super::Module;
 use ngx_ollama_auth::limits::RateInfo;
 use ngx_ollama_auth::metrics::RefusalReason;
@@ -70,14 +70,14 @@ impl Accounting {
 /// context is dropped with the request's pool, however the request ended).
 pub struct InFlight {
     pub zone: Zone,
-    /// The key's fingerprint or the user's name, as the zone knows it.
-    pub id: Vec<u8>,
+    /// The key's counters in the zone.
+    pub counters: Counters,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(mut zone) = self.zone.lock() {
-            zone.leave(&self.id);
+            zone.leave(self.counters);
         }
     }
 }

@@ -114,21 +114,20 @@ fn push_header_copy(request: &mut Request, name: &'static str, value: &[u8]) -> 
 fn add_challenge(request: &mut Request, value: &'static [u8]) -> Option<()> {
     let header = push_header(request, "WWW-Authenticate", value)?;
     let out = &mut request.as_mut().headers_out;
-    // SAFETY: header is the element just pushed onto this response's list.
+    // Keep nginx's view of the challenges complete: the first one, then (from 1.23) a linked list.
+    #[cfg(ngx_linked_headers)]
+    // SAFETY: header is the element just pushed onto this response's list; the links are
+    // elements of the same list.
     unsafe {
-        #[cfg(ngx_linked_headers)]
-        {
-            // Keep nginx's view of the challenges complete: the first one, then a linked list.
-            let mut link = &mut out.www_authenticate;
-            while !link.is_null() {
-                link = &mut (**link).next;
-            }
-            *link = header;
+        let mut link = &mut out.www_authenticate;
+        while !link.is_null() {
+            link = &mut (**link).next;
         }
-        #[cfg(not(ngx_linked_headers))]
-        if out.www_authenticate.is_null() {
-            out.www_authenticate = header;
-        }
+        *link = header;
+    }
+    #[cfg(not(ngx_linked_headers))]
+    if out.www_authenticate.is_null() {
+        out.www_authenticate = header;
     }
     Some(())
 }
@@ -195,13 +194,16 @@ fn add_rate_headers(request: &mut Request) -> Option<()> {
         },
         _ => return Some(()),
     };
-    for (name, value) in rate.headers() {
-        push_header_copy(request, name, value.as_bytes())?;
-    }
+    let mut added = Some(());
+    rate.each_header(|name, value| {
+        if added.is_some() {
+            added = push_header_copy(request, name, value);
+        }
+    });
     if let Some(seconds) = retry_after.filter(|_| status == NGX_HTTP_TOO_MANY_REQUESTS as usize) {
         push_header_copy(request, "Retry-After", seconds.to_string().as_bytes())?;
     }
-    Some(())
+    added
 }
 
 /// Sets up the reading of a counted answer, once its header says what it is.

@@ -39,9 +39,9 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
     };
     let verdict = zone.lock().map(|mut locked| locked.admit(&id, &options, now_ms()));
     match verdict {
-        Some(Ok(Ok(rate))) => {
+        Some(Ok(Ok((rate, counters)))) => {
             let Some(ctx) = ctx_mut(request) else { return Status::NGX_ERROR.0 };
-            ctx.in_flight = Some(InFlight { zone, id });
+            ctx.in_flight = Some(InFlight { zone, counters });
             ctx.rate = Some(rate);
             Status::NGX_OK.0
         }

@@ -70,8 +70,15 @@ unsafe impl Allocator for HeldSlab {
 type Key = NgxString<HeldSlab>;
 type Map<V> = RbTreeMap<Key, V, HeldSlab>;
 
+/// A limited key's counters in the zone, held by a request it admitted, so that the request's
+/// end and its tokens need no lookup. Valid while that request is in flight: an entry is freed
+/// only when idle (nothing in flight, see `forget_idle_keys`), tree nodes never move, and the
+/// zone stays mapped for the worker's life. Read and written only with the zone's lock held.
+#[derive(Clone, Copy)]
+pub struct Counters(NonNull<LimitEntry>);
+
 /// One limited key's counters, and the digest of the options they were made for.
-struct LimitEntry {
+pub struct LimitEntry {
     signature: u64,
     limits: KeyLimits,
 }
@@ -223,32 +230,37 @@ impl Locked<'_> {
     }
 
     /// Admits a request of a limited key (`id`: its fingerprint or user name), counting it;
-    /// makes the key's counters if it has none yet, and takes changed options.
+    /// makes the key's counters if it has none yet, and takes changed options. An admitted
+    /// request gets its key's counters, for [`Self::leave`] and [`Self::charge_tokens`].
     pub fn admit(
         &mut self,
         id: &[u8],
         options: &EntryOptions,
         now_ms: u64,
-    ) -> Result<Result<RateInfo, (Refusal, RateInfo)>, Unenforceable> {
+    ) -> Result<Result<(RateInfo, Counters), (Refusal, RateInfo)>, Unenforceable> {
         let wanted = signature(options);
-        if self.data.limits.get(id).is_none() {
-            let limits = KeyLimits::new(options, now_ms).map_err(Unenforceable::Options)?;
-            let entry = LimitEntry { signature: wanted, limits };
-            if !self.insert_limits(id, entry) {
-                self.forget_idle_keys(now_ms);
-                let entry =
-                    LimitEntry { signature: wanted, limits: KeyLimits::new(options, now_ms).unwrap_or_default() };
-                if !self.insert_limits(id, entry) {
-                    return Err(Unenforceable::ZoneFull);
+        let entry = match self.data.limits.get_mut(id) {
+            Some(entry) => entry,
+            None => {
+                let limits = KeyLimits::new(options, now_ms).map_err(Unenforceable::Options)?;
+                if !self.insert_limits(id, LimitEntry { signature: wanted, limits }) {
+                    self.forget_idle_keys(now_ms);
+                    let limits = KeyLimits::new(options, now_ms).map_err(Unenforceable::Options)?;
+                    if !self.insert_limits(id, LimitEntry { signature: wanted, limits }) {
+                        return Err(Unenforceable::ZoneFull);
+                    }
                 }
+                self.data.limits.get_mut(id).ok_or(Unenforceable::ZoneFull)?
             }
-        }
-        let entry = self.data.limits.get_mut(id).ok_or(Unenforceable::ZoneFull)?;
+        };
         if entry.signature != wanted {
             entry.limits.reconfigure(options, now_ms).map_err(Unenforceable::Options)?;
             entry.signature = wanted;
         }
-        Ok(entry.limits.admit(now_ms).map_err(|refusal| (refusal, entry.limits.rate_info(now_ms))))
+        Ok(match entry.limits.admit(now_ms) {
+            Ok(rate) => Ok((rate, Counters(NonNull::from(&mut *entry)))),
+            Err(refusal) => Err((refusal, entry.limits.rate_info(now_ms))),
+        })
     }
 
     fn insert_limits(&mut self, id: &[u8], entry: LimitEntry) -> bool {
@@ -273,17 +285,15 @@ impl Locked<'_> {
     }
 
     /// A request admitted by [`Self::admit`] has ended.
-    pub fn leave(&mut self, id: &[u8]) {
-        if let Some(entry) = self.data.limits.get_mut(id) {
-            entry.limits.leave();
-        }
+    pub fn leave(&mut self, counters: Counters) {
+        // SAFETY: see Counters; the lock is held (self).
+        unsafe { (*counters.0.as_ptr()).limits.leave() };
     }
 
-    /// Charges an answer's tokens to the key.
-    pub fn charge_tokens(&mut self, id: &[u8], now_ms: u64, tokens: u64) {
-        if let Some(entry) = self.data.limits.get_mut(id) {
-            entry.limits.charge_tokens(now_ms, tokens);
-        }
+    /// Charges an answer's tokens to the key of a request admitted by [`Self::admit`].
+    pub fn charge_tokens(&mut self, counters: Counters, now_ms: u64, tokens: u64) {
+        // SAFETY: see Counters; the lock is held (self).
+        unsafe { (*counters.0.as_ptr()).limits.charge_tokens(now_ms, tokens) };
     }
 
     /// The limit counters as the state file holds them, if it is time to write them.
