@@ -10,7 +10,7 @@ use ngx::ngx_log_error;
 
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, refuse, InFlight};
-use super::zone::{now_ms, Unenforceable};
+use super::zone::{now_ms, LimitVerdict, Unenforceable};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::error_body;
 
@@ -39,13 +39,13 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
     };
     let verdict = zone.lock().map(|mut locked| locked.admit(&id, &options, now_ms()));
     match verdict {
-        Some(Ok(Ok((rate, counters)))) => {
+        Some(Ok(LimitVerdict::Admitted(rate, counters))) => {
             let Some(ctx) = ctx_mut(request) else { return Status::NGX_ERROR.0 };
             ctx.in_flight = Some(InFlight { zone, counters });
             ctx.rate = Some(rate);
             Status::NGX_OK.0
         }
-        Some(Ok(Err((refusal, rate)))) => {
+        Some(Ok(LimitVerdict::Refused(refusal, rate))) => {
             if let Some(ctx) = ctx_mut(request) {
                 ctx.rate = Some(rate);
                 ctx.retry_after = Some(refusal.retry_after_seconds);

@@ -129,6 +129,12 @@ impl Drop for Locked<'_> {
 /// A series copied out of the zone: user, model, status code, counts.
 pub type OwnedSeries = (String, String, u16, SeriesCounts);
 
+/// A limited key's request, counted or refused; either way, what its rate-limit headers say.
+pub enum LimitVerdict {
+    Admitted(RateInfo, Counters),
+    Refused(Refusal, RateInfo),
+}
+
 /// Why a limited key could not be counted.
 pub enum Unenforceable {
     ZoneFull,
@@ -232,12 +238,7 @@ impl Locked<'_> {
     /// Admits a request of a limited key (`id`: its fingerprint or user name), counting it;
     /// makes the key's counters if it has none yet, and takes changed options. An admitted
     /// request gets its key's counters, for [`Self::leave`] and [`Self::charge_tokens`].
-    pub fn admit(
-        &mut self,
-        id: &[u8],
-        options: &EntryOptions,
-        now_ms: u64,
-    ) -> Result<Result<(RateInfo, Counters), (Refusal, RateInfo)>, Unenforceable> {
+    pub fn admit(&mut self, id: &[u8], options: &EntryOptions, now_ms: u64) -> Result<LimitVerdict, Unenforceable> {
         let wanted = signature(options);
         let entry = match self.data.limits.get_mut(id) {
             Some(entry) => entry,
@@ -258,8 +259,8 @@ impl Locked<'_> {
             entry.signature = wanted;
         }
         Ok(match entry.limits.admit(now_ms) {
-            Ok(rate) => Ok((rate, Counters(NonNull::from(&mut *entry)))),
-            Err(refusal) => Err((refusal, entry.limits.rate_info(now_ms))),
+            Ok(rate) => LimitVerdict::Admitted(rate, Counters(NonNull::from(&mut *entry))),
+            Err(refusal) => LimitVerdict::Refused(refusal, entry.limits.rate_info(now_ms)),
         })
     }
 
