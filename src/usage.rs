@@ -151,7 +151,9 @@ impl UsageScanner {
 
     /// A native answer, line by line: once the model is known, a whole line that plainly cannot
     /// carry the counts (see [`plain_chunk_line`]) is passed over without the tokenizer; every
-    /// other byte goes through it. The result is the tokenizer's, however the answer is split.
+    /// other byte goes through it. The model and the counts are the tokenizer's however the
+    /// answer is split; the tokens counted for an answer cut short may differ for lines Ollama
+    /// never writes (two objects on a line, a nested `"done":false`).
     fn feed_lines(&mut self, chunk: &[u8]) {
         let env = Env { dialect: Dialect::Native, framing: Framing::Json, event: EventType::Absent };
         let mut i = 0;
@@ -1559,6 +1561,14 @@ fn skip_white_space(text: &[u8], mut at: usize) -> usize {
 /// `null` one gets a new object, an existing one gets `include_usage` set in it. Every other
 /// byte stays as it was.
 pub fn add_include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    include_usage_rewrite(body).ok().flatten()
+}
+
+/// [`add_include_usage`], telling a body that is not one JSON object (invalid, or followed by
+/// more than white space) from one that needs no change: Ollama reads the first value and
+/// ignores what follows, so such a body would go through unchanged, streamed without its
+/// counts. The glue refuses it (400) where usage is counted.
+pub fn include_usage_rewrite(body: &[u8]) -> Result<Option<Vec<u8>>, json::JsonError> {
     let mut stream = false;
     // `None`: a nil *StreamOptions; `Some(b)`: its IncludeUsage.
     let mut include_usage: Option<bool> = None;
@@ -1593,20 +1603,21 @@ pub fn add_include_usage(body: &[u8]) -> Option<Vec<u8>> {
                 _ => refused = true,
             }
         }
-    })
-    .ok()?;
+    })?;
     if refused || !stream || include_usage == Some(true) {
-        return None;
+        return Ok(None);
     }
     // There is a `stream` member, so the object is not empty and the comma is right.
-    let close = body.iter().rposition(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    let Some(close) = body.iter().rposition(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) else {
+        return Ok(None);
+    };
     debug_assert_eq!(body[close], b'}');
     const MEMBER: &[u8] = br#","stream_options":{"include_usage":true}"#;
     let mut out = Vec::with_capacity(body.len() + MEMBER.len());
     out.extend_from_slice(&body[..close]);
     out.extend_from_slice(MEMBER);
     out.extend_from_slice(&body[close..]);
-    Some(out)
+    Ok(Some(out))
 }
 
 #[cfg(test)]

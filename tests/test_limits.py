@@ -436,3 +436,68 @@ def test_damaged_state_file_is_logged_by_name_and_ignored(gate, damage):
     assert first.status == 200 and first.header("x-ratelimit-remaining-requests") == "2", rate_headers(first)
     log = wait_until(lambda: str(state) in gate.error_log() and gate.error_log(), 3)
     assert log, f"the error log does not name {state}: {gate.error_log()[-2000:]}"
+
+
+# ----- found in review: redirects, trailing data, satisfy any, lines the zone cannot count -----
+
+def test_an_error_page_redirect_neither_counts_twice_nor_loses_the_request(gate, ollama):
+    """nginx's own 502 (Ollama down) goes to an `error_page` location through an internal
+    redirect, which empties every module's context: the request keeps its admission, so a
+    parallel=1 key gets the error page (not a 429 from being admitted twice), requests=2 counts
+    it once, the answer keeps its rate-limit headers, and the metrics count it with its code."""
+    keys = "k-one one requests=2/1m parallel=1\n"
+    start(gate, keys, location_extra="error_page 502 /down.json;",
+          server_extra='location = /down.json { internal; default_type application/json; return 502 \'{"error":"down"}\'; }',
+          proxy=f"proxy_pass http://127.0.0.1:{free_port()};")
+    first = send(gate, "k-one", "/api/tags", body=None, method="GET")
+    assert first.status == 502 and first.json() == {"error": "down"}, first
+    assert first.header("x-ratelimit-remaining-requests") == "1", rate_headers(first)
+    second = send(gate, "k-one", "/api/tags", body=None, method="GET")
+    assert second.status == 502 and second.header("x-ratelimit-remaining-requests") == "0"
+    third = send(gate, "k-one", "/api/tags", body=None, method="GET")
+    assert third.status == 429 and "requests 2/1m" in third.json()["error"]
+    metrics = settled(gate, lambda m: m.total("ollama_auth_requests_total", code="502") == 2)
+    assert metrics.total("ollama_auth_requests_total", user="one", code="502") == 2
+    assert metrics.total(REFUSED, reason="rate_limited") == 1
+
+
+def test_try_files_to_a_named_location_counts_once(gate, ollama):
+    keys = "k-one one requests=3/1m parallel=1\n"
+    start(gate, keys, location_extra="try_files /nothing-here @ollama;",
+          server_extra=f"location @ollama {{ {PROXY} }}")
+    for remaining in ["2", "1", "0"]:
+        response = send(gate, "k-one")
+        assert response.status == 200, response
+        assert response.header("x-ratelimit-remaining-requests") == remaining
+    assert send(gate, "k-one").status == 429
+    metrics = settled(gate, lambda m: m.total("ollama_auth_requests_total") == 3)
+    assert metrics.total("ollama_auth_requests_total", user="one", code="200") == 3
+
+
+def test_a_streamed_v1_body_with_trailing_data_is_refused_where_usage_counts(gate, ollama):
+    """Ollama reads the first JSON value and ignores the rest: such a body would stream without
+    its counts (and so without charging its prompt); the gate refuses it."""
+    start(gate, "k-tok tok tokens=1000/1m\n")
+    body = json.dumps({"model": "gemma3", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) + " x"
+    before = len(ollama.seen)
+    response = send(gate, "k-tok", "/v1/chat/completions", body=body)
+    assert response.status == 400 and "trailing data" in response.json()["error"], response
+    assert len(ollama.seen) == before
+    metrics = settled(gate, lambda m: m.total(REFUSED, reason="bad_request") == 1)
+    assert metrics.total("ollama_auth_requests_total") == 0
+
+
+def test_satisfy_any_refusals_that_allow_overrides_are_not_counted(gate, ollama):
+    start(gate, "k-one one\n", location_extra="satisfy any; allow 127.0.0.1; deny all;")
+    assert send(gate, None if False else {}, "/api/tags", body=None, method="GET").status == 200
+    metrics = settled(gate, lambda m: True)
+    assert metrics.total(REFUSED) == 0, "an allow-admitted request is no refusal"
+
+
+def test_more_windows_than_a_key_can_count_skip_the_line(gate):
+    keys = ("k-seven seven tokens=1/1s,1/2s,1/3s,1/4s requests=1/1s,1/2s,1/3s\n"
+            "k-fine fine requests=5/1m\n")
+    start(gate, keys)
+    assert send(gate, "k-seven").status == 401
+    assert send(gate, "k-fine").status == 200
+    assert "more than the 6" in gate.error_log() and "k-seven" not in gate.error_log()

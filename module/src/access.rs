@@ -89,9 +89,6 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             if let Some(ctx) = ctx_mut(request) {
                 let body = Cow::Borrowed(super::filters::unauthorized_body(ctx.challenges));
                 ctx.refusal = Some(Refusal { status: NGX_HTTP_UNAUTHORIZED as usize, body });
-                if let Some(why) = ctx.refused_for {
-                    conf.count_refusal(why);
-                }
             }
             return NGX_HTTP_UNAUTHORIZED as ngx_int_t;
         }

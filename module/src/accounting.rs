@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t,
-    NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_POST,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
 };
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
 
@@ -17,8 +17,9 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, Accounting};
 use super::zone::{now_ms, warn_full};
 use super::Module;
+use ngx_ollama_auth::json::JsonError;
 use ngx_ollama_auth::policy::strip_prefix;
-use ngx_ollama_auth::usage::{accepts_stream_options, UsageScanner};
+use ngx_ollama_auth::usage::{accepts_stream_options, include_usage_rewrite, UsageScanner};
 
 /// Whether this location's admitted requests are counted, or their counts read by variables.
 pub fn wanted(request: &Request, conf: &LocConf) -> bool {
@@ -50,12 +51,14 @@ pub fn path<'r>(request: &'r Request, conf: &LocConf) -> Option<&'r str> {
 
 /// Adds `stream_options.include_usage` to a streamed request that did not ask for it, so the
 /// answer carries its counts; the response filters take out what that added. Returns the new
-/// body, if it changed.
-pub fn ask_for_usage(request: &mut Request, body: &[u8]) -> Option<Vec<u8>> {
-    let asked = ngx_ollama_auth::usage::add_include_usage(body)?;
-    let accounting = ctx_mut(request)?.accounting.as_mut()?;
-    accounting.asked_usage = true;
-    Some(asked)
+/// body, if it changed; an error for a body that is not one JSON object (see
+/// `include_usage_rewrite`).
+pub fn ask_for_usage(request: &mut Request, body: &[u8]) -> Result<Option<Vec<u8>>, JsonError> {
+    let Some(asked) = include_usage_rewrite(body)? else { return Ok(None) };
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        accounting.asked_usage = true;
+    }
+    Ok(Some(asked))
 }
 
 /// Adds the log-phase handler. Called once per configuration load.
@@ -114,18 +117,29 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     let status = request.as_ref().headers_out.status;
     // SAFETY: a request's connection is valid while the request is.
     let client_gone = unsafe { (*request.as_ref().connection).error() } != 0;
+    // The answer went out whole only if nothing of it is still waiting to be written.
+    // SAFETY: as above.
+    let unsent = !request.as_ref().out.is_null() || unsafe { (*request.as_ref().connection).buffered() } != 0;
     let started_ms = request.as_ref().start_sec as u64 * 1000 + request.as_ref().start_msec as u64;
     let log = request.log();
     let Some(ctx) = ctx_mut(request) else { return Status::NGX_DECLINED.0 };
+    if let (Some(why), Some(zone)) = (ctx.refused_for, ctx.refusal_zone) {
+        // A refusal is counted if it stood (with `satisfy any`, `allow` may have admitted the
+        // request after all), and then the request is not counted as admitted.
+        if status >= NGX_HTTP_BAD_REQUEST as usize {
+            if let Some(mut locked) = zone.lock() {
+                locked.count_refusal(why);
+            }
+        }
+        return Status::NGX_DECLINED.0;
+    }
     let Some(accounting) = ctx.accounting.as_ref() else { return Status::NGX_DECLINED.0 };
     let Some(zone) = accounting.zone else { return Status::NGX_DECLINED.0 };
-    if ctx.refusal.is_some() {
-        return Status::NGX_DECLINED.0; // counted as refused when it was
-    }
-    let code = if client_gone && !accounting.answer_ended {
-        NGX_HTTP_CLIENT_CLOSED_REQUEST as u16
-    } else {
-        status.min(999) as u16
+    let code = match status {
+        _ if client_gone && (!accounting.answer_ended || unsent) => NGX_HTTP_CLIENT_CLOSED_REQUEST as u16,
+        // Ended before any header (an error nginx logged): as nginx's own 500.
+        0 => NGX_HTTP_INTERNAL_SERVER_ERROR as u16,
+        status => status.min(999) as u16,
     };
     let outcome = outcome(accounting.scanner.as_deref());
     let (prompt, completion) = (outcome.prompt_tokens.unwrap_or(0), outcome.completion_tokens.unwrap_or(0));

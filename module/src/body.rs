@@ -10,7 +10,7 @@
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_http_core_run_phases, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_HTTP_BAD_REQUEST,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
@@ -77,17 +77,16 @@ fn verdict(request: &mut Request) -> ngx_int_t {
             }
         },
     };
+    let Some(body) = body else {
+        let message = format!("a body read by this gate may be at most {} MB", MAX_SCANNED_BODY >> 20);
+        let why = RefusalReason::TooLarge;
+        return answer(
+            request,
+            conf,
+            refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why),
+        );
+    };
     if let Some(models) = &check.models {
-        let Some(body) = body else {
-            let message = format!("a body checked for its model may be at most {} MB", MAX_SCANNED_BODY >> 20);
-            let refusal = refuse_with(
-                NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                "request entity too large",
-                message,
-                RefusalReason::TooLarge,
-            );
-            return answer(request, conf, refusal);
-        };
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
         if let Err(refusal) = check_body_models(body, models.rule, allowed, models.who) {
             return answer(request, conf, refuse_model(refusal));
@@ -95,10 +94,21 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
     }
     if check.add_usage {
-        // A body too large to scan goes as it is: its answer is counted chunk by chunk.
-        if let Some(asked) = body.and_then(|body| ask_for_usage(request, body)) {
-            if replace_body(request, &asked).is_none() {
-                return Status::NGX_ERROR.0;
+        match ask_for_usage(request, body) {
+            Ok(Some(asked)) => {
+                if replace_body(request, &asked).is_none() {
+                    return Status::NGX_ERROR.0;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                // Ollama would read the first value and stream its answer without the counts.
+                let message = format!("the body must be one JSON object: {error}");
+                return answer(
+                    request,
+                    conf,
+                    refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest),
+                );
             }
         }
     }

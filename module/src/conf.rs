@@ -23,7 +23,6 @@ use super::zone::{set_zone, zone_reference, Zone};
 use super::{conf_error, Module};
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::KeySet;
-use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::Scopes;
 use ngx_ollama_auth::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
 
@@ -130,13 +129,6 @@ impl LocConf {
     /// The zone this location counts usage and limits in.
     pub fn usage_zone(&self) -> Option<Zone> {
         self.usage.flatten()
-    }
-
-    /// Counts one of this module's refusals, if this location counts.
-    pub fn count_refusal(&self, why: RefusalReason) {
-        if let Some(mut zone) = self.usage_zone().and_then(|zone| zone.lock()) {
-            zone.count_refusal(why);
-        }
     }
 }
 

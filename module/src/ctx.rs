@@ -99,8 +99,12 @@ pub struct RequestCtx {
     /// Who was admitted, and with what options; `None` if no one was.
     pub admission: Option<Admission>,
     pub challenges: u8,
-    /// Why no one was admitted, for `ollama_auth_refused_total`.
+    /// Why no one was admitted, or why this module answered an admitted request itself: for
+    /// `ollama_auth_refused_total`, counted in the log phase if the answer was a refusal (with
+    /// `satisfy any`, `allow` may still admit the request).
     pub refused_for: Option<RefusalReason>,
+    /// Where that refusal is counted: the zone of the location that refused.
+    pub refusal_zone: Option<Zone>,
     /// Set when this module answers the request itself (401, 403, 400); read by the filters.
     pub refusal: Option<Refusal>,
     /// The refusal's header went out with the JSON body's length: the body filter sends it.
@@ -142,6 +146,7 @@ impl RequestCtx {
             Decision::Admitted(admission) => Some(admission),
             Decision::Refused(reason) => {
                 self.refused_for = Some(reason);
+                self.refusal_zone = conf.usage_zone();
                 None
             }
         };
@@ -161,11 +166,47 @@ pub fn ctx_mut(request: &mut Request) -> Option<&mut RequestCtx> {
     // NULL or a RequestCtx this module put in the request's pool (see ctx_or_new), which lives
     // as long as the request; the returned borrow is tied to `request`'s exclusive one, and
     // nginx runs one request's handlers on one thread, one at a time.
-    unsafe {
-        let slot = *request.as_ref().ctx.add(Module::module().ctx_index);
-        slot.cast::<RequestCtx>().as_mut()
+    let slot = unsafe { *request.as_ref().ctx.add(Module::module().ctx_index) };
+    if slot.is_null() && request.as_ref().internal() != 0 && request.is_main() {
+        return recover_after_redirect(request);
     }
+    // SAFETY: as above.
+    unsafe { slot.cast::<RequestCtx>().as_mut() }
 }
+
+/// An internal redirect (`error_page`, `try_files` to a named location, `rewrite ... last`
+/// excepted) empties every module's context slot and runs the phases again; the context itself
+/// is still in the request pool, found by its cleanup as nginx's realip module finds its own.
+/// What belongs to the request goes on (who was admitted, its in-flight count, its accounting,
+/// its rate-limit headers); what belonged to the answer being replaced does not.
+#[cold]
+fn recover_after_redirect(request: &mut Request) -> Option<&mut RequestCtx> {
+    // SAFETY: a main request's pool is its own; its cleanup list holds valid entries, and the
+    // one whose handler is drop_ctx was registered by ctx_or_new for this request's context.
+    let found = unsafe {
+        let mut cleanup = (*request.as_ref().pool).cleanup;
+        let mut found = std::ptr::null_mut();
+        while !cleanup.is_null() {
+            if (*cleanup).handler.is_some_and(|handler| std::ptr::fn_addr_eq(handler, drop_ctx as DropFn)) {
+                found = (*cleanup).data.cast::<RequestCtx>();
+            }
+            cleanup = (*cleanup).next;
+        }
+        found.as_mut()?
+    };
+    found.refusal = None;
+    found.replace_body = false;
+    found.body_sent = false;
+    found.body = None;
+    found.listing = None;
+    found.listing_body = Vec::new();
+    found.listing_held = false;
+    request.set_module_ctx((found as *mut RequestCtx).cast(), Module::module());
+    // SAFETY: as in ctx_mut: the slot now holds this request's context again.
+    unsafe { (*request.as_ref().ctx.add(Module::module().ctx_index)).cast::<RequestCtx>().as_mut() }
+}
+
+type DropFn = unsafe extern "C" fn(*mut std::ffi::c_void);
 
 unsafe extern "C" fn drop_ctx(data: *mut std::ffi::c_void) {
     // SAFETY: registered by ctx_or_new for the RequestCtx it wrote at `data`, and run once, when
@@ -236,8 +277,9 @@ pub fn refuse(
 ) -> Option<()> {
     let label = label_for_log(request, conf);
     ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, reason);
-    conf.count_refusal(why);
     let ctx = ctx_or_new(request)?;
+    ctx.refused_for = Some(why);
+    ctx.refusal_zone = conf.usage_zone();
     // An admitted request's context may be new: a 401 (expired) needs its challenges.
     ctx.challenges = challenges_of(conf);
     ctx.refusal = Some(Refusal { status, body: Cow::Owned(body) });

@@ -83,6 +83,10 @@ pub struct LimitEntry {
     limits: KeyLimits,
 }
 
+/// What one usage series takes in the zone, about: the tree node with its counts (a 256-byte
+/// slab slot) and its key (a 64-byte one for short labels).
+const SERIES_BYTES: usize = 320;
+
 /// Status codes that series fold into when the zone is full, by code (the last slot for the rest).
 const OVERFLOW_SLOTS: usize = 8;
 
@@ -97,6 +101,13 @@ struct ZoneData {
     full_warned: bool,
     /// When the state file was last written (or read), milliseconds since the epoch.
     state_written_ms: u64,
+    /// Usage series made, and how many may be: half the zone, so that they can never crowd
+    /// out the counters of limited keys (a series' model is whatever the answer names).
+    series_count: usize,
+    max_series: usize,
+    /// When the counters of idle keys were last freed (at most once a second, under the lock
+    /// every worker needs).
+    forgot_ms: u64,
 }
 
 /// The configuration side of one zone, in the configuration's memory; nginx hands it to the
@@ -190,11 +201,11 @@ impl Locked<'_> {
             counts.add(tokens.0, tokens.1, micros);
             return false;
         }
-        if self.insert_series(scratch, tokens, micros) {
+        if self.data.series_count < self.data.max_series && self.insert_series(scratch, tokens, micros) {
             return false;
         }
-        // Full: the same model and code, as `__other__`; then a fixed slot by code.
-        series_key(OTHER_USER, model, code, scratch);
+        // No room: one `__other__` series per status code; then a fixed slot by code.
+        series_key(OTHER_USER, "", code, scratch);
         let folded = match self.data.series.get_mut(scratch.as_slice()) {
             Some(counts) => {
                 counts.add(tokens.0, tokens.1, micros);
@@ -218,7 +229,9 @@ impl Locked<'_> {
         let Some(key) = self.key(key) else { return false };
         let mut counts = SeriesCounts::default();
         counts.add(tokens.0, tokens.1, micros);
-        self.data.series.try_insert(key, counts).is_ok()
+        let made = self.data.series.try_insert(key, counts).is_ok();
+        self.data.series_count += usize::from(made);
+        made
     }
 
     /// Every series and the refusal counts, copied out so the caller can render them unlocked.
@@ -244,8 +257,7 @@ impl Locked<'_> {
             Some(entry) => entry,
             None => {
                 let limits = KeyLimits::new(options, now_ms).map_err(Unenforceable::Options)?;
-                if !self.insert_limits(id, LimitEntry { signature: wanted, limits }) {
-                    self.forget_idle_keys(now_ms);
+                if !self.insert_limits(id, LimitEntry { signature: wanted, limits }) && self.forget_idle_keys(now_ms) {
                     let limits = KeyLimits::new(options, now_ms).map_err(Unenforceable::Options)?;
                     if !self.insert_limits(id, LimitEntry { signature: wanted, limits }) {
                         return Err(Unenforceable::ZoneFull);
@@ -271,8 +283,13 @@ impl Locked<'_> {
         }
     }
 
-    /// Frees the counters of keys with nothing counted and nothing in flight.
-    fn forget_idle_keys(&mut self, now_ms: u64) {
+    /// Frees the counters of keys with nothing counted and nothing in flight, at most once a
+    /// second (it looks at every key); says whether it did.
+    fn forget_idle_keys(&mut self, now_ms: u64) -> bool {
+        if now_ms.saturating_sub(self.data.forgot_ms) < 1000 {
+            return false;
+        }
+        self.data.forgot_ms = now_ms;
         let idle: Vec<Vec<u8>> = self
             .data
             .limits
@@ -283,6 +300,7 @@ impl Locked<'_> {
         for key in idle {
             self.data.limits.remove(key.as_slice());
         }
+        true
     }
 
     /// A request admitted by [`Self::admit`] has ended.
@@ -303,7 +321,8 @@ impl Locked<'_> {
             return None;
         }
         self.data.state_written_ms = now_ms;
-        Some(encode_state(self.data.limits.iter().map(|(key, entry)| (key.as_bytes(), &entry.limits))))
+        let busy = self.data.limits.iter().filter(|(_, entry)| !entry.limits.is_idle(now_ms));
+        Some(encode_state(busy.map(|(key, entry)| (key.as_bytes(), &entry.limits))))
     }
 }
 
@@ -321,6 +340,10 @@ unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_l
         overflow: [(0, SeriesCounts::default()); OVERFLOW_SLOTS],
         full_warned: false,
         state_written_ms: 0,
+        series_count: 0,
+        // SAFETY: start and end bound the pool's pages, set by ngx_slab_init.
+        max_series: unsafe { ((*pool).end as usize).saturating_sub((*pool).start as usize) } / 2 / SERIES_BYTES,
+        forgot_ms: 0,
     };
     let place = ngx::allocator::allocate(data, &alloc).ok()?.as_ptr();
     if let Some(path) = &conf.state_path {
@@ -374,11 +397,14 @@ fn read_state(data: &mut ZoneData, alloc: HeldSlab, path: &Path, log: *mut ngx_l
 /// Writes the state file atomically: a temporary file in the same directory, then a rename.
 fn write_state(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    // A fresh name, made with O_EXCL: a file or link already there (the directory is the
+    // workers') is never written through.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
+    temporary.push(format!(".{}.{nanos:09}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_data()?;
         std::fs::rename(&temporary, path)
