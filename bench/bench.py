@@ -389,9 +389,10 @@ def start_stream_stand_in():
 
 def limits_scale(duration):
     """100,000 keys with limits in one zone of the size the README gives them (about 1.1 KB a key
-    and 1 MB over): every key makes a request (wrk cycling through them), and none may find the
-    zone full (a 503, and a line in the error log)."""
-    zone_mb = (LIMITED_KEYS * 1152 >> 20) + 2
+    for its counters and 0.4 KB for its metrics series, and 2 MB over): every key makes a
+    request (wrk cycling through them), and none may find the zone full (a 503, and a line in
+    the error log)."""
+    zone_mb = (LIMITED_KEYS * (1152 + 384) >> 20) + 2
     location = f"ollama_bearer_keys_file {WORK}/keys-limited-{LIMITED_KEYS}.txt; {USAGE}"
     http = f"ollama_auth_zone bench {zone_mb}m;"
     script = WORK / "cycle-keys.lua"
