@@ -65,9 +65,13 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let record_user =
             Module::main_conf(request).is_some_and(|main| main.user_variable_used) || accounting::wanted(request, conf);
         match authenticate(request, conf, record_user) {
-            // The common path: judged right here, nothing kept, nothing allocated.
+            // The common path: judged right here, nothing kept, nothing allocated, nothing
+            // counted (no label was wanted, so nothing is accounted; no limits).
             Decision::Admitted(admission) if admission.label.is_none() && admission.limit_id.is_none() => {
-                return act_on(r, conf, judge(request, conf, &admission));
+                return match judge(request, conf, &admission) {
+                    Judgement::Allow => Status::NGX_OK.0,
+                    judgement => act_on(r, conf, judgement),
+                };
             }
             decision => {
                 if record(request, conf, decision).is_none() {

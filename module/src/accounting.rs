@@ -61,13 +61,20 @@ pub fn ask_for_usage(request: &mut Request, body: &[u8]) -> Result<Option<Vec<u8
     Ok(Some(asked))
 }
 
-/// Adds the log-phase handler. Called once per configuration load.
+/// Adds the log-phase handler, if the configuration counts anything (a zone, or the usage
+/// variables: `variables::note_use` runs first); otherwise requests pay nothing for it. Called
+/// once per configuration load.
 ///
 /// # Safety
 /// `cf` must be the configuration being loaded, in postconfiguration.
-pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
+pub unsafe fn install_if_used(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: cf is valid during postconfiguration, as the caller guarantees.
-    let Some(core) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
+    let cf = unsafe { &*cf };
+    let used = Module::main_conf(cf).is_some_and(|main| !main.zones.is_empty() || main.usage_variables_used);
+    if !used {
+        return Status::NGX_OK.0;
+    }
+    let Some(core) = NgxHttpCoreModule::main_conf_mut(cf) else {
         return Status::NGX_ERROR.0;
     };
     // SAFETY: the log phase's handler array exists in the core main configuration during

@@ -28,7 +28,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use super::accounting::path;
 use super::buffers::{append_chain, for_each_piece};
 use super::conf::{Challenges, LocConf};
-use super::ctx::{ctx_mut, Accounting, CHALLENGE_BASIC, CHALLENGE_BEARER};
+use super::ctx::{ctx_mut, Accounting, RequestCtx, CHALLENGE_BASIC, CHALLENGE_BEARER};
 use super::Module;
 use ngx_ollama_auth::policy::cut_listing;
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
@@ -208,6 +208,10 @@ fn add_rate_headers(request: &mut Request) -> Option<()> {
 
 /// Sets up the reading of a counted answer, once its header says what it is.
 fn start_scanning(request: &mut Request) {
+    let counted_and_new = |ctx: &mut RequestCtx| ctx.accounting.as_ref().is_some_and(|a| a.scanner.is_none());
+    if !ctx_mut(request).is_some_and(counted_and_new) {
+        return;
+    }
     let Some(conf) = Module::location_conf(request) else { return };
     let out = &request.as_ref().headers_out;
     let encoded = !out.content_encoding.is_null();
@@ -225,7 +229,10 @@ fn start_scanning(request: &mut Request) {
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a valid request.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    if request.is_main() && ctx_mut(request).is_some() && add_rate_headers(request).is_none() {
+    if ctx_mut(request).is_none() {
+        return next_header(r); // the common case: nothing of this module's to do
+    }
+    if request.is_main() && add_rate_headers(request).is_none() {
         return Status::NGX_ERROR.0;
     }
     match role(request) {
@@ -488,7 +495,7 @@ fn stripped_chain(
     bytes: &[u8],
     flush: bool,
     last: bool,
-    ctx: Option<&mut super::ctx::RequestCtx>,
+    ctx: Option<&mut RequestCtx>,
 ) -> Option<*mut ngx_chain_t> {
     let accounting = ctx?.accounting.as_mut()?;
     // SAFETY: the free list is this request's (see account_body); ngx_chain_get_free_buf

@@ -49,7 +49,7 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
-        for step in [variables::note_use, access::install, accounting::install, filters::install] {
+        for step in [variables::note_use, access::install, accounting::install_if_used, filters::install] {
             // SAFETY: nginx calls this with the configuration being loaded, in
             // postconfiguration, as all of them require.
             let rc = unsafe { step(cf) };
