@@ -9,10 +9,10 @@
 //!   entry may carry), `watch` (one change-watching mechanism for both);
 //! - the policy: `policy` (endpoints and scopes, body models, listings, error bodies), `models`
 //!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning);
-//! - not yet wired into the module: `usage` (token counts and the model from Ollama's answers,
-//!   streamed, in bounded memory; the `/v1` include_usage rewrite), `metrics` (the Prometheus
-//!   text exposition), `limits` (per-key sliding windows, in-flight counts, rate-limit headers
-//!   and the state file, as fixed-size data for a shared zone).
+//! - usage and limits: `usage` (token counts and the model from Ollama's answers, streamed, in
+//!   bounded memory; the `/v1` include_usage rewrite), `metrics` (the counts a zone keeps and
+//!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,
+//!   rate-limit headers and the state file, as fixed-size data for a shared zone).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -30,3 +30,18 @@ pub mod options;
 pub mod policy;
 pub mod usage;
 pub mod watch;
+
+/// `n` in decimal digits, written at the end of `digits` (a `u64` has at most 20): for the
+/// numbers of headers and of the exposition, without formatting machinery or allocation.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[at..]
+}

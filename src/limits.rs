@@ -238,18 +238,8 @@ impl Text {
         self
     }
 
-    fn number(&mut self, mut n: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..])
+    fn number(&mut self, n: u64) -> &mut Self {
+        self.push(crate::decimal(n, &mut [0; 20]))
     }
 
     /// A reset duration as OpenAI writes it (Go's duration format): `20ms` under a second, else

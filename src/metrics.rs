@@ -267,18 +267,8 @@ fn push_label_value(out: &mut Vec<u8>, value: &str) {
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(crate::decimal(n, &mut [0; 20]));
 }
 
 /// Microseconds as exact decimal seconds: `1.5`, `0.000001`, `300`.
