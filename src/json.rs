@@ -402,16 +402,24 @@ pub(crate) fn find_any<const N: usize>(bytes: &[u8], from: usize, set: [u8; N]) 
 /// Bit `k` set where `bytes[from + k]` (k < 64) is one of `set`: sixty-four bytes looked at in
 /// four SSE2 steps on x86_64, for a caller that walks many stops close together.
 pub(crate) fn mask_of<const N: usize>(bytes: &[u8], from: usize, set: [u8; N]) -> u64 {
-    let mut block = [0u8; 64];
-    let end = bytes.len().min(from + 64);
+    let end = bytes.len().min(from.saturating_add(64));
     let len = end.saturating_sub(from);
-    block[..len].copy_from_slice(&bytes[from.min(end)..end]);
+    // A whole block is read where it is; the last, shorter one from a zero-padded copy (the
+    // padding matches only if the set has 0).
+    let mut padded = [0u8; 64];
+    let block: &[u8] = if len == 64 {
+        &bytes[from..end]
+    } else {
+        padded[..len].copy_from_slice(&bytes[from.min(end)..end]);
+        &padded
+    };
     let mut mask = 0u64;
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
         for part in 0..4 {
-            // SAFETY: SSE2 is part of the x86_64 baseline; the load reads block[16 * part..][..16].
+            // SAFETY: SSE2 is part of the x86_64 baseline; `block` is 64 bytes long, and the load
+            // reads block[16 * part..][..16].
             let bits = unsafe {
                 let chunk = _mm_loadu_si128(block.as_ptr().add(16 * part).cast());
                 let mut found = _mm_cmpeq_epi8(chunk, _mm_set1_epi8(set[0] as i8));
@@ -429,7 +437,6 @@ pub(crate) fn mask_of<const N: usize>(bytes: &[u8], from: usize, set: [u8; N]) -
             mask |= 1 << k;
         }
     }
-    // The zero padding matches only if the set has 0.
     if len < 64 {
         mask &= (1u64 << len) - 1;
     }

@@ -150,26 +150,35 @@ impl UsageScanner {
     }
 
     /// A native answer, line by line: once the model is known, a whole line that plainly cannot
-    /// carry the counts (see [`plain_chunk_line`]) is passed over without the tokenizer; every
+    /// carry the counts (see [`PlainLine`]) is passed over without the tokenizer; every
     /// other byte goes through it. The model and the counts are the tokenizer's however the
     /// answer is split; the tokens counted for an answer cut short may differ for lines Ollama
     /// never writes (two objects on a line, a nested `"done":false`).
     fn feed_lines(&mut self, chunk: &[u8]) {
         let env = Env { dialect: Dialect::Native, framing: Framing::Json, event: EventType::Absent };
-        let mut i = 0;
-        while i < chunk.len() {
-            let rest = &chunk[i..];
-            let end = json::find_any(rest, 0, [b'\n']);
-            if end == rest.len() {
-                self.lexer.feed(rest, &mut self.tally, env);
-                return;
+        // One SIMD pass over the chunk finds the newlines and what may make a line count.
+        let (mut line_start, mut line) = (0, PlainLine::default());
+        let mut base = 0;
+        while base < chunk.len() {
+            let mut mask = json::mask_of(chunk, base, PlainLine::STOPS);
+            while mask != 0 {
+                let at = base + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if chunk[at] != b'\n' {
+                    line.look_at(chunk, at);
+                    continue;
+                }
+                let skippable = self.lexer.state == Lex::Between && self.tally.model.is_some();
+                match line.verdict().filter(|_| skippable) {
+                    Some(token) => self.tally.token_chunks += u64::from(token),
+                    None => self.lexer.feed(&chunk[line_start..=at], &mut self.tally, env),
+                }
+                (line_start, line) = (at + 1, PlainLine::default());
             }
-            let skippable = self.lexer.state == Lex::Between && self.tally.model.is_some();
-            match plain_chunk_line(&rest[..end]).filter(|_| skippable) {
-                Some(token) => self.tally.token_chunks += u64::from(token),
-                None => self.lexer.feed(&rest[..=end], &mut self.tally, env),
-            }
-            i += end + 1;
+            base += 64;
+        }
+        if line_start < chunk.len() {
+            self.lexer.feed(&chunk[line_start..], &mut self.tally, env);
         }
     }
 
@@ -1263,44 +1272,54 @@ impl Lexer {
 /// carry the counts: it has no escape (so every name in it is as written), no `eval_count`
 /// (nor so `prompt_eval_count`), and no `done"` followed by `:` and a `t`. Then reading it could
 /// at most count a token and flag damage, never finish the answer or change its model (known
-/// already): it is passed over, `Some(true)` if it looks like a token (`"done": false`).
-fn plain_chunk_line(line: &[u8]) -> Option<bool> {
-    let value_after = |mut at: usize| {
-        // After a name's closing quote: white space, a colon, white space, the value's first byte.
-        let white = |at: &mut usize| {
-            while line.get(*at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r')) {
-                *at += 1;
-            }
-        };
-        white(&mut at);
-        if line.get(at) != Some(&b':') {
-            return None;
-        }
-        at += 1;
-        white(&mut at);
-        line.get(at).copied()
-    };
-    let mut token = false;
-    let mut base = 0;
-    while base < line.len() {
-        let mut mask = json::mask_of(line, base, [b'\\', b'd', b'_']);
-        while mask != 0 {
-            let at = base + mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            match line[at] {
-                b'\\' => return None,
-                b'd' if line[at..].starts_with(b"done\"") => match value_after(at + 5) {
-                    Some(b't') => return None,
-                    Some(b'f') => token = true,
-                    _ => {}
-                },
-                b'_' if line[at.saturating_sub(4)..].starts_with(b"eval_count") => return None,
+/// already): it is passed over. Built up from the line's stops, one at a time.
+#[derive(Default)]
+struct PlainLine {
+    counts: bool,
+    token: bool,
+}
+
+impl PlainLine {
+    /// The bytes looked at: the end of the line, an escape, the `d` of `done`, the `_` of
+    /// `eval_count`.
+    const STOPS: [u8; 4] = [b'\n', b'\\', b'd', b'_'];
+
+    /// Looks at the stop at `bytes[at]` (never a newline): only bytes of its own line matter, as
+    /// a newline is in none of the words looked for.
+    fn look_at(&mut self, bytes: &[u8], at: usize) {
+        match bytes[at] {
+            b'\\' => self.counts = true,
+            b'd' if bytes[at..].starts_with(b"done\"") => match value_after(bytes, at + 5) {
+                Some(b't') => self.counts = true,
+                Some(b'f') => self.token = true,
                 _ => {}
-            }
+            },
+            b'_' if bytes[at.saturating_sub(4)..].starts_with(b"eval_count") => self.counts = true,
+            _ => {}
         }
-        base += 64;
     }
-    Some(token)
+
+    /// `None` if the line may count; else whether it looks like a token.
+    fn verdict(&self) -> Option<bool> {
+        (!self.counts).then_some(self.token)
+    }
+}
+
+/// After a name's closing quote at `at - 1`: white space, a colon, white space, and the first
+/// byte of the value, if the line has them.
+fn value_after(bytes: &[u8], mut at: usize) -> Option<u8> {
+    let white = |at: &mut usize| {
+        while bytes.get(*at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+            *at += 1;
+        }
+    };
+    white(&mut at);
+    if bytes.get(at) != Some(&b':') {
+        return None;
+    }
+    at += 1;
+    white(&mut at);
+    bytes.get(at).copied()
 }
 
 /// Takes out of a streamed `/v1/chat/completions` or `/v1/completions` answer what asking for
@@ -1623,6 +1642,23 @@ pub fn include_usage_rewrite(body: &[u8]) -> Result<Option<Vec<u8>>, json::JsonE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole line as [`PlainLine`] sees it: `None` if it may count, else whether it looks like
+    /// a token (`"done": false`).
+    fn plain_chunk_line(line: &[u8]) -> Option<bool> {
+        let mut plain = PlainLine::default();
+        let mut base = 0;
+        while base < line.len() {
+            let mut mask = json::mask_of(line, base, PlainLine::STOPS);
+            while mask != 0 {
+                let at = base + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                plain.look_at(line, at);
+            }
+            base += 64;
+        }
+        plain.verdict()
+    }
 
     const NATIVE: AnswerKind = AnswerKind { dialect: Dialect::Native, framing: Framing::Json };
     const OPENAI_JSON: AnswerKind = AnswerKind { dialect: Dialect::OpenAi, framing: Framing::Json };
