@@ -110,8 +110,8 @@ struct ZoneData {
     forgot_ms: u64,
 }
 
-/// The configuration side of one zone, in the configuration's memory; nginx hands it to the
-/// zone's init callback and keeps it as `shm_zone->data`.
+/// The configuration side of one zone, owned by the configuration (freed with its pool); nginx
+/// hands it to the zone's init callback and keeps it as `shm_zone->data`.
 pub struct ZoneConf {
     name: String,
     state_path: Option<PathBuf>,
@@ -127,7 +127,6 @@ pub struct Zone(*mut ngx_shm_zone_t);
 pub struct Locked<'z> {
     pool: *mut ngx_slab_pool_t,
     data: &'z mut ZoneData,
-    name: &'z str,
 }
 
 impl Drop for Locked<'_> {
@@ -440,14 +439,8 @@ impl Zone {
         // guards the ZoneData made in it, which nothing touches without it.
         unsafe {
             ngx_shmtx_lock(&mut (*conf.pool).mutex);
-            Some(Locked { pool: conf.pool, data: &mut *conf.data, name: &conf.name })
+            Some(Locked { pool: conf.pool, data: &mut *conf.data })
         }
-    }
-}
-
-impl Locked<'_> {
-    pub fn zone_name(&self) -> &str {
-        self.name
     }
 }
 
