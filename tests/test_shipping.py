@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import ssl
+import shutil
 import subprocess
 import tempfile
 import time
@@ -77,7 +78,10 @@ class LocalGate:
 @pytest.mark.parametrize("conf_name", SHIPPED_CONFS)
 def test_every_shipped_conf_passes_nginx_t(conf_name, ollama):
     gate = LocalGate(conf_name, ollama.port)
-    result = gate.nginx("-t")
+    try:
+        result = gate.nginx("-t")
+    finally:
+        shutil.rmtree(gate.dir, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
@@ -166,8 +170,11 @@ def test_kubernetes_configmap_conf_passes_nginx_t(ollama, tmp_path):
     conf.write_text(configmap["data"]["nginx.conf"].replace("/dev/stderr", "/var/log/nginx/error.log")
                     .replace("/dev/stdout", "/var/log/nginx/access.log"))
     gate = LocalGate(None, ollama.port, conf_path=conf)
-    (gate.dir / "ollama_proxy.conf").write_text(configmap["data"]["ollama_proxy.conf"].replace("ollama:11434", f"127.0.0.1:{ollama.port}"))
-    result = gate.nginx("-t")
+    try:
+        (gate.dir / "ollama_proxy.conf").write_text(configmap["data"]["ollama_proxy.conf"].replace("ollama:11434", f"127.0.0.1:{ollama.port}"))
+        result = gate.nginx("-t")
+    finally:
+        shutil.rmtree(gate.dir, ignore_errors=True)
     assert result.returncode == 0, result.stderr
 
 
