@@ -488,10 +488,14 @@ def test_a_streamed_v1_body_with_trailing_data_is_refused_where_usage_counts(gat
 
 
 def test_satisfy_any_refusals_that_allow_overrides_are_not_counted(gate, ollama):
-    start(gate, "k-one one\n", location_extra="satisfy any; allow 127.0.0.1; deny all;")
-    assert send(gate, None if False else {}, "/api/tags", body=None, method="GET").status == 200
-    metrics = settled(gate, lambda m: True)
-    assert metrics.total(REFUSED) == 0, "an allow-admitted request is no refusal"
+    """With `satisfy any`, a request without a key that `allow` admits is no refusal; the same
+    request where no `allow` admits it is one (the control: the counting did happen)."""
+    start(gate, "k-one one\n", location_extra="satisfy any; allow 127.0.0.1; deny all;",
+          server_extra=f"location /strict/ {{ ollama_bearer_keys_file keys.txt; ollama_auth_usage lim; {PROXY} }}")
+    assert send(gate, {}, "/api/tags", body=None, method="GET").status == 200
+    assert send(gate, {}, "/strict/api/tags", body=None, method="GET").status == 401
+    metrics = settled(gate, lambda m: m.total(REFUSED) >= 1)
+    assert metrics.total(REFUSED) == 1 and metrics.total(REFUSED, reason="no_credential") == 1
 
 
 def test_more_windows_than_a_key_can_count_skip_the_line(gate):

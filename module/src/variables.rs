@@ -91,9 +91,13 @@ unsafe extern "C" fn get_usage(
     });
     // SAFETY: the request pool outlives the variable's use in this request.
     let text = unsafe { ngx_str_t::from_bytes(pool, text.unwrap_or_default().as_bytes()) };
-    let text = text.unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
     // SAFETY: nginx hands variable handlers a valid value slot to fill.
-    let value = unsafe { &mut *value };
+    fill(unsafe { &mut *value }, text)
+}
+
+/// Fills a variable's value with `text` (pool or configuration bytes), or the empty string.
+fn fill(value: &mut ngx_variable_value_t, text: Option<ngx_str_t>) -> ngx_int_t {
+    let text = text.unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
     value.set_len(text.len as u32);
     value.data = text.data;
     value.set_valid(1);
@@ -108,15 +112,7 @@ unsafe extern "C" fn get_user(r: *mut ngx_http_request_t, value: *mut ngx_variab
     // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
     // for as long as it is.
     let main = unsafe { Request::from_ngx_http_request((*r).main) };
-    let user = decided_with_label(main)
-        .and_then(|ctx| ctx.label())
-        .unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
+    let user = decided_with_label(main).and_then(|ctx| ctx.label());
     // SAFETY: nginx hands variable handlers a valid value slot to fill.
-    let value = unsafe { &mut *value };
-    value.set_len(user.len as u32);
-    value.data = user.data;
-    value.set_valid(1);
-    value.set_no_cacheable(1);
-    value.set_not_found(0);
-    Status::NGX_OK.0
+    fill(unsafe { &mut *value }, user)
 }
