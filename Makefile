@@ -10,59 +10,95 @@ NGINX_BIN = $(shell cat $(PROFILE_DIR)/nginx-build-dir)/nginx
 RUN_DIR := .run
 PYTEST_ARGS ?=
 
-# Debian packages: building (clang for bindgen, nginx's libraries), Debian's own nginx to build
-# against, htpasswd, and the tools the tests and benchmarks use.
-APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc \
-	nginx nginx-dev apache2-utils curl procps python3
+# What building needs (clang for bindgen, nginx's libraries); `make run` installs only these.
+BUILD_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc
+# What testing adds: Debian's own nginx to build against and test with, htpasswd, Prometheus for
+# the monitoring check, a venv for the Python test tools.
+TEST_PACKAGES := $(BUILD_PACKAGES) nginx nginx-dev apache2-utils curl procps python3 python3-venv prometheus
+# The Python test tools live in a venv inside the checkout, never in the system Python.
+VENV := .venv
+VENV_PYTHON := $(abspath $(VENV))/bin/python
+PYTHON_TEST_PACKAGES := pytest pyyaml ollama openai anthropic prometheus_client promql-parser
+RUST_MIN := $(shell sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+PORT ?= 8880
+OLLAMA ?= 127.0.0.1:11434
 
-.PHONY: all build cli install-cli deps lint test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
+.PHONY: all help build cli install-cli toolchain deps-build deps lint unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
 
 all: build
 
-# Installs only what is missing, so a prepared machine pays nothing.
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+help:
+	@echo "make run [PORT=8880 OLLAMA=127.0.0.1:11434]   build and start the gate (make stop stops it)"
+	@echo "make test                                    lint, unit, integration on two nginx builds, fuzz smoke"
+	@echo "make lint | unit | integration | integration-debian | fuzz-smoke   one part of make test"
+	@echo "make bench | memcheck | fuzz                  benchmarks, valgrind, long fuzzing"
+	@echo "make cli | install-cli                        the ollama-auth tool"
+
+# One line, not a cargo error, when the toolchain is older than the declared rust-version.
+toolchain:
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "Rust $(RUST_MIN) or newer is needed: install it with rustup (https://rustup.rs), not Debian's cargo"; exit 1; }
+	@have=$$(rustc --version | awk '{print $$2}'); \
+	if [ "$$(printf '%s\n%s\n' "$(RUST_MIN)" "$${have%%-*}" | sort -V | head -1)" != "$(RUST_MIN)" ]; then \
+		echo "Rust $(RUST_MIN) or newer is needed, this is $$have: install a current toolchain with rustup (https://rustup.rs)"; exit 1; fi
+
+# Installs only the Debian packages that are missing, without starting any service they carry
+# (policy-rc.d 101: Debian's nginx package would otherwise start a system nginx on port 80).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages; run: sudo apt-get install $$missing"; exit 1; fi; \
 		echo "installing Debian packages:" $$missing; \
+		policy=/usr/sbin/policy-rc.d; [ -e $$policy ] && had_policy=1 || { printf '#!/bin/sh\nexit 101\n' > $$policy; chmod 755 $$policy; }; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+		[ -n "$${had_policy:-}" ] || rm -f $$policy; exit $$rc; \
 	fi
-	@$(PYTHON) -c 'import pytest, yaml, ollama, openai, prometheus_client, promql_parser' 2>/dev/null || $(PYTHON) -m pip install --quiet pytest pyyaml ollama openai prometheus_client promql-parser
+endef
+
+deps-build: toolchain
+	$(call apt_install,$(BUILD_PACKAGES))
+
+deps: deps-build
+	$(call apt_install,$(TEST_PACKAGES))
+	@[ -x $(VENV_PYTHON) ] || $(PYTHON) -m venv $(VENV)
+	@$(VENV_PYTHON) -c 'import pytest, yaml, ollama, openai, anthropic, prometheus_client, promql_parser' 2>/dev/null \
+		|| $(VENV_PYTHON) -m pip install --quiet $(PYTHON_TEST_PACKAGES)
 	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
 # The module (module/, against the nginx that nginx-sys vendors). Its build.rs records the nginx
 # build directory in its OUT_DIR; cargo's JSON messages say where that is.
-build: deps
+build: deps-build
 	set -o pipefail; $(CARGO) build --release -p ngx-ollama-auth-module --message-format=json-render-diagnostics \
 		| $(PYTHON) -c 'import json, sys; dirs = [m["out_dir"] for m in map(json.loads, sys.stdin) \
 			if m.get("reason") == "build-script-executed" and "ngx-ollama-auth-module@" in m["package_id"]]; print(dirs[-1])' \
 		| { read -r out_dir && cp "$$out_dir/nginx-build-dir" $(PROFILE_DIR)/nginx-build-dir; }
 
-unit: deps
+unit: toolchain
 	$(CARGO) test --release -p ngx-ollama-auth
 
 # The key and user management tool: plain Rust, no nginx needed to build or run it.
-cli: deps
+cli: toolchain
 	$(CARGO) build --release --bin ollama-auth
 
 PREFIX ?= /usr/local
 install-cli: cli
 	install -D -m 0755 $(PROFILE_DIR)/ollama-auth $(DESTDIR)$(PREFIX)/bin/ollama-auth
 
-integration: build cli debian-module
-	cd tests && $(PYTHON) -m pytest -q $(PYTEST_ARGS) .
+integration: deps build cli debian-module
+	cd tests && $(VENV_PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
 # Builds the module against Debian's own nginx package with docker/build-module.sh.
 debian-module: deps
 	NGINX=/usr/sbin/nginx NGINX_SOURCE_DIR=/usr/share/nginx/src OUT_DIR=dist/debian docker/build-module.sh
 
 # The same integration suite, with Debian's stock /usr/sbin/nginx and the module built for it.
-integration-debian: build cli debian-module
+integration-debian: deps build cli debian-module
 	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
-		$(PYTHON) -m pytest -q $(PYTEST_ARGS) .
+		$(VENV_PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
 # Formatting and lints, for the module and for the plain-Rust logic with its tests.
-lint: deps
+lint: toolchain
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
@@ -75,7 +111,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_OUT ?= target/fuzz-out
 AFL_ENV := AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
 
-fuzz-build: deps
+fuzz-build: deps-build
 	@command -v cargo-afl >/dev/null 2>&1 || $(CARGO) install cargo-afl --version 0.18.2 --locked
 	@# Builds AFL++ once per toolchain; says so (and fails) when it is built already.
 	@$(CARGO) afl config --build >/dev/null 2>&1 || true
@@ -100,28 +136,51 @@ fuzz: fuzz-build
 		[ -z "$$(ls $(FUZZ_OUT)/$$t/default/crashes 2>/dev/null | grep -v README)" ] || { echo "$$t: crashes in $(FUZZ_OUT)/$$t/default/crashes"; exit 1; }; \
 	done
 
-# The gate on 127.0.0.1:8880 in front of an Ollama on 127.0.0.1:11434, with
-# nginx-conf/bearer_token.conf and a sample keys file.
-run: build
-	@nginx-conf/localize.sh nginx-conf/bearer_token.conf $(RUN_DIR) "$(abspath $(MODULE))" 127.0.0.1:8880 127.0.0.1:11434
+# The gate on 127.0.0.1:$(PORT) in front of an Ollama at $(OLLAMA), with
+# nginx-conf/bearer_token.conf and a sample keys file. With nothing answering at a loopback
+# $(OLLAMA), the stand-in (tests/fake_ollama.py, standard library only) starts there.
+GATE = $(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf
+OLLAMA_HOST = $(firstword $(subst :, ,$(OLLAMA)))
+OLLAMA_PORT = $(lastword $(subst :, ,$(OLLAMA)))
+answers = timeout 2 bash -c 'exec 3<>/dev/tcp/$(1)/$(2)' 2>/dev/null
+
+run: build cli
+	@nginx-conf/localize.sh nginx-conf/bearer_token.conf $(RUN_DIR) "$(abspath $(MODULE))" 127.0.0.1:$(PORT) $(OLLAMA)
 	@mkdir -p $(RUN_DIR)/auth
 	@[ -f $(RUN_DIR)/auth/api_keys.txt ] || cp nginx-conf/api_keys.example.txt $(RUN_DIR)/auth/api_keys.txt
 	@chmod 755 $(RUN_DIR) $(RUN_DIR)/auth; chmod 644 $(RUN_DIR)/auth/api_keys.txt
-	@$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf -s stop 2>/dev/null; sleep 0.3; true
-	$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf
+	@[ -f $(RUN_DIR)/nginx.pid ] && $(GATE) -s stop 2>/dev/null && sleep 0.3; true
+	@if $(call answers,$(OLLAMA_HOST),$(OLLAMA_PORT)); then \
+		echo "Ollama answers at $(OLLAMA): using it."; \
+	elif [ "$(OLLAMA_HOST)" = 127.0.0.1 ] || [ "$(OLLAMA_HOST)" = localhost ]; then \
+		nohup $(PYTHON) tests/fake_ollama.py $(OLLAMA_PORT) >$(RUN_DIR)/logs/fake_ollama.log 2>&1 & echo $$! > $(RUN_DIR)/fake_ollama.pid; \
+		for i in $$(seq 50); do $(call answers,$(OLLAMA_HOST),$(OLLAMA_PORT)) && break; sleep 0.1; done; \
+		echo "Nothing answered at $(OLLAMA): started the stand-in Ollama (tests/fake_ollama.py) there; make stop stops it."; \
+	else echo "Nothing answers at $(OLLAMA) yet: requests will get 502 until Ollama runs there."; fi
+	$(GATE)
 	@echo
-	@echo "The gate listens on http://127.0.0.1:8880 in front of Ollama at 127.0.0.1:11434."
+	@echo "The gate listens on http://127.0.0.1:$(PORT) in front of Ollama at $(OLLAMA)."
 	@echo "Keys: $(RUN_DIR)/auth/api_keys.txt (edit it; changes count within a second, no reload)."
 	@echo "Try:"
-	@echo "  curl http://127.0.0.1:8880/api/tags -H 'Authorization: Bearer my-secret-api-key-1'"
-	@echo "  curl http://127.0.0.1:8880/api/generate -H 'Authorization: Bearer my-secret-api-key-1' \\"
+	@echo "  curl http://127.0.0.1:$(PORT)/api/tags -H 'Authorization: Bearer my-secret-api-key-1'"
+	@echo "  curl http://127.0.0.1:$(PORT)/api/generate -H 'Authorization: Bearer my-secret-api-key-1' \\"
 	@echo "       -d '{\"model\": \"gemma3:1b\", \"prompt\": \"Why is the sky blue?\", \"stream\": false}'"
-	@echo "  curl -i http://127.0.0.1:8880/api/tags -H 'Authorization: Bearer wrong-key'   # 401"
-	@echo "No Ollama here? In another terminal: python3 tests/fake_ollama.py 11434"
+	@echo "  curl -i http://127.0.0.1:$(PORT)/api/tags -H 'Authorization: Bearer wrong-key'   # 401"
+	@echo "  curl http://127.0.0.1:$(PORT)/metrics -H 'Authorization: Bearer admin-key-abcdef'   # Prometheus (scopes=all keys only)"
+	@echo "Manage keys with the ollama-auth tool, pointed at the running gate's files:"
+	@echo "  export OLLAMA_AUTH_KEYS=$(abspath $(RUN_DIR))/auth/api_keys.txt"
+	@echo "  $(PROFILE_DIR)/ollama-auth key new bob     # then: ollama-auth key list"
 	@echo "Stop with: make stop   (logs in $(RUN_DIR)/logs/)"
 
+# Stops what `make run` started: the gate, and the stand-in if it started one.
 stop:
-	-$(NGINX_BIN) -p $(abspath $(RUN_DIR)) -c $(abspath $(RUN_DIR))/nginx.conf -s stop
+	@stopped=; \
+	if [ -f $(RUN_DIR)/nginx.pid ] && kill -0 $$(cat $(RUN_DIR)/nginx.pid) 2>/dev/null; then \
+		$(GATE) -s stop && stopped="the gate"; fi; \
+	if [ -f $(RUN_DIR)/fake_ollama.pid ]; then \
+		kill $$(cat $(RUN_DIR)/fake_ollama.pid) 2>/dev/null && stopped="$${stopped:+$$stopped and }the stand-in Ollama"; \
+		rm -f $(RUN_DIR)/fake_ollama.pid; fi; \
+	echo "$${stopped:-nothing to stop: make run has no gate running}$${stopped:+ stopped}"
 
 # A keys-file line that holds the key's SHA-256 instead of the key: make hashed-key KEY=... [NAME=...]
 hashed-key:
@@ -130,8 +189,8 @@ hashed-key:
 
 # valgrind memcheck over a request mix with re-reads, then worker RSS over a million requests.
 memcheck: debian-module
-	@$(MAKE) -s deps APT_PACKAGES="valgrind wrk apache2-utils"
-	$(PYTHON) tests/memcheck.py
+	$(call apt_install,valgrind wrk apache2-utils)
+	$(VENV_PYTHON) tests/memcheck.py
 
 # Benchmarks (issue: the gate against no auth, the Lua block and auth_basic). BENCH_ARGS=--quick
 # for a short run.

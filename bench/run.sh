@@ -12,6 +12,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib
-make -s debian-module
-exec python3 bench/bench.py "$@"
+# The plotting library goes in the checkout's venv (make deps makes it), never the system Python.
+make -s deps debian-module
+python=.venv/bin/python
+$python -c 'import matplotlib' 2>/dev/null || $python -m pip install --quiet matplotlib
+exec $python bench/bench.py "$@"

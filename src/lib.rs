@@ -12,12 +12,15 @@
 //! - usage and limits: `usage` (token counts and the model from Ollama's answers, streamed, in
 //!   bounded memory; the `/v1` include_usage rewrite), `metrics` (the counts a zone keeps and
 //!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,
-//!   rate-limit headers and the state file, as fixed-size data for a shared zone).
+//!   rate-limit headers and the state file, as fixed-size data for a shared zone), `state_file`
+//!   (that file on disk: atomic, owner only);
+//! - the gate's own error answers in each API's shape: `errors`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cache;
 pub mod credentials;
+pub mod errors;
 pub mod hashes;
 pub mod htpasswd;
 pub mod json;
@@ -28,6 +31,7 @@ pub mod metrics;
 pub mod models;
 pub mod options;
 pub mod policy;
+pub mod state_file;
 pub mod usage;
 pub mod watch;
 

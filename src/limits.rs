@@ -8,7 +8,9 @@
 //! count is the sum of the sub-intervals that touch the last period: the oldest of them lies
 //! partly before the period and is counted whole. So the count is never below the true sliding
 //! count, and exceeds it only by what happened in the one width before the period: a refusal
-//! comes at most 1/15 of the period early (4 s on `1m`, 4 min on `1h`, 96 min on `1d`). A fixed
+//! comes at most 1/15 of the period early (4 s on `1m`, 4 min on `1h`, 96 min on `1d`). Each
+//! sub-interval also keeps the moment of its latest charge and is forgotten one period after it,
+//! so a refused request never waits longer than the period, and `Retry-After` is exact. A fixed
 //! window, reset at its boundaries, would admit twice the limit across a boundary, and a token
 //! bucket with a burst of the limit nearly twice within one period; neither can happen here.
 //!
@@ -20,7 +22,7 @@ use std::fmt;
 use crate::options::{EntryOptions, Window, MAX_WINDOW_SECONDS};
 
 /// Windows one key may have, `tokens=` and `requests=` together: a minute, an hour and a day of
-/// each, and what keeps a key's counters within 512 bytes of the zone.
+/// each, and what keeps a key's counters within 1 KB of the zone.
 pub const MAX_WINDOWS: usize = 6;
 
 /// Sub-intervals a period is cut into; the early refusal is at most one of them.
@@ -32,8 +34,8 @@ const SLOTS: usize = WIDTHS_PER_PERIOD as usize + 1;
 /// What one key's counters take in the zone.
 pub const KEY_LIMITS_BYTES: usize = std::mem::size_of::<KeyLimits>();
 
-// The README gives the zone 512 bytes per key for the counters.
-const _: () = assert!(KEY_LIMITS_BYTES <= 512);
+// The README gives the zone 1 KB per key for the counters (nginx's slab class for them).
+const _: () = assert!(KEY_LIMITS_BYTES <= 1024);
 
 /// The longest key id the state file holds (a label or a fingerprint).
 pub const MAX_KEY_ID_BYTES: usize = 256;
@@ -289,10 +291,13 @@ pub struct WindowCounter {
     _padding: [u8; 3],
     /// The count of sub-interval `n` is in slot `n % SLOTS`.
     slots: [u32; SLOTS],
+    /// Milliseconds from the start of sub-interval `n` to its latest charge, in slot `n % SLOTS`.
+    latest_charge: [u32; SLOTS],
 }
 
 impl WindowCounter {
-    const UNUSED: WindowCounter = WindowCounter { limit: 0, seconds: 0, kind: 0, _padding: [0; 3], slots: [0; SLOTS] };
+    const UNUSED: WindowCounter =
+        WindowCounter { limit: 0, seconds: 0, kind: 0, _padding: [0; 3], slots: [0; SLOTS], latest_charge: [0; SLOTS] };
 
     fn new(kind: Kind, window: Window) -> WindowCounter {
         let seconds = u32::try_from(window.seconds).unwrap_or(u32::MAX);
@@ -329,9 +334,12 @@ impl WindowCounter {
         u64::try_from(start).unwrap_or(u64::MAX)
     }
 
-    /// The moment a sub-interval stops being counted: when it no longer touches the last period.
+    /// The moment a sub-interval stops being counted: one period after its latest charge, and
+    /// at the latest when it no longer touches the last period.
     fn forgotten_at_ms(&self, sub_interval: u64) -> u64 {
-        self.start_ms(sub_interval.saturating_add(SLOTS as u64))
+        let latest_charge =
+            self.start_ms(sub_interval).saturating_add(u64::from(self.latest_charge[Self::slot_of(sub_interval)]));
+        latest_charge.saturating_add(self.period_ms()).min(self.start_ms(sub_interval.saturating_add(SLOTS as u64)))
     }
 
     fn slot_of(sub_interval: u64) -> usize {
@@ -339,9 +347,12 @@ impl WindowCounter {
     }
 
     /// The sub-intervals counted at `at_ms` that the ring still holds (it holds up to
-    /// `latest_ms`'s), oldest first. `at_ms` is not before `latest_ms`.
+    /// `latest_ms`'s), oldest first: those touching the last period, less the oldest once a
+    /// period has passed since its latest charge. `at_ms` is not before `latest_ms`.
     fn counted(&self, latest_ms: u64, at_ms: u64) -> std::ops::RangeInclusive<u64> {
-        self.sub_interval_at(at_ms).saturating_sub(WIDTHS_PER_PERIOD)..=self.sub_interval_at(latest_ms)
+        let oldest = self.sub_interval_at(at_ms).saturating_sub(WIDTHS_PER_PERIOD);
+        let oldest = if at_ms >= self.forgotten_at_ms(oldest) { oldest.saturating_add(1) } else { oldest };
+        oldest..=self.sub_interval_at(latest_ms)
     }
 
     /// The sum of the sub-intervals `from..=newest`; a full slot makes it unbounded.
@@ -393,7 +404,9 @@ impl WindowCounter {
         let from = self.sub_interval_at(from_ms);
         let passed = self.sub_interval_at(to_ms).saturating_sub(from).min(SLOTS as u64);
         for step in 1..=passed {
-            self.slots[Self::slot_of(from.saturating_add(step))] = 0;
+            let slot = Self::slot_of(from.saturating_add(step));
+            self.slots[slot] = 0;
+            self.latest_charge[slot] = 0;
         }
     }
 
@@ -401,18 +414,26 @@ impl WindowCounter {
     /// age in sub-intervals (those older than the epoch allows join the first sub-interval).
     fn move_back(&mut self, from_ms: u64, to_ms: u64) {
         let (from, to) = (self.sub_interval_at(from_ms), self.sub_interval_at(to_ms));
-        let mut moved = [0u32; SLOTS];
+        let (mut moved, mut moved_charges) = ([0u32; SLOTS], [0u32; SLOTS]);
         for age in 0..SLOTS as u64 {
             let Some(old) = from.checked_sub(age) else { break };
-            let slot = &mut moved[Self::slot_of(to.saturating_sub(age))];
-            *slot = slot.saturating_add(self.slots[Self::slot_of(old)]);
+            let (new_slot, old_slot) = (Self::slot_of(to.saturating_sub(age)), Self::slot_of(old));
+            moved[new_slot] = moved[new_slot].saturating_add(self.slots[old_slot]);
+            moved_charges[new_slot] = moved_charges[new_slot].max(self.latest_charge[old_slot]);
         }
         self.slots = moved;
+        self.latest_charge = moved_charges;
     }
 
     fn charge(&mut self, at_ms: u64, amount: u64) {
-        let slot = &mut self.slots[Self::slot_of(self.sub_interval_at(at_ms))];
-        *slot = slot.saturating_add(u32::try_from(amount).unwrap_or(FULL_SLOT));
+        if amount == 0 {
+            return;
+        }
+        let sub_interval = self.sub_interval_at(at_ms);
+        let slot = Self::slot_of(sub_interval);
+        self.slots[slot] = self.slots[slot].saturating_add(u32::try_from(amount).unwrap_or(FULL_SLOT));
+        let offset = u32::try_from(at_ms.saturating_sub(self.start_ms(sub_interval))).unwrap_or(u32::MAX);
+        self.latest_charge[slot] = self.latest_charge[slot].max(offset);
     }
 }
 
@@ -660,8 +681,9 @@ fn worse(first: Refusal, second: Refusal) -> Refusal {
 /// The state file's first bytes.
 const STATE_MAGIC: [u8; 8] = *b"NGXOALIM";
 
-/// The state file's format; a file in another is refused rather than guessed at.
-pub const STATE_VERSION: u32 = 1;
+/// The state file's format; a file in another is refused rather than guessed at. Version 1
+/// (without the moments of the latest charges) is still read.
+pub const STATE_VERSION: u32 = 2;
 
 /// Magic, version, entry count.
 const STATE_HEADER_BYTES: usize = 16;
@@ -688,7 +710,7 @@ impl fmt::Display for StateError {
             StateError::Empty => f.write_str("the file is empty"),
             StateError::NotAStateFile => f.write_str("not a limits state file (wrong magic)"),
             StateError::UnsupportedVersion(version) => {
-                write!(f, "format version {version}; this build reads only version {STATE_VERSION}")
+                write!(f, "format version {version}; this build reads only versions 1 and {STATE_VERSION}")
             }
             StateError::Truncated => f.write_str("the file is truncated"),
             StateError::ChecksumMismatch => f.write_str("checksum mismatch: the file is corrupt or incomplete"),
@@ -727,7 +749,7 @@ pub fn encode_state<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a KeyLimi
             bytes.push(window.kind);
             bytes.extend_from_slice(&window.seconds.to_le_bytes());
             bytes.extend_from_slice(&window.limit.to_le_bytes());
-            for slot in window.slots {
+            for slot in window.slots.iter().chain(&window.latest_charge) {
                 bytes.extend_from_slice(&slot.to_le_bytes());
             }
         }
@@ -754,7 +776,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<Vec<(Vec<u8>, KeyLimits)>, StateErro
     }
     let mut reader = Reader { bytes: &bytes[STATE_MAGIC.len()..bytes.len() - CHECKSUM_BYTES] };
     let version = reader.u32().ok_or(StateError::Truncated)?;
-    if version != STATE_VERSION {
+    if version != STATE_VERSION && version != 1 {
         return Err(StateError::UnsupportedVersion(version));
     }
     let (content, stored) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
@@ -765,7 +787,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<Vec<(Vec<u8>, KeyLimits)>, StateErro
     let smallest_entry = 2 + 8 + 4 + 1;
     let mut entries = Vec::with_capacity((count as usize).min(reader.bytes.len() / smallest_entry));
     for _ in 0..count {
-        entries.push(read_entry(&mut reader)?);
+        entries.push(read_entry(&mut reader, version)?);
     }
     if !reader.bytes.is_empty() {
         return Err(StateError::Invalid("bytes after the last entry"));
@@ -773,7 +795,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<Vec<(Vec<u8>, KeyLimits)>, StateErro
     Ok(entries)
 }
 
-fn read_entry(reader: &mut Reader<'_>) -> Result<(Vec<u8>, KeyLimits), StateError> {
+fn read_entry(reader: &mut Reader<'_>, version: u32) -> Result<(Vec<u8>, KeyLimits), StateError> {
     const CUT_SHORT: StateError = StateError::Invalid("fewer entries than the count says");
     let id_length = usize::from(reader.u16().ok_or(CUT_SHORT)?);
     if id_length > MAX_KEY_ID_BYTES {
@@ -796,7 +818,14 @@ fn read_entry(reader: &mut Reader<'_>) -> Result<(Vec<u8>, KeyLimits), StateErro
         for slot in &mut slots {
             *slot = reader.u32().ok_or(CUT_SHORT)?;
         }
-        let window = WindowCounter { limit, seconds, kind, _padding: [0; 3], slots };
+        // Version 1 has no moments: each sub-interval is kept to its end, as it then was.
+        let mut latest_charge = [u32::MAX; SLOTS];
+        if version >= 2 {
+            for charge in &mut latest_charge {
+                *charge = reader.u32().ok_or(CUT_SHORT)?;
+            }
+        }
+        let window = WindowCounter { limit, seconds, kind, _padding: [0; 3], slots, latest_charge };
         let valid = Kind::from_code(kind).is_some()
             && limit > 0
             && (1..=MAX_WINDOW_SECONDS).contains(&u64::from(seconds))
@@ -878,13 +907,13 @@ mod tests {
     }
 
     #[test]
-    fn a_key_fits_in_512_bytes_of_plain_data() {
+    fn a_key_fits_in_1_kb_of_plain_data() {
         fn plain<T: Copy + Send + Sync + 'static>() {}
         plain::<KeyLimits>();
-        assert_eq!(KEY_LIMITS_BYTES, 504);
-        assert_eq!(std::mem::size_of::<WindowCounter>(), 80);
+        assert_eq!(KEY_LIMITS_BYTES, 888);
+        assert_eq!(std::mem::size_of::<WindowCounter>(), 144);
         assert_eq!(std::mem::align_of::<KeyLimits>(), 8);
-        assert_eq!(100_000 * KEY_LIMITS_BYTES, 50_400_000, "the counters of 100,000 keys: about 48 MiB");
+        assert_eq!(100_000 * KEY_LIMITS_BYTES, 88_800_000, "the counters of 100,000 keys: about 85 MiB");
         assert_eq!(KeyLimits::default(), KeyLimits::EMPTY);
     }
 
@@ -946,19 +975,25 @@ mod tests {
         }
         let refusal = key.admit_request(T0 + 1000).unwrap_err();
         assert_eq!(refusal.limit, Limit::Requests(Window { limit: 3, seconds: 60 }));
-        // The three sit in the sub-interval [T0, T0 + 4 s), counted until a whole period has
-        // passed since its end: at T0 + 64 s.
-        assert_eq!(refusal.retry_after_seconds, 63);
-        assert!(key.admit_request(T0 + 60_000).is_err(), "exact would admit here: 4 s early at most");
-        assert!(key.admit_request(T0 + 63_999).is_err());
-        assert_eq!(key.admit_request(T0 + 64_000).map(|info| info.requests.map(|r| r.remaining)), Ok(Some(2)));
+        // The three sit in the sub-interval [T0, T0 + 4 s), whose latest charge was at T0: it is
+        // counted until a whole period has passed since then, at T0 + 60 s.
+        assert_eq!(refusal.retry_after_seconds, 59);
+        assert!(key.admit_request(T0 + 59_999).is_err());
+        assert_eq!(key.admit_request(T0 + 60_000).map(|info| info.requests.map(|r| r.remaining)), Ok(Some(2)));
         // A refusal counts nothing.
         let mut key = limits(&[(1, 1)], &[], None);
-        assert!(key.admit_request(T0).is_ok());
-        for offset in 0..1066 {
+        assert!(key.admit_request(T0 + 10).is_ok());
+        for offset in 10..1010 {
             assert!(key.admit_request(T0 + offset).is_err(), "{offset}");
         }
-        assert!(key.admit_request(T0 + 1067).is_ok());
+        assert!(key.admit_request(T0 + 1010).is_ok());
+        // Earlier charges of a sub-interval wait for its latest: counted from above, never early.
+        let mut key = limits(&[(2, 60)], &[], None);
+        key.admit_request(T0).unwrap();
+        key.admit_request(T0 + 3_000).unwrap();
+        assert_eq!(key.admit_request(T0 + 3_000).unwrap_err().retry_after_seconds, 60);
+        assert!(key.admit_request(T0 + 62_999).is_err());
+        assert!(key.admit_request(T0 + 63_000).is_ok());
     }
 
     #[test]
@@ -972,8 +1007,8 @@ mod tests {
         for after in [60_000, 60_001, 61_000, 100_000, 119_998] {
             assert!(key.admit_request(T0 + after).is_err(), "{after}");
         }
-        assert!(key.admit_request(T0 + 119_999).is_err(), "still inside the sub-interval counted whole");
-        assert!(key.admit_request(T0 + 124_000).is_ok());
+        assert!(key.admit_request(T0 + 119_998).is_err());
+        assert!(key.admit_request(T0 + 119_999).is_ok(), "a whole period after the ten");
     }
 
     #[test]
@@ -1059,10 +1094,10 @@ mod tests {
         let refusal = key.admit_request(T0 + 10_000).unwrap_err();
         assert_eq!(refusal.limit, Limit::Tokens(Window { limit: 1000, seconds: 60 }));
         assert_eq!(refusal.to_string(), "tokens 1000/1m");
-        // The 5000 sit in [T0 + 8 s, T0 + 12 s), forgotten at T0 + 72 s.
-        assert_eq!(refusal.retry_after_seconds, 62);
-        assert!(key.admit_request(T0 + 71_999).is_err());
-        assert_eq!(key.admit_request(T0 + 72_000).unwrap().tokens.map(|t| t.remaining), Some(1000));
+        // The 5000 were charged at T0 + 10 s, forgotten at T0 + 70 s.
+        assert_eq!(refusal.retry_after_seconds, 60);
+        assert!(key.admit_request(T0 + 69_999).is_err());
+        assert_eq!(key.admit_request(T0 + 70_000).unwrap().tokens.map(|t| t.remaining), Some(1000));
         // Just below the limit admits; one token more than the limit is spent, none is lost.
         let mut key = limits(&[], &[(10, 1)], None);
         key.charge_tokens(T0, 9);
@@ -1106,9 +1141,10 @@ mod tests {
         assert!(key.admit_request(T0).is_ok());
         key.charge_tokens(T0, 1);
         let refusal = key.admit_request(T0 + 1).unwrap_err();
-        assert_eq!(refusal.retry_after_seconds, 64);
+        assert_eq!(refusal.retry_after_seconds, 60);
         assert_eq!(key.rate_info(T0).tokens.map(|t| t.remaining), Some(0));
-        assert!(key.admit_request(T0 + 64_000).is_ok());
+        assert!(key.admit_request(T0 + 59_999).is_err());
+        assert!(key.admit_request(T0 + 60_000).is_ok());
         // Below u32::MAX per sub-interval, a large limit is counted exactly.
         let mut key = limits(&[], &[(10_000_000_000, 60)], None);
         for second in 0..3 {
@@ -1124,12 +1160,12 @@ mod tests {
         assert!(key.admit_request(T0).is_ok());
         assert!(key.admit_request(T0).is_ok());
         let per_second = key.admit_request(T0 + 10).unwrap_err();
-        assert_eq!((per_second.to_string().as_str(), per_second.retry_after_seconds), ("requests 2/1s", 2));
-        assert!(key.admit_request(T0 + 2000).is_ok());
+        assert_eq!((per_second.to_string().as_str(), per_second.retry_after_seconds), ("requests 2/1s", 1));
+        assert!(key.admit_request(T0 + 1000).is_ok());
         // Now both are full: the hour makes the request wait longer.
         let refusal = key.admit_request(T0 + 2000).unwrap_err();
         assert_eq!(refusal.to_string(), "requests 3/1h");
-        assert_eq!(refusal.retry_after_seconds, 3840 - 2);
+        assert_eq!(refusal.retry_after_seconds, 3600 - 1);
     }
 
     #[test]
@@ -1202,8 +1238,8 @@ mod tests {
         );
         assert_eq!(header(&headers, "x-ratelimit-limit-requests"), Some("60"));
         assert_eq!(header(&headers, "x-ratelimit-remaining-requests"), Some("59"));
-        // Forgotten when a minute has passed since the end of [T0, T0 + 4 s).
-        assert_eq!(header(&headers, "x-ratelimit-reset-requests"), Some("1m3s"));
+        // Forgotten when a minute has passed since the latest request, just now.
+        assert_eq!(header(&headers, "x-ratelimit-reset-requests"), Some("1m0s"));
         assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), Some("20000"));
         assert_eq!(header(&headers, "x-ratelimit-remaining-tokens"), Some("20000"));
         assert_eq!(header(&headers, "x-ratelimit-reset-tokens"), Some("0s"));
@@ -1214,7 +1250,7 @@ mod tests {
         let headers = key.headers(T0 + 600_000);
         assert_eq!(header(&headers, "x-ratelimit-limit-tokens"), Some("30000"));
         assert_eq!(header(&headers, "x-ratelimit-remaining-tokens"), Some("3000"));
-        assert_eq!(header(&headers, "x-ratelimit-reset-tokens"), Some("1h2m0s"));
+        assert_eq!(header(&headers, "x-ratelimit-reset-tokens"), Some("1h0m0s"));
         // Only the kinds the key has.
         let key = limits(&[], &[(5, 1)], Some(1));
         let names: Vec<&str> = key.headers(T0).into_iter().map(|(name, _)| name).collect();
@@ -1223,10 +1259,10 @@ mod tests {
         // Sub-second resets.
         let mut key = limits(&[(5, 1)], &[], None);
         key.admit_request(T0).unwrap();
-        assert_eq!(header(&key.headers(T0 + 1000), "x-ratelimit-reset-requests"), Some("67ms"));
-        assert_eq!(header(&key.headers(T0 + 1066), "x-ratelimit-reset-requests"), Some("1ms"));
-        assert_eq!(header(&key.headers(T0 + 1067), "x-ratelimit-reset-requests"), Some("0s"));
-        assert_eq!(header(&key.headers(T0 + 1067), "x-ratelimit-remaining-requests"), Some("5"));
+        assert_eq!(header(&key.headers(T0 + 933), "x-ratelimit-reset-requests"), Some("67ms"));
+        assert_eq!(header(&key.headers(T0 + 999), "x-ratelimit-reset-requests"), Some("1ms"));
+        assert_eq!(header(&key.headers(T0 + 1000), "x-ratelimit-reset-requests"), Some("0s"));
+        assert_eq!(header(&key.headers(T0 + 1000), "x-ratelimit-remaining-requests"), Some("5"));
     }
 
     #[test]
@@ -1257,9 +1293,9 @@ mod tests {
         assert!(key.admit_request(T0 + 30_000).is_ok());
         // Another worker's cached time, a little behind.
         let refusal = key.admit_request(T0 + 29_000).unwrap_err();
-        assert_eq!(refusal.retry_after_seconds, 92 - 29);
+        assert_eq!(refusal.retry_after_seconds, 90 - 29);
         assert!(key.admit_request(T0 - 30_000).is_err(), "a minute back still holds");
-        assert!(key.admit_request(T0 + 92_000).is_ok());
+        assert!(key.admit_request(T0 + 90_000).is_ok());
     }
 
     #[test]
@@ -1270,8 +1306,9 @@ mod tests {
         // Set back a day: the two keep their ages (0 and 10 minutes) and the key is not locked.
         let back = T0 + 600_000 - 86_400_000;
         let refusal = key.admit_request(back).unwrap_err();
-        assert_eq!(refusal.retry_after_seconds, 3240);
-        assert!(key.admit_request(back + 3_240_000).is_ok());
+        assert_eq!(refusal.retry_after_seconds, 3000);
+        assert!(key.admit_request(back + 2_999_999).is_err());
+        assert!(key.admit_request(back + 3_000_000).is_ok());
         // Set back to near the epoch: counts older than it can be are kept at its start.
         let mut key = limits(&[(3, 60)], &[], None);
         for offset in [0, 20_000, 40_000] {
@@ -1295,7 +1332,7 @@ mod tests {
         let named: Vec<String> = key.limits().map(|l| l.to_string()).collect();
         assert_eq!(named, ["requests 6/1m", "requests 50/1d", "tokens 800/1m", "parallel 10"]);
         let info = key.admit(T0 + 1000).unwrap();
-        assert_eq!(info.requests, Some(Remaining { limit: 6, remaining: 0, reset_ms: 63_000 }));
+        assert_eq!(info.requests, Some(Remaining { limit: 6, remaining: 0, reset_ms: 60_000 }));
         assert_eq!(info.tokens.map(|t| t.remaining), Some(100));
         assert_eq!(key.in_flight(), 6);
         assert_eq!(key.admit(T0 + 1000).unwrap_err().to_string(), "requests 6/1m");
@@ -1325,8 +1362,8 @@ mod tests {
         key.admit(T0).unwrap();
         assert!(!key.is_idle(T0 + 70_000));
         key.leave();
-        assert!(!key.is_idle(T0 + 63_999));
-        assert!(key.is_idle(T0 + 64_000));
+        assert!(!key.is_idle(T0 + 59_999));
+        assert!(key.is_idle(T0 + 60_000));
     }
 
     #[test]
@@ -1436,14 +1473,65 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_is_read_with_each_sub_interval_kept_to_its_end() {
+        let mut key = limits(&[(2, 60)], &[], None);
+        key.admit_request(T0).unwrap();
+        key.admit_request(T0 + 10).unwrap();
+        // Version 1 wrote the slots only.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&STATE_MAGIC);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&3u16.to_le_bytes());
+        v1.extend_from_slice(b"key");
+        v1.extend_from_slice(&key.latest_ms.to_le_bytes());
+        v1.extend_from_slice(&key.parallel.to_le_bytes());
+        v1.push(1);
+        let window = key.windows[0];
+        v1.push(window.kind);
+        v1.extend_from_slice(&window.seconds.to_le_bytes());
+        v1.extend_from_slice(&window.limit.to_le_bytes());
+        for slot in window.slots {
+            v1.extend_from_slice(&slot.to_le_bytes());
+        }
+        let read = decode_state(&sealed(v1)).unwrap();
+        let mut restored = read[0].1;
+        let sub_interval_end = window.start_ms(window.sub_interval_at(T0) + 1);
+        let forgotten = sub_interval_end + 60_000;
+        assert!(restored.admit_request(forgotten - 1).is_err());
+        assert!(restored.admit_request(forgotten).is_ok());
+    }
+
+    #[test]
+    fn retry_after_and_reset_never_exceed_the_window() {
+        let mut random = Random(0x5eed_1234_abcd_ef01);
+        for seconds in [1u64, 2, 3, 7, 30, 60, 3600] {
+            for _ in 0..200 {
+                let limit = 1 + random.below(4);
+                let mut key = limits(&[(limit, seconds)], &[], None);
+                let mut now = T0 + random.below(100_000);
+                for _ in 0..limit {
+                    key.admit_request(now).unwrap();
+                    now += random.below((seconds * 1000 / (limit + 1)).max(1));
+                }
+                let retry = key.admit_request(now).unwrap_err().retry_after_seconds;
+                assert!(retry <= seconds, "Retry-After {retry} for a {seconds} s window");
+                let reset = key.rate_info(now).requests.unwrap().reset_ms;
+                assert!(reset <= seconds * 1000, "reset {reset} ms for a {seconds} s window");
+                assert!(key.admit_request(now + retry * 1000).is_ok(), "{seconds} s, retry {retry}");
+            }
+        }
+    }
+
+    #[test]
     fn state_errors_say_why_without_the_content() {
         assert_eq!(decode_state(b""), Err(StateError::Empty));
         assert_eq!(decode_state(b"alice 60/1m"), Err(StateError::NotAStateFile));
         assert_eq!(decode_state(b"x"), Err(StateError::NotAStateFile));
         let bytes = encode(&sample_state());
         let mut future = bytes[..bytes.len() - CHECKSUM_BYTES].to_vec();
-        future[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(decode_state(&sealed(future)), Err(StateError::UnsupportedVersion(2)));
+        future[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(decode_state(&sealed(future)), Err(StateError::UnsupportedVersion(3)));
         let empty = encode(&[]);
         let header = |count: u32| {
             let mut header = empty[..12].to_vec();
@@ -1473,7 +1561,7 @@ mod tests {
                 bytes.push(kind);
                 bytes.extend_from_slice(&seconds.to_le_bytes());
                 bytes.extend_from_slice(&limit.to_le_bytes());
-                bytes.extend_from_slice(&[0; SLOTS * 4]);
+                bytes.extend_from_slice(&[0; SLOTS * 8]);
             }
             sealed(bytes)
         };
@@ -1493,14 +1581,17 @@ mod tests {
         for error in [
             StateError::Empty,
             StateError::NotAStateFile,
-            StateError::UnsupportedVersion(2),
+            StateError::UnsupportedVersion(3),
             StateError::Truncated,
             StateError::ChecksumMismatch,
             windows_error,
         ] {
             assert!(!error.to_string().contains("secret"));
         }
-        assert_eq!(StateError::UnsupportedVersion(2).to_string(), "format version 2; this build reads only version 1");
+        assert_eq!(
+            StateError::UnsupportedVersion(3).to_string(),
+            "format version 3; this build reads only versions 1 and 2"
+        );
         assert_eq!(StateError::ChecksumMismatch.to_string(), "checksum mismatch: the file is corrupt or incomplete");
     }
 }

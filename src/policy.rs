@@ -306,6 +306,14 @@ pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), Refusal> {
     }
 }
 
+/// Whether `path` lies outside Ollama's own roots (`/`, `/api`, `/v1` and what is under them):
+/// such a location, or request, likely serves Ollama under a prefix of its own, which needs
+/// `ollama_auth_path_prefix`.
+pub fn outside_ollama_roots(path: &[u8]) -> bool {
+    let under = |root: &[u8]| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest[0] == b'/');
+    path.starts_with(b"/") && path != b"/" && !under(b"/api") && !under(b"/v1")
+}
+
 /// Takes a configured location prefix off a request path: with prefix `/ollama`, `/ollama` is
 /// `/` and `/ollama/api/tags` is `/api/tags`, but `/ollamax/...` is outside (`None`, an unknown
 /// path). A trailing `/` on the prefix changes nothing; an empty prefix or `/` takes nothing off.
@@ -420,24 +428,6 @@ pub fn cut_listing(body: &[u8], listing: Listing, allowed: &ModelPatterns) -> Op
         named
     });
     cut.ok().map(|cut| cut.into_owned())
-}
-
-/// An Ollama-shaped error body: `{"error":"<kind>: <message>"}` and a newline.
-pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(kind.len() + message.len() + 16);
-    body.extend_from_slice(b"{\"error\":\"");
-    for c in kind.chars().chain(": ".chars()).chain(message.chars()) {
-        match c {
-            '"' => body.extend_from_slice(b"\\\""),
-            '\\' => body.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                body.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
-            c => body.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
-    }
-    body.extend_from_slice(b"\"}\n");
-    body
 }
 
 #[cfg(test)]
@@ -764,10 +754,13 @@ mod tests {
     }
 
     #[test]
-    fn error_bodies_are_json_whatever_the_message() {
-        let body = error_body("forbidden", "this key may not use model \"a\\b\u{1}\u{2028}é\"");
-        let text = std::str::from_utf8(&body).unwrap();
-        assert_eq!(text, "{\"error\":\"forbidden: this key may not use model \\\"a\\\\b\\u0001\\u2028é\\\"\"}\n");
+    fn paths_outside_ollamas_roots_are_told_apart() {
+        for inside in [&b"/"[..], b"/api", b"/api/", b"/api/tags", b"/v1", b"/v1/models", b"@named", b""] {
+            assert!(!outside_ollama_roots(inside), "{}", String::from_utf8_lossy(inside));
+        }
+        for outside in [&b"/ollama/"[..], b"/ollama", b"/apix", b"/v10/chat", b"/ollama/api/tags", b"/metrics"] {
+            assert!(outside_ollama_roots(outside), "{}", String::from_utf8_lossy(outside));
+        }
     }
 
     #[test]

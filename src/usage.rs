@@ -223,6 +223,13 @@ impl UsageScanner {
         self.tally.done_marker
     }
 
+    /// Whether the answer's end was seen: the final usage report (Ollama's `"done":true`,
+    /// the `/v1` usage, Anthropic's `message_delta`) or an event stream's `data: [DONE]`.
+    /// Nothing a client needs comes after it.
+    pub fn saw_answer_end(&self) -> bool {
+        self.is_final() || self.tally.done_marker
+    }
+
     /// Whether some of the answer was not JSON as expected (and so not counted).
     pub fn saw_malformed(&self) -> bool {
         self.tally.malformed || (self.kind.framing == Framing::Json && self.lexer.state == Lex::Broken)

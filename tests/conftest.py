@@ -74,6 +74,25 @@ class Response:
         import json
         return json.loads(self.body)
 
+    def error_message(self, path=None):
+        """The message of an error answer, checked to be in the shape the clients of `path` read
+        (when given): Ollama's {"error": "..."}, OpenAI's {"error": {"message", "type", "param",
+        "code"}} on /v1, Anthropic's {"type": "error", "error": {"type", "message"}} on
+        /v1/messages."""
+        document = self.json()
+        error = document["error"]
+        if path is None:
+            return error["message"] if isinstance(error, dict) else error
+        bare = path.split("?")[0]
+        if bare == "/v1/messages" or bare.startswith("/v1/messages/"):
+            assert document["type"] == "error" and set(error) == {"type", "message"}, document
+        elif bare == "/v1" or bare.startswith("/v1/"):
+            assert set(error) == {"message", "type", "param", "code"} and error["param"] is None, document
+        else:
+            assert isinstance(error, str) and set(document) == {"error"}, document
+            return error
+        return error["message"]
+
     def __repr__(self):
         return f"Response({self.status}, {self.body[:200]!r})"
 

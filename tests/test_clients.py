@@ -39,8 +39,11 @@ def test_openai_sdk_with_base_url_and_api_key(gate):
     with pytest.raises(openai.AuthenticationError) as refused:
         stranger.models.list()
     assert refused.value.status_code == 401
-    # The SDK hands over the "error" field of Ollama's error shape as the error's body.
-    assert refused.value.body.startswith("unauthorized: a valid API key is required")
+    # On /v1 the gate answers in OpenAI's error shape: the SDK puts its message in the
+    # exception's text, and the rest in its attributes.
+    assert refused.value.body["message"].startswith("unauthorized: a valid API key is required")
+    assert "unauthorized: a valid API key is required" in str(refused.value)
+    assert refused.value.type == "authentication_error" and refused.value.code == "invalid_api_key"
 
 
 POLICY_KEYS = "k-chat chatter models=gemma3* scopes=read,infer\n"
@@ -63,8 +66,9 @@ def test_client_libraries_show_policy_refusals(gate):
     sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{gate.port}/v1", api_key="k-chat", max_retries=0)
     with pytest.raises(openai.PermissionDeniedError) as denied:
         sdk.chat.completions.create(model="llama3", messages=[{"role": "user", "content": "x"}])
-    # The SDK takes the body's "error" member (Ollama's error shape) as the error's body.
-    assert denied.value.body == 'forbidden: this key may not use model "llama3"', denied.value.body
+    assert denied.value.body["message"] == 'forbidden: this key may not use model "llama3"', denied.value.body
+    assert str(denied.value) == 'Error code: 403 - forbidden: this key may not use model "llama3"'
+    assert denied.value.type == "permission_error"
     completion = sdk.chat.completions.create(model="gemma3:1b", messages=[{"role": "user", "content": "x"}])
     assert completion.choices[0].message.content.startswith("The sky")
     assert [m.id for m in sdk.models.list().data] == ["gemma3:1b"]
@@ -123,6 +127,7 @@ def test_ollama_library_streams_through_a_counting_gate_and_sees_the_429(gate):
     with pytest.raises(openai.RateLimitError) as refused:
         sdk.chat.completions.create(model="gemma3:1b", messages=[{"role": "user", "content": "x"}])
     assert refused.value.status_code == 429 and refused.value.response.headers["retry-after"].isdigit()
+    assert "rate limited: requests 2/1m" in str(refused.value)
     expected = ['ollama_auth_requests_total{user="limited",model="gemma3:1b",code="200"} 2']
     assert metric(gate, 'ollama_auth_requests_total{user="limited"', expected) == expected
     expected = ['ollama_auth_refused_total{reason="rate_limited"} 2']

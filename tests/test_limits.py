@@ -481,7 +481,7 @@ def test_a_streamed_v1_body_with_trailing_data_is_refused_where_usage_counts(gat
     body = json.dumps({"model": "gemma3", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) + " x"
     before = len(ollama.seen)
     response = send(gate, "k-tok", "/v1/chat/completions", body=body)
-    assert response.status == 400 and "trailing data" in response.json()["error"], response
+    assert response.status == 400 and "trailing data" in response.error_message("/v1/chat/completions"), response
     assert len(ollama.seen) == before
     metrics = settled(gate, lambda m: m.total(REFUSED, reason="bad_request") == 1)
     assert metrics.total("ollama_auth_requests_total") == 0

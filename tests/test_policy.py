@@ -92,7 +92,7 @@ def test_each_scope_against_each_endpoint_and_method(gate):
             else:
                 assert response.status == 403, (key, method, path, response)
                 if method != "HEAD":
-                    error = response.json()["error"]
+                    error = response.error_message(path)
                     assert error.startswith("forbidden: ") and f'"{needed}" scope' in error, error
                     assert key not in error
 

@@ -18,9 +18,12 @@ use ngx::ngx_log_debug_http;
 use super::authenticate::{authenticate, Decision};
 use super::body::start_reading;
 use super::conf::LocConf;
-use super::ctx::{ctx_mut, ctx_or_new, record, refuse, BodyState, Refusal};
+use super::ctx::{
+    ctx_mut, ctx_or_new, error_shape, record, refuse, BodyState, Refusal, CHALLENGE_BASIC, CHALLENGE_BEARER,
+};
 use super::policy::{judge, BodyCheck, Judgement};
 use super::{accounting, limit, Module};
+use ngx_ollama_auth::errors::{error_body, unauthorized_message};
 
 /// Adds the access handler. Called once per configuration load.
 ///
@@ -90,8 +93,11 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         None => {
             ngx_log_debug_http!(request, "ollama auth: access refused, 401");
+            let shape = error_shape(request, conf);
             if let Some(ctx) = ctx_mut(request) {
-                let body = Cow::Borrowed(super::filters::unauthorized_body(ctx.challenges));
+                let message =
+                    unauthorized_message(ctx.challenges & CHALLENGE_BEARER != 0, ctx.challenges & CHALLENGE_BASIC != 0);
+                let body = Cow::Owned(error_body(shape, NGX_HTTP_UNAUTHORIZED as u16, "unauthorized", message));
                 ctx.refusal = Some(Refusal { status: NGX_HTTP_UNAUTHORIZED as usize, body });
             }
             return NGX_HTTP_UNAUTHORIZED as ngx_int_t;
@@ -112,8 +118,8 @@ fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> n
             None
         }
         Judgement::ReadBody(check) => Some(check),
-        Judgement::Refuse { status, body, reason, why } => {
-            return match refuse(request, conf, status, body, &reason, why) {
+        Judgement::Refuse { status, kind, reason, why } => {
+            return match refuse(request, conf, status, kind, &reason, why) {
                 Some(()) => status as ngx_int_t,
                 None => Status::NGX_ERROR.0,
             };

@@ -143,7 +143,11 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(accounting) = ctx.accounting.as_ref() else { return Status::NGX_DECLINED.0 };
     let Some(zone) = accounting.zone else { return Status::NGX_DECLINED.0 };
     let code = match status {
-        _ if client_gone && (!accounting.answer_ended || unsent) => NGX_HTTP_CLIENT_CLOSED_REQUEST as u16,
+        // A client that had the answer's end and closed before its last bytes (the chunked
+        // terminator) came is not one that went away mid-answer.
+        _ if client_gone && !accounting.end_delivered && (!accounting.answer_ended || unsent) => {
+            NGX_HTTP_CLIENT_CLOSED_REQUEST as u16
+        }
         // Ended before any header (an error nginx logged): as nginx's own 500.
         0 => NGX_HTTP_INTERNAL_SERVER_ERROR as u16,
         status => status.min(999) as u16,

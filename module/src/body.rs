@@ -118,7 +118,7 @@ fn verdict(request: &mut Request) -> ngx_int_t {
 /// Carries out a refusal judged on the body.
 fn answer(request: &mut Request, conf: &LocConf, judgement: Judgement) -> ngx_int_t {
     match judgement {
-        Judgement::Refuse { status, body, reason, why } => match refuse(request, conf, status, body, &reason, why) {
+        Judgement::Refuse { status, kind, reason, why } => match refuse(request, conf, status, kind, &reason, why) {
             Some(()) => status as ngx_int_t,
             None => Status::NGX_ERROR.0,
         },

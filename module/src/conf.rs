@@ -23,7 +23,7 @@ use super::zone::{set_zone, zone_reference, Zone};
 use super::{conf_error, Module};
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::KeySet;
-use ngx_ollama_auth::policy::Scopes;
+use ngx_ollama_auth::policy::{outside_ollama_roots, Scopes};
 use ngx_ollama_auth::watch::{check_readable, Counted, LineWarning, Parse, Refresh, WatchedFile};
 
 pub type Shared<T> = Rc<RefCell<WatchedFile<T>>>;
@@ -79,6 +79,8 @@ pub struct LocConf {
     pub usage: Option<Option<Zone>>,
     /// From `ollama_auth_metrics`: this location answers with the zone's counters.
     pub metrics: Option<Zone>,
+    /// From `ollama_auth_json_errors`: nginx's own error pages here answer JSON.
+    pub json_errors: Option<bool>,
 }
 
 /// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
@@ -130,6 +132,10 @@ impl LocConf {
     pub fn usage_zone(&self) -> Option<Zone> {
         self.usage.flatten()
     }
+
+    pub fn json_errors(&self) -> bool {
+        self.json_errors.unwrap_or(false)
+    }
 }
 
 impl Merge for LocConf {
@@ -147,6 +153,9 @@ impl Merge for LocConf {
         }
         if self.usage.is_none() {
             self.usage = parent.usage;
+        }
+        if self.json_errors.is_none() {
+            self.json_errors = parent.json_errors;
         }
         Ok(())
     }
@@ -346,7 +355,19 @@ extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, 
             NGX_CONF_OK
         }
         Err(reason) => {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid \"ollama_auth_default_scopes\": {}", reason);
+            // The conf is no secret: name the value, and the item that is not a scope.
+            let text = String::from_utf8_lossy(value.as_bytes());
+            let detail = match text.split(',').find(|item| Scopes::parse(item).is_err()) {
+                Some(item) if !item.is_empty() => format!("\"{item}\" is not one of read, infer, manage, all"),
+                _ => reason,
+            };
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid \"ollama_auth_default_scopes\" value \"{}\": {}",
+                text,
+                detail
+            );
             NGX_CONF_ERROR
         }
     }
@@ -363,6 +384,20 @@ extern "C" fn set_path_prefix(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, con
         return conf_error(c"must be a path starting with \"/\"");
     }
     conf.path_prefix = Some(prefix.to_vec());
+    NGX_CONF_OK
+}
+
+extern "C" fn set_json_errors(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
+    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    if conf.json_errors.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    conf.json_errors = match value.as_bytes() {
+        b"on" => Some(true),
+        b"off" => Some(false),
+        _ => return conf_error(c"must be \"on\" or \"off\""),
+    };
     NGX_CONF_OK
 }
 
@@ -418,6 +453,8 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     }
     // SAFETY: as above.
     let conf = unsafe { &*(conf as *const LocConf) };
+    // SAFETY: as above; while merging, cf's context is the location being merged.
+    unsafe { warn_of_missing_prefix(cf, conf) };
     if conf.usage_zone().is_some() {
         return NGX_CONF_OK;
     }
@@ -447,10 +484,36 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     NGX_CONF_OK
 }
 
+/// Warns (at `nginx -t` too) of a gated location that hands requests to a content handler
+/// (`proxy_pass`) under a prefix of its own, such as `location /ollama/ { proxy_pass
+/// http://ollama/; }`, without `ollama_auth_path_prefix`: every request there would be refused
+/// as an unknown endpoint.
+///
+/// # Safety
+/// `cf` must be the configuration being merged, its context the location `conf` belongs to.
+unsafe fn warn_of_missing_prefix(cf: *mut ngx_conf_t, conf: &LocConf) {
+    if !conf.is_gated() || conf.path_prefix.is_some() || conf.metrics.is_some() {
+        return;
+    }
+    // SAFETY: the caller's promise: the core module's configuration of this location.
+    let Some(core) = (unsafe { ngx::http::NgxHttpCoreModule::location_conf(&*cf) }) else { return };
+    let name = core.name.as_bytes();
+    if core.handler.is_some() && outside_ollama_roots(name) {
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            cf,
+            "location \"{}\" is gated and serves a prefix outside Ollama's /api and /v1 paths: \
+             without \"ollama_auth_path_prefix {}\" every request there is refused as an unknown endpoint",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(name.strip_suffix(b"/").unwrap_or(name))
+        );
+    }
+}
+
 const FILE_DIRECTIVE_CONTEXTS: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
 
-pub static mut COMMANDS: [ngx_command_t; 9] = [
+pub static mut COMMANDS: [ngx_command_t; 10] = [
     ngx_command_t {
         name: ngx_string!("ollama_bearer_keys_file"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
@@ -487,6 +550,14 @@ pub static mut COMMANDS: [ngx_command_t; 9] = [
         name: ngx_string!("ollama_auth_path_prefix"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
         set: Some(set_path_prefix),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_json_errors"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_json_errors),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: std::ptr::null_mut(),

@@ -18,10 +18,11 @@ use super::conf::LocConf;
 use super::policy::BodyCheck;
 use super::zone::{Counters, Zone};
 use super::Module;
+use ngx_ollama_auth::errors::{error_body, ErrorShape};
 use ngx_ollama_auth::limits::RateInfo;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
-use ngx_ollama_auth::policy::Listing;
+use ngx_ollama_auth::policy::{strip_prefix, Listing};
 use ngx_ollama_auth::usage::{UsageScanner, UsageStripper};
 
 /// Which schemes a refused request is challenged for.
@@ -46,6 +47,9 @@ pub struct Accounting {
     pub asked_usage: bool,
     /// The answer's last buffer went by: a client gone after this saw the whole answer.
     pub answer_ended: bool,
+    /// The answer's end (its final report, or `[DONE]`) was written to the client: a client
+    /// that closes after it, before the upstream's last bytes, had the whole answer.
+    pub end_delivered: bool,
     /// The stripper's output buffers: sent and reusable, or still being sent (nginx's
     /// `ngx_chain_update_chains` keeps both lists, in the request pool).
     pub free: *mut ngx_chain_t,
@@ -60,6 +64,7 @@ impl Accounting {
             stripper: None,
             asked_usage: false,
             answer_ended: false,
+            end_delivered: false,
             free: std::ptr::null_mut(),
             busy: std::ptr::null_mut(),
         }
@@ -271,10 +276,11 @@ pub fn refuse(
     request: &mut Request,
     conf: &LocConf,
     status: usize,
-    body: Vec<u8>,
+    kind: &str,
     reason: &str,
     why: RefusalReason,
 ) -> Option<()> {
+    let body = error_body(error_shape(request, conf), status as u16, kind, reason);
     let label = label_for_log(request, conf);
     ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, reason);
     let ctx = ctx_or_new(request)?;
@@ -284,6 +290,12 @@ pub fn refuse(
     ctx.challenges = challenges_of(conf);
     ctx.refusal = Some(Refusal { status, body: Cow::Owned(body) });
     Some(())
+}
+
+/// The error shape of the endpoint a request asks for (see `ngx_ollama_auth::errors`).
+pub fn error_shape(request: &Request, conf: &LocConf) -> ErrorShape {
+    let uri = request.as_ref().uri.as_bytes();
+    ErrorShape::for_path(strip_prefix(uri, conf.path_prefix()).unwrap_or(uri))
 }
 
 /// Keeps a decision the access handler made (see `access`).

@@ -1,6 +1,6 @@
 //! Header and body filters for the responses this module owns, leaving every other one alone:
-//! - its own refusals (401, 403, 400): a JSON body in Ollama's error shape, and for a 401 the
-//!   challenges. A response is such a refusal only if the access phase refused the request and
+//! - its own refusals (401, 403, 400, 413, 429, 503): a JSON body in the shape the endpoint's
+//!   clients read (`ngx_ollama_auth::errors`), and for a 401 the challenges. A response is such a refusal only if the access phase refused the request and
 //!   nginx itself is answering with that status (`r->err_status`, set by nginx's
 //!   special-response path): with `satisfy any`, when `allow` admits a request the module
 //!   refused, an upstream's own 401 has no `err_status` and passes unchanged;
@@ -12,6 +12,7 @@
 //!   what asking added, event by event (a partial event waits for its end, nothing more);
 //! - answers to limited keys: the `x-ratelimit-*` headers (and a 429's `Retry-After`).
 
+use std::borrow::Cow;
 use std::mem::size_of;
 use std::ptr;
 
@@ -28,8 +29,11 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use super::accounting::path;
 use super::buffers::{append_chain, for_each_piece};
 use super::conf::{Challenges, LocConf};
-use super::ctx::{ctx_mut, Accounting, RequestCtx, CHALLENGE_BASIC, CHALLENGE_BEARER};
+use super::ctx::{
+    ctx_mut, ctx_or_new, error_shape, Accounting, Refusal, RequestCtx, CHALLENGE_BASIC, CHALLENGE_BEARER,
+};
 use super::Module;
+use ngx_ollama_auth::errors::{default_retry_after, error_body, nginx_error_text};
 use ngx_ollama_auth::policy::cut_listing;
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
 
@@ -37,15 +41,6 @@ const JSON_CONTENT_TYPE: &[u8] = b"application/json; charset=utf-8";
 
 /// The largest listing this module cuts down; a larger one fails closed.
 const MAX_LISTING: usize = 16 << 20;
-
-/// The body of a 401 for a request without a valid credential.
-pub fn unauthorized_body(challenges: u8) -> &'static [u8] {
-    match challenges {
-        CHALLENGE_BEARER => b"{\"error\":\"unauthorized: a valid API key is required (Authorization: Bearer <key>)\"}\n",
-        CHALLENGE_BASIC => b"{\"error\":\"unauthorized: a valid user name and password are required\"}\n",
-        _ => b"{\"error\":\"unauthorized: a valid API key (Authorization: Bearer <key>) or user name and password are required\"}\n",
-    }
-}
 
 /// The next filters in nginx's chains, saved when this module installs its own.
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
@@ -226,9 +221,40 @@ fn start_scanning(request: &mut Request) {
     }
 }
 
+/// Makes nginx's own error page (a special response: `limit_req`'s 429, a 502 or 504 with Ollama
+/// down, a 413) in a location with `ollama_auth_json_errors on` one of this module's refusals,
+/// with a JSON body in the endpoint's shape, a `Retry-After` where waiting helps, and counted as
+/// any answer is. A 401 (whose challenges are another module's), an error page of the
+/// location's own (`error_page`) and a refusal of this module's are left as they are.
+fn adopt_nginx_error(request: &mut Request) -> Option<()> {
+    let r = request.as_ref();
+    let status = r.headers_out.status;
+    let nginx_error = r.err_status != 0 && status == r.err_status && r.error_page() == 0;
+    if !nginx_error || !(400..600).contains(&status) || status == NGX_HTTP_UNAUTHORIZED as usize {
+        return Some(());
+    }
+    let Some(conf) = Module::location_conf(request).filter(|conf| conf.json_errors()) else { return Some(()) };
+    if ctx_mut(request).is_some_and(|ctx| ctx.refusal.is_some()) {
+        return Some(());
+    }
+    let (kind, message) = nginx_error_text(status as u16);
+    let body = error_body(error_shape(request, conf), status as u16, kind, message);
+    if request.is_main() {
+        super::accounting::start(request, conf)?;
+    }
+    ctx_or_new(request)?.refusal = Some(Refusal { status, body: Cow::Owned(body) });
+    match default_retry_after(status as u16) {
+        Some(seconds) => push_header(request, "Retry-After", seconds.as_bytes()).map(drop),
+        None => Some(()),
+    }
+}
+
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a valid request.
     let request = unsafe { Request::from_ngx_http_request(r) };
+    if request.as_ref().err_status != 0 && adopt_nginx_error(request).is_none() {
+        return Status::NGX_ERROR.0;
+    }
     if ctx_mut(request).is_none() {
         return next_header(r); // the common case: nothing of this module's to do
     }
@@ -469,7 +495,11 @@ fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_
             stripper.finish(out);
         }
     }
-    let Some(out) = out else { return next_body(r, input) };
+    let Some(out) = out else {
+        let rc = next_body(r, input);
+        note_end_delivered(request);
+        return rc;
+    };
     // SAFETY: the input's bytes are all in `out` now; its buffers go back to their producer.
     unsafe { consume(input) };
     if out.is_empty() && !flush && !last {
@@ -485,7 +515,19 @@ fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_
         // module's tag from busy to free.
         unsafe { ngx_chain_update_chains(pool, &mut accounting.free, &mut accounting.busy, &mut chain, buffer_tag()) };
     }
+    note_end_delivered(request);
     rc
+}
+
+/// Records that the answer's end reached the client: it was seen, and nothing is left unsent.
+fn note_end_delivered(request: &mut Request) {
+    let r = request.as_ref();
+    // SAFETY: a request's connection is valid while the request is.
+    let all_sent = r.out.is_null() && unsafe { (*r.connection).buffered() } == 0;
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        let end_seen = accounting.scanner.as_ref().is_some_and(|scanner| scanner.saw_answer_end());
+        accounting.end_delivered |= end_seen && all_sent;
+    }
 }
 
 /// One buffer holding `bytes` for the next filter: a free one of the module's if it has room,

@@ -12,7 +12,6 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, refuse, InFlight};
 use super::zone::{now_ms, LimitVerdict, Unenforceable};
 use ngx_ollama_auth::metrics::RefusalReason;
-use ngx_ollama_auth::policy::error_body;
 
 /// Counts an admitted request against its entry's limits, if it has any. Answers what the
 /// access phase answers: `NGX_OK`, or the status of a refusal already recorded.
@@ -81,12 +80,11 @@ fn refused(
     request: &mut Request,
     conf: &LocConf,
     status: u32,
-    kind: &str,
+    kind: &'static str,
     message: String,
     why: RefusalReason,
 ) -> ngx_int_t {
-    let body = error_body(kind, &message);
-    match refuse(request, conf, status as usize, body, &message, why) {
+    match refuse(request, conf, status as usize, kind, &message, why) {
         Some(()) => status as ngx_int_t,
         None => Status::NGX_ERROR.0,
     }

@@ -11,8 +11,8 @@ use super::conf::LocConf;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::{
-    allows, check_model, classify, error_body, strip_prefix, Access, BodyRule, Endpoint, Listing, Method, ModelRefusal,
-    Scopes,
+    allows, check_model, classify, outside_ollama_roots, strip_prefix, Access, BodyRule, Endpoint, Listing, Method,
+    ModelRefusal, Scopes,
 };
 
 /// What a body is read for: its models (the rule, the entry's options, and who it is, "key" or
@@ -35,18 +35,18 @@ pub enum Judgement {
     AllowListing(Listing, Rc<EntryOptions>),
     /// Allowed so far; the body names the model and must be read first.
     ReadBody(BodyCheck),
-    /// Answered by this module: status, JSON body, the reason for the error log, and for the
-    /// metrics.
+    /// Answered by this module: status, the kind of error and the reason (the body's text and
+    /// the error log's), and the reason for the metrics.
     Refuse {
         status: usize,
-        body: Vec<u8>,
+        kind: &'static str,
         reason: String,
         why: RefusalReason,
     },
 }
 
-pub fn refuse(status: u32, kind: &str, message: String, why: RefusalReason) -> Judgement {
-    Judgement::Refuse { status: status as usize, body: error_body(kind, &message), reason: message, why }
+pub fn refuse(status: u32, kind: &'static str, message: String, why: RefusalReason) -> Judgement {
+    Judgement::Refuse { status: status as usize, kind, reason: message, why }
 }
 
 /// A body-model refusal as the module answers it.
@@ -102,7 +102,13 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     }
     let endpoint = endpoint(request, conf);
     if let Err(refusal) = allows(scopes, &endpoint) {
-        let message = format!("{refusal}; this {who} does not have it");
+        let mut message = format!("{refusal}; this {who} does not have it");
+        if refusal.unknown_endpoint
+            && conf.path_prefix.is_none()
+            && outside_ollama_roots(request.as_ref().uri.as_bytes())
+        {
+            message.push_str(" (a location serving Ollama under a path prefix needs \"ollama_auth_path_prefix\")");
+        }
         return refuse(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenScope);
     }
     let Some(options) = options.filter(|_| restricted_models) else {

@@ -29,6 +29,7 @@ use super::{conf_error, Module};
 use ngx_ollama_auth::limits::{decode_state, encode_state, signature, KeyLimits, RateInfo, Refusal};
 use ngx_ollama_auth::metrics::{parse_series_key, series_key, RefusalReason, SeriesCounts, OTHER_USER};
 use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::state_file;
 use ngx_ollama_auth::watch::check_writable_dir;
 
 /// The smallest zone accepted: nginx needs eight pages for a slab pool's own bookkeeping.
@@ -354,6 +355,15 @@ unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_l
 
 fn read_state(data: &mut ZoneData, alloc: HeldSlab, path: &Path, log: *mut ngx_log_t) {
     let shown = path.to_string_lossy();
+    if state_file::others_can_write(path) == Some(true) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "ollama_auth_zone state file \"{}\" is writable by other users, who could change the counts read back; \
+             it is rewritten for its owner only (mode 0600)",
+            shown
+        );
+    }
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
@@ -393,27 +403,6 @@ fn read_state(data: &mut ZoneData, alloc: HeldSlab, path: &Path, log: *mut ngx_l
     }
 }
 
-/// Writes the state file atomically: a temporary file in the same directory, then a rename.
-fn write_state(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    // A fresh name, made with O_EXCL: a file or link already there (the directory is the
-    // workers') is never written through.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.{nanos:09}.tmp", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
-}
-
 /// Writes the zone's state file if it has one and it is due (or `force`, at exit).
 fn save_state(zone: &ZoneConf, now_ms: u64, force: bool, log: *mut ngx_log_t) {
     let Some(path) = &zone.state_path else { return };
@@ -424,7 +413,7 @@ fn save_state(zone: &ZoneConf, now_ms: u64, force: bool, log: *mut ngx_log_t) {
             None => return,
         }
     };
-    if let Err(error) = write_state(path, &bytes) {
+    if let Err(error) = state_file::write_atomically(path, &bytes) {
         let shown = path.to_string_lossy();
         ngx_log_error!(NGX_LOG_ERR, log, "ollama_auth_zone state file \"{}\" not written: {}", shown, error);
     }

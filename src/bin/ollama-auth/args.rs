@@ -78,6 +78,10 @@ pub enum Command {
         name: String,
         file: Option<PathBuf>,
     },
+    UserList {
+        json: bool,
+        file: Option<PathBuf>,
+    },
     Check {
         keys: Option<PathBuf>,
         users: Option<PathBuf>,
@@ -296,7 +300,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
         }
         "user" => {
             let Some(sub) = rest.first() else {
-                return Err(usage(help::USER, "missing user command: add, passwd or remove"));
+                return Err(usage(help::USER, "missing user command: add, passwd, remove or list"));
             };
             let rest = &rest[1..];
             match sub.to_string_lossy().as_ref() {
@@ -325,7 +329,12 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
                         file: flags.path("file"),
                     })
                 }
-                other => Err(usage(help::USER, format!("unknown user command {other:?}: add, passwd or remove"))),
+                "list" => {
+                    let flags = flags!(help::USER_LIST, rest, &["file"], &["json"]);
+                    no_positional(help::USER_LIST, &flags)?;
+                    Ok(Command::UserList { json: flags.switch("json"), file: flags.path("file") })
+                }
+                other => Err(usage(help::USER, format!("unknown user command {other:?}: add, passwd, remove or list"))),
             }
         }
         other => Err(usage(help::MAIN, format!("unknown command {other:?}: key, user or check"))),

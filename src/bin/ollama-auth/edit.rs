@@ -206,6 +206,10 @@ pub fn normalize_words(text: &str) -> String {
 
 /// Checks a new key's name; returns it as the module will read it back.
 pub fn key_name(text: &str) -> Result<String, String> {
+    // Checked before white space is folded, which would turn a newline into a space.
+    if text.chars().any(char::is_control) {
+        return Err("a key name cannot contain control characters".into());
+    }
     let name = normalize_words(text);
     if name.is_empty() {
         return Err("a key name cannot be empty or only white space".into());
@@ -214,9 +218,6 @@ pub fn key_name(text: &str) -> Result<String, String> {
         return Err(format!(
             "a key name cannot contain `=` (a word with `=` is read as an option; use --scopes, --models, ...): {name:?}"
         ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("a key name cannot contain control characters".into());
     }
     if name.starts_with("sha256:") {
         return Err("a key name cannot start with `sha256:`: it would be taken for a fingerprint".into());
@@ -261,8 +262,26 @@ pub fn user_lines(content: &[u8], user: &[u8]) -> Vec<usize> {
         .collect()
 }
 
+/// One user line of the htpasswd file, as far as it can be read.
+pub struct UserLine {
+    pub line: usize,
+    pub name: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub options: Result<EntryOptions, OptionError>,
+}
+
+/// The lines with a user: a name, a colon, a hash and the options in the comment field.
+pub fn user_entries(content: &[u8]) -> Vec<UserLine> {
+    entries(content)
+        .filter_map(|(line, text)| {
+            let colon = text.iter().position(|&b| b == b':')?;
+            let hash = hash_range(text).map_or(&[][..], |range| &text[range]);
+            Some(UserLine { line, name: text[..colon].to_vec(), hash: hash.to_vec(), options: user_options(text) })
+        })
+        .collect()
+}
+
 /// The options in an htpasswd line's comment field.
-#[cfg(test)]
 pub fn user_options(text: &[u8]) -> Result<EntryOptions, OptionError> {
     use ngx_ollama_auth::options::options_in_comment;
     let field = match hash_range(text) {
@@ -347,9 +366,12 @@ mod tests {
 
     #[test]
     fn key_names() {
-        assert_eq!(key_name("  CI \t bot "), Ok("CI bot".into()));
+        assert_eq!(key_name("  CI   bot "), Ok("CI bot".into()));
         assert_eq!(key_name("café #1"), Ok("café #1".into()));
-        for bad in ["", "   ", "a=b", "scopes=read", "a\u{1b}b", "a\u{85}b", "sha256:0123456789ab"] {
+        // A newline or tab would be folded into a space; refused like every control character.
+        for bad in
+            ["", "   ", "a=b", "scopes=read", "a\u{1b}b", "a\u{85}b", "sha256:0123456789ab", "CI\nbot", "CI\tbot"]
+        {
             assert!(key_name(bad).is_err(), "{bad:?}");
         }
         assert!(key_name(&"x".repeat(257)).is_err());

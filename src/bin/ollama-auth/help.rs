@@ -10,6 +10,7 @@ Usage:
   ollama-auth user add <name> [OPTIONS] [--cost N] [--file PATH]
   ollama-auth user passwd <name> [--cost N] [--file PATH]
   ollama-auth user remove <name> [--file PATH]
+  ollama-auth user list [--json] [--file PATH]
   ollama-auth check [--keys PATH] [--users PATH]
   ollama-auth <command> --help
 
@@ -110,6 +111,7 @@ Usage:
   ollama-auth user add <name> [OPTIONS] [--cost N] [--file PATH]
   ollama-auth user passwd <name> [--cost N] [--file PATH]
   ollama-auth user remove <name> [--file PATH]
+  ollama-auth user list [--json] [--file PATH]
 
 Run `ollama-auth user <command> --help` for details, `ollama-auth --help` for exit codes.
 ";
@@ -163,6 +165,18 @@ Removes every line of the user. Comments and other lines are kept byte for byte.
 
 Exit status: 0 removed; 1 no such user; 2 usage error; 3 the file cannot be written (nothing
 changed; the lines to remove are named); 4 other I/O error.
+";
+
+pub const USER_LIST: &str = "\
+Usage: ollama-auth user list [--json] [--file PATH]
+
+Lists the users nginx admits, one line each: line number, name, hash scheme (never the hash),
+scopes, models, expiry and limits. Lines nginx skips are named on stderr with the reason.
+
+  --json              one JSON document: {\"file\", \"users\": [...], \"skipped\": [...]}
+  --file PATH         htpasswd file (default $OLLAMA_AUTH_USERS, else /etc/nginx/auth/htpasswd)
+
+Exit status: 0 listed; 2 usage error; 4 the file cannot be read.
 ";
 
 pub const CHECK: &str = "\

@@ -6,6 +6,7 @@
 mod args;
 mod edit;
 mod help;
+mod list;
 mod password;
 mod store;
 
@@ -20,8 +21,8 @@ use zeroize::Zeroizing;
 
 use ngx_ollama_auth::htpasswd::{UserTable, Verdict};
 use ngx_ollama_auth::keys::{fingerprint_of, sha256, KeySet};
-use ngx_ollama_auth::options::{format_time, parse_options, EntryOptions, OptionError};
-use ngx_ollama_auth::watch::{read_regular_file, Counted, LineWarning, Parse};
+use ngx_ollama_auth::options::{parse_options, EntryOptions, OptionError};
+use ngx_ollama_auth::watch::{read_regular_file, Counted, Parse};
 
 use args::{Command, OptionFlags};
 use edit::{hex, KeyLine, Revocation, RevokeTarget};
@@ -93,6 +94,7 @@ fn help_name(text: &str) -> &'static str {
         (help::USER_ADD, "ollama-auth user add"),
         (help::USER_PASSWD, "ollama-auth user passwd"),
         (help::USER_REMOVE, "ollama-auth user remove"),
+        (help::USER_LIST, "ollama-auth user list"),
         (help::CHECK, "ollama-auth check"),
     ]
     .into_iter()
@@ -112,10 +114,11 @@ fn run(command: Command) -> Result<u8, Failure> {
         }
         Command::KeyNew { name, options, plain, file } => key_new(&name, &options, plain, &keys_path(file)),
         Command::KeyRevoke { target, all, file } => key_revoke(&target, all, &keys_path(file)),
-        Command::KeyList { json, file } => key_list(json, &keys_path(file)),
+        Command::KeyList { json, file } => list::key_list(json, &keys_path(file)),
         Command::UserAdd { name, options, cost, file } => user_add(&name, &options, cost, &users_path(file)),
         Command::UserPasswd { name, cost, file } => user_passwd(&name, cost, &users_path(file)),
         Command::UserRemove { name, file } => user_remove(&name, &users_path(file)),
+        Command::UserList { json, file } => list::user_list(json, &users_path(file)),
         Command::Check { keys, users } => check(keys, users),
     }
 }
@@ -243,12 +246,6 @@ fn key_new(name: &str, flags: &OptionFlags, plain: bool, path: &Path) -> Result<
         Ok((number, namesakes)) => {
             println!("{}", key.as_str());
             eprintln!("ollama-auth: added key \"{name}\" ({shown}) to {}, line {number}", path.display());
-            if options.has_limits() {
-                eprintln!(
-                    "ollama-auth: note: this nginx module cannot count limits yet (tokens=, requests=, parallel=): \
-                     the key is refused until it can"
-                );
-            }
             if !namesakes.is_empty() {
                 let verb = if namesakes.len() == 1 { "names" } else { "name" };
                 eprintln!(
@@ -259,12 +256,15 @@ fn key_new(name: &str, flags: &OptionFlags, plain: bool, path: &Path) -> Result<
             Ok(0)
         }
         Err(error) => {
-            let (code, message) = match error {
-                StoreError::CannotWrite(message) => (CANNOT_WRITE, message),
-                StoreError::Io(message) => (IO, message),
+            let message = match error {
+                StoreError::CannotWrite(message) => message,
+                // A missing or unreadable file or directory: no key was added, so none is shown.
+                StoreError::Io(message) => return Err(Failure::new(IO, format!("{message}; no key was made"))),
                 StoreError::Refused(failure) => return Err(failure),
             };
-            // The key is made; print it so the line below can be added by hand.
+            let code = CANNOT_WRITE;
+            // The file is there but cannot be written: print the key so that the line below can
+            // be added by hand.
             println!("{}", key.as_str());
             Err(Failure::new(
                 code,
@@ -357,161 +357,6 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Failure> {
 
 fn without_os_error(text: &str) -> &str {
     text.find(" (os error ").map_or(text, |cut| &text[..cut])
-}
-
-/// Why nginx skips each line, by line number.
-fn skipped_lines<T: Parse>(content: &[u8]) -> Vec<LineWarning> {
-    T::parse(content).1
-}
-
-struct KeyRow {
-    line: usize,
-    name: Option<String>,
-    fingerprint: String,
-    stored: &'static str,
-    options: EntryOptions,
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_or_null(value: Option<String>) -> String {
-    value.map_or_else(|| "null".to_string(), |text| json_string(&text))
-}
-
-fn windows(list: &[ngx_ollama_auth::options::Window]) -> Option<String> {
-    (!list.is_empty()).then(|| list.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
-}
-
-fn key_list(json: bool, path: &Path) -> Result<u8, Failure> {
-    let content = read_file(path)?;
-    let warnings = skipped_lines::<KeySet>(&content);
-    let now = now();
-    let mut rows = Vec::new();
-    let mut skipped: Vec<(usize, String)> = Vec::new();
-    for entry in edit::key_lines(&content) {
-        if let Some(warning) = warnings.iter().find(|warning| warning.line == entry.line) {
-            skipped.push((entry.line, warning.reason.clone()));
-            continue;
-        }
-        let (Some(digest), Ok(options)) = (entry.digest, &entry.options) else {
-            let reason = entry.options.as_ref().err().map_or("unreadable key".to_string(), ToString::to_string);
-            skipped.push((entry.line, reason));
-            continue;
-        };
-        rows.push(KeyRow {
-            line: entry.line,
-            name: (!entry.name.is_empty()).then(|| lossy(&entry.name)),
-            fingerprint: fingerprint_of(&digest),
-            stored: if entry.plain { "plain" } else { "sha256" },
-            options: options.clone(),
-        });
-    }
-
-    if json {
-        let keys: Vec<String> = rows
-            .iter()
-            .map(|row| {
-                let o = &row.options;
-                format!(
-                    "{{\"line\":{},\"name\":{},\"fingerprint\":{},\"stored\":{},\"scopes\":{},\"models\":{},\"expires\":{},\"expired\":{},\"tokens\":{},\"requests\":{},\"parallel\":{}}}",
-                    row.line,
-                    json_or_null(row.name.clone()),
-                    json_string(&row.fingerprint),
-                    json_string(row.stored),
-                    json_or_null(o.scopes.map(|s| s.to_string())),
-                    json_or_null(o.models.as_ref().map(ToString::to_string)),
-                    json_or_null(o.expires.map(format_time)),
-                    o.is_expired_at(now),
-                    json_or_null(windows(&o.tokens)),
-                    json_or_null(windows(&o.requests)),
-                    o.parallel.map_or_else(|| "null".to_string(), |n| n.to_string()),
-                )
-            })
-            .collect();
-        let skipped_json: Vec<String> = skipped
-            .iter()
-            .map(|(line, reason)| format!("{{\"line\":{line},\"reason\":{}}}", json_string(reason)))
-            .collect();
-        println!(
-            "{{\"file\":{},\"keys\":[{}],\"skipped\":[{}]}}",
-            json_string(&path.to_string_lossy()),
-            keys.join(","),
-            skipped_json.join(",")
-        );
-    } else {
-        let dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
-        let table: Vec<[String; 8]> = rows
-            .iter()
-            .map(|row| {
-                let o = &row.options;
-                let mut limits = Vec::new();
-                if let Some(tokens) = windows(&o.tokens) {
-                    limits.push(format!("tokens={tokens}"));
-                }
-                if let Some(requests) = windows(&o.requests) {
-                    limits.push(format!("requests={requests}"));
-                }
-                if let Some(parallel) = o.parallel {
-                    limits.push(format!("parallel={parallel}"));
-                }
-                let expires = o.expires.map(|time| {
-                    if o.is_expired_at(now) {
-                        format!("{} (expired)", format_time(time))
-                    } else {
-                        format_time(time)
-                    }
-                });
-                [
-                    row.line.to_string(),
-                    dash(row.name.clone()),
-                    row.fingerprint.clone(),
-                    row.stored.to_string(),
-                    dash(o.scopes.map(|s| s.to_string())),
-                    dash(o.models.as_ref().map(ToString::to_string)),
-                    dash(expires),
-                    dash((!limits.is_empty()).then(|| limits.join(" "))),
-                ]
-            })
-            .collect();
-        if !table.is_empty() {
-            let header =
-                ["LINE", "NAME", "FINGERPRINT", "STORED", "SCOPES", "MODELS", "EXPIRES", "LIMITS"].map(String::from);
-            let mut widths = [0usize; 8];
-            for row in std::iter::once(&header).chain(&table) {
-                for (width, cell) in widths.iter_mut().zip(row) {
-                    *width = (*width).max(cell.chars().count());
-                }
-            }
-            for row in std::iter::once(&header).chain(&table) {
-                let cells: Vec<String> = row
-                    .iter()
-                    .zip(widths)
-                    .enumerate()
-                    .map(|(i, (cell, width))| if i == 7 { cell.clone() } else { format!("{cell:<width$}") })
-                    .collect();
-                println!("{}", cells.join("  "));
-            }
-        } else {
-            eprintln!("ollama-auth: no usable keys in {}", path.display());
-        }
-        for (line, reason) in &skipped {
-            eprintln!("ollama-auth: line {line} is skipped by nginx: {reason}");
-        }
-    }
-    Ok(0)
 }
 
 /// The user's line as `user add` writes it: `user:hash`, then the options in the comment field.
@@ -811,11 +656,6 @@ mod tests {
         let body = a.strip_prefix(KEY_PREFIX).unwrap();
         assert_eq!(body.len(), 43, "256 bits in unpadded base64");
         assert!(body.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\u{1}é"), "\"a\\\"b\\\\c\\u0001é\"");
     }
 
     #[test]
