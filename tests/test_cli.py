@@ -487,3 +487,57 @@ def test_check_uses_the_environment_and_reads_only_what_it_is_given(tmp_path):
     assert all(line.startswith(f'basic user file "{users}" line ') for line in result.stdout.splitlines())
     relative = cli("check", "--users", "htpasswd", cwd=tmp_path)
     assert relative.stdout == result.stdout, "paths are shown absolute, as nginx logs them"
+
+
+# --- what a new user hit (issue 23) ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["line\nbreak", "tab\tbed", "bell\x07"])
+def test_a_key_name_with_a_control_character_is_refused_and_the_file_unchanged(tmp_path, name):
+    path = tmp_path / "keys.txt"
+    path.write_bytes(SEED_KEYS)
+    result = cli("key", "new", name, "--file", path)
+    assert result.returncode == 2 and "control characters" in result.stderr, result
+    assert result.stdout == "", "no key is printed for a refused name"
+    assert path.read_bytes() == SEED_KEYS
+
+
+def test_a_limited_key_is_made_without_a_stale_note(tmp_path):
+    path = tmp_path / "keys.txt"
+    result = cli("key", "new", "ci", "--requests", "60/1m", "--parallel", "2", "--file", path)
+    assert result.returncode == 0, result
+    assert "cannot count limits" not in result.stderr and "refused" not in result.stderr
+    assert result.stdout.startswith("sk-ollama-")
+
+
+def test_no_key_is_printed_when_none_was_added(tmp_path):
+    missing = tmp_path / "no-such-dir" / "keys.txt"
+    result = cli("key", "new", "robot", "--file", missing)
+    assert result.returncode == 4, result
+    assert result.stdout == "" and "sk-ollama-" not in result.stderr
+    assert "no key was made" in result.stderr
+    assert not missing.parent.exists()
+
+
+def test_user_list_shows_users_options_and_never_a_hash(tmp_path):
+    path = tmp_path / "htpasswd"
+    path.write_text("# users\n"
+                    "carol:{PLAIN}carol-pw:Carol, the admin\n"
+                    "dave:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=:scopes=read models=llama3* requests=10/1m\n"
+                    "broken:$2y$04$short\n")
+    added = cli("user", "add", "alice", "--cost", "4", "--tokens", "1000/1h", "--file", path, input="alice-pw\n")
+    assert added.returncode == 0, added
+    listed = cli("user", "list", "--file", path)
+    assert listed.returncode == 0, listed
+    for secret in ["carol-pw", "W6ph5Mm5Pz8GgiULbPgzG37mj9g", "$2y$04$", "alice-pw"]:
+        assert secret not in listed.stdout + listed.stderr
+    rows = [row.split() for row in listed.stdout.splitlines()]
+    assert rows[0] == ["LINE", "NAME", "HASH", "SCOPES", "MODELS", "EXPIRES", "LIMITS"]
+    assert rows[1] == ["2", "carol", "plain", "-", "-", "-", "-"]
+    assert rows[2] == ["3", "dave", "sha1", "read", "llama3*", "-", "requests=10/1m"]
+    assert rows[3] == ["5", "alice", "bcrypt", "-", "-", "-", "tokens=1000/1h"]
+    assert "line 4 is skipped by nginx" in listed.stderr
+    data = json.loads(cli("user", "list", "--json", "--file", path).stdout)
+    assert [user["name"] for user in data["users"]] == ["carol", "dave", "alice"]
+    assert data["users"][1]["requests"] == "10/1m" and data["users"][1]["hash"] == "sha1"
+    assert [skipped["line"] for skipped in data["skipped"]] == [4]
+    assert cli("user", "list", "--file", tmp_path / "nope").returncode == 4

@@ -98,9 +98,8 @@ impl DirectoryLock {
         let dir =
             OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(dir).map_err(|e| {
                 match e.raw_os_error() {
-                    Some(libc::ENOENT | libc::ENOTDIR) => {
-                        StoreError::CannotWrite(format!("directory {shown} does not exist"))
-                    }
+                    // Missing, not unwritable: nothing to add a line to by hand.
+                    Some(libc::ENOENT | libc::ENOTDIR) => StoreError::Io(format!("directory {shown} does not exist")),
                     _ => write_error(format!("cannot open directory {shown}"), &e),
                 }
             })?;
@@ -301,7 +300,7 @@ mod tests {
         let result: Result<(), StoreError<()>> = update(&dir.0.join("nope"), false, |_| Ok((Vec::new(), ())));
         assert!(matches!(result, Err(StoreError::Io(ref m)) if m.contains("No such file")), "{result:?}");
         let result = append(&dir.0.join("no-dir/keys"), "a\n");
-        assert!(matches!(result, Err(StoreError::CannotWrite(ref m)) if m.contains("does not exist")), "{result:?}");
+        assert!(matches!(result, Err(StoreError::Io(ref m)) if m.contains("does not exist")), "{result:?}");
         fs::create_dir(dir.0.join("sub")).unwrap();
         let result = append(&dir.0.join("sub"), "a\n");
         assert!(matches!(result, Err(StoreError::Io(ref m)) if m.contains("not a regular file")), "{result:?}");
