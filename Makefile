@@ -23,14 +23,15 @@ RUST_MIN := $(shell sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 PORT ?= 8880
 OLLAMA ?= 127.0.0.1:11434
 
-.PHONY: all help build cli install-cli toolchain deps-build deps lint unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
+.PHONY: all help build cli install-cli toolchain deps-build deps lint lint-debian deny msrv unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
 
 all: build
 
 help:
 	@echo "make run [PORT=8880 OLLAMA=127.0.0.1:11434]   build and start the gate (make stop stops it)"
 	@echo "make test                                    lint, unit, integration on two nginx builds, fuzz smoke"
-	@echo "make lint | unit | integration | integration-debian | fuzz-smoke   one part of make test"
+	@echo "make lint | lint-debian | deny | msrv | unit | integration | integration-debian | fuzz-smoke"
+	@echo "                                              the parts of make test"
 	@echo "make bench | memcheck | fuzz                  benchmarks, valgrind, long fuzzing"
 	@echo "make cli | install-cli                        the ollama-auth tool"
 
@@ -96,13 +97,42 @@ integration-debian: deps build cli debian-module
 	cd tests && NGINX_BIN=/usr/sbin/nginx OLLAMA_AUTH_MODULE=$(abspath dist/debian/ngx_http_ollama_auth_module.so) \
 		$(VENV_PYTHON) -m pytest -q $(PYTEST_ARGS) .
 
-# Formatting and lints, for the module and for the plain-Rust logic with its tests.
+# Formatting and lints, for the module and for the plain-Rust logic with its tests, and for the
+# fuzz workspace. No root needed.
 lint: toolchain
 	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	cd fuzz && $(CARGO) fmt --check && $(CARGO) clippy --release --all-targets -- -D warnings
 
-test: lint unit integration integration-debian fuzz-smoke
+# The module as docker/build-module.sh builds it for Debian's nginx (--no-default-features).
+lint-debian: debian-module
+	@work=$(CURDIR)/target/nginx-$$(/usr/sbin/nginx -v 2>&1 | sed 's|.*nginx/||'); \
+	NGINX_BUILD_DIR=$$work/src/objs NGINX_SOURCE_DIR=$$work/src CARGO_TARGET_DIR=$$work/target \
+		$(CARGO) clippy --release --locked -p ngx-ollama-auth-module --no-default-features -- -D warnings
+
+# Licences, banned crates and sources of every dependency (cargo-deny, from crates.io). The
+# advisories need the RustSec database, which these machines cannot fetch: where the network
+# allows, run `cargo deny check advisories` too.
+deny: toolchain
+	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install cargo-deny --version 0.20.2 --locked
+	$(CARGO) deny check licenses bans sources
+
+# The declared rust-version. With that toolchain installed (`rustup toolchain install $(RUST_MIN)`)
+# it builds everything with it; without it (these machines have one toolchain), it checks that no
+# dependency declares a newer one and that the code calls no std API newer than it
+# (clippy::incompatible_msrv). Language features newer than it are only caught by the real build.
+msrv: toolchain
+	@if rustup toolchain list 2>/dev/null | grep -q "^$(RUST_MIN)"; then \
+		$(CARGO) +$(RUST_MIN) build --release --locked --workspace --all-targets; \
+	else \
+		echo "msrv: no $(RUST_MIN) toolchain here; checking dependencies and std APIs against it"; \
+		$(CARGO) metadata --format-version 1 --locked --filter-platform $$(rustc -vV | sed -n 's/^host: //p') \
+			| $(PYTHON) tools/msrv_dependencies.py $(RUST_MIN) && \
+		$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings -D clippy::incompatible_msrv; \
+	fi
+
+test: lint lint-debian deny msrv unit integration integration-debian fuzz-smoke
 
 # Fuzzing with AFL++ through afl.rs, on the stable toolchain. fuzz-smoke (part of make test)
 # replays every seed and runs each target briefly; `make fuzz` runs each for FUZZ_SECONDS.

@@ -16,8 +16,6 @@
 //!   (that file on disk: atomic, owner only);
 //! - the gate's own error answers in each API's shape: `errors`.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-
 pub mod cache;
 pub mod credentials;
 pub mod errors;

@@ -855,49 +855,11 @@ impl Lexer {
                     continue;
                 }
                 Lex::Num => {
-                    let b = bytes[i];
-                    match b {
-                        b'0'..=b'9' => {
-                            self.number =
-                                match self.number.checked_mul(10).and_then(|n| n.checked_add(u64::from(b - b'0'))) {
-                                    Some(n) => n,
-                                    None => {
-                                        self.number_ok = false;
-                                        0
-                                    }
-                                };
-                            i += 1;
-                        }
-                        b'-' | b'+' | b'.' | b'e' | b'E' => {
-                            // Not a count (Go writes an int as digits alone).
-                            self.number_ok = false;
-                            i += 1;
-                        }
-                        _ => {
-                            // The byte after the number: handled below, by the next state.
-                            self.end_number();
-                            self.value_done(tally, env);
-                        }
-                    }
+                    i += self.number_byte(bytes[i], tally, env);
                     continue;
                 }
                 Lex::Lit => {
-                    if bytes[i] != self.literal[self.literal_at] {
-                        self.state = Lex::Broken; // the byte is looked at again, for a newline
-                        continue;
-                    }
-                    self.literal_at += 1;
-                    i += 1;
-                    if self.literal_at == self.literal.len() {
-                        if self.slot == Slot::Done {
-                            match self.literal {
-                                b"true" => self.record.done = Some(true),
-                                b"false" => self.record.done = Some(false),
-                                _ => {}
-                            }
-                        }
-                        self.value_done(tally, env);
-                    }
+                    i += self.literal_byte(bytes[i], tally, env);
                     continue;
                 }
                 _ => {}
@@ -911,41 +873,97 @@ impl Lexer {
                 }
                 continue;
             }
-            match self.state {
-                Lex::Between => {
-                    self.record = Record::default();
-                    self.slot = Slot::Top;
+            self.structural_byte(b, tally, env);
+        }
+    }
+
+    /// A byte of a number; how far it moves on (0: the byte after the number, which the next
+    /// state looks at).
+    #[inline]
+    fn number_byte(&mut self, b: u8, tally: &mut Tally, env: Env) -> usize {
+        match b {
+            b'0'..=b'9' => {
+                self.number = match self.number.checked_mul(10).and_then(|n| n.checked_add(u64::from(b - b'0'))) {
+                    Some(n) => n,
+                    None => {
+                        self.number_ok = false;
+                        0
+                    }
+                };
+                1
+            }
+            b'-' | b'+' | b'.' | b'e' | b'E' => {
+                // Not a count (Go writes an int as digits alone).
+                self.number_ok = false;
+                1
+            }
+            _ => {
+                self.end_number();
+                self.value_done(tally, env);
+                0
+            }
+        }
+    }
+
+    /// A byte of `true`, `false` or `null`; how far it moves on (0: broken, and the byte is
+    /// looked at again, for a newline).
+    #[inline]
+    fn literal_byte(&mut self, b: u8, tally: &mut Tally, env: Env) -> usize {
+        if b != self.literal[self.literal_at] {
+            self.state = Lex::Broken;
+            return 0;
+        }
+        self.literal_at += 1;
+        if self.literal_at == self.literal.len() {
+            if self.slot == Slot::Done {
+                match self.literal {
+                    b"true" => self.record.done = Some(true),
+                    b"false" => self.record.done = Some(false),
+                    _ => {}
+                }
+            }
+            self.value_done(tally, env);
+        }
+        1
+    }
+
+    /// A byte outside strings, numbers and literals, white space excepted.
+    #[inline]
+    fn structural_byte(&mut self, b: u8, tally: &mut Tally, env: Env) {
+        match self.state {
+            Lex::Between => {
+                self.record = Record::default();
+                self.slot = Slot::Top;
+                self.begin_value(b);
+            }
+            Lex::Value => self.begin_value(b),
+            Lex::FirstValue => {
+                if b == b']' {
+                    self.close(b, tally, env);
+                } else {
                     self.begin_value(b);
                 }
-                Lex::Value => self.begin_value(b),
-                Lex::FirstValue => {
-                    if b == b']' {
-                        self.close(b, tally, env);
-                    } else {
-                        self.begin_value(b);
-                    }
-                }
-                Lex::FirstName | Lex::Name => {
-                    if b == b'"' {
-                        self.begin_string(true);
-                    } else if b == b'}' && self.state == Lex::FirstName {
-                        self.close(b, tally, env);
-                    } else {
-                        self.state = Lex::Broken;
-                    }
-                }
-                Lex::Colon => {
-                    self.state = if b == b':' { Lex::Value } else { Lex::Broken };
-                }
-                Lex::AfterValue => match b {
-                    b',' => {
-                        self.state = if self.frames[self.depth - 1].is_object { Lex::Name } else { Lex::Value };
-                    }
-                    b'}' | b']' => self.close(b, tally, env),
-                    _ => self.state = Lex::Broken,
-                },
-                Lex::Str | Lex::Num | Lex::Lit | Lex::Skip | Lex::Broken => unreachable!("handled above"),
             }
+            Lex::FirstName | Lex::Name => {
+                if b == b'"' {
+                    self.begin_string(true);
+                } else if b == b'}' && self.state == Lex::FirstName {
+                    self.close(b, tally, env);
+                } else {
+                    self.state = Lex::Broken;
+                }
+            }
+            Lex::Colon => {
+                self.state = if b == b':' { Lex::Value } else { Lex::Broken };
+            }
+            Lex::AfterValue => match b {
+                b',' => {
+                    self.state = if self.frames[self.depth - 1].is_object { Lex::Name } else { Lex::Value };
+                }
+                b'}' | b']' => self.close(b, tally, env),
+                _ => self.state = Lex::Broken,
+            },
+            Lex::Str | Lex::Num | Lex::Lit | Lex::Skip | Lex::Broken => unreachable!("handled in feed"),
         }
     }
 

@@ -243,21 +243,22 @@ fn with_options(extra: &[&'static str]) -> Vec<&'static str> {
     OPTION_FLAGS.iter().copied().chain(extra.iter().copied()).collect()
 }
 
+/// Reads a command's flags, or returns its help when asked for.
+macro_rules! flags {
+    ($command:expr, $args:expr, $values:expr, $switches:expr) => {
+        match parse_flags($command, $args, $values, $switches)? {
+            Parsed::Flags(flags) => flags,
+            Parsed::Help => return Ok(Command::Help($command)),
+        }
+    };
+}
+
 /// Parses the arguments after the program name.
 pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
     let Some(first) = args.first() else {
         return Err(usage(help::MAIN, "missing command"));
     };
     let rest = &args[1..];
-    // Reads a command's flags, or returns its help when asked for.
-    macro_rules! flags {
-        ($command:expr, $args:expr, $values:expr, $switches:expr) => {
-            match parse_flags($command, $args, $values, $switches)? {
-                Parsed::Flags(flags) => flags,
-                Parsed::Help => return Ok(Command::Help($command)),
-            }
-        };
-    }
     match first.to_string_lossy().as_ref() {
         "-h" | "--help" | "help" => Ok(Command::Help(help::MAIN)),
         "-V" | "--version" => Ok(Command::Version),
@@ -266,78 +267,84 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
             no_positional(help::CHECK, &flags)?;
             Ok(Command::Check { keys: flags.path("keys"), users: flags.path("users") })
         }
-        "key" => {
-            let Some(sub) = rest.first() else {
-                return Err(usage(help::KEY, "missing key command: new, revoke or list"));
-            };
-            let rest = &rest[1..];
-            match sub.to_string_lossy().as_ref() {
-                "-h" | "--help" | "help" => Ok(Command::Help(help::KEY)),
-                "new" => {
-                    let flags = flags!(help::KEY_NEW, rest, &with_options(&["file"]), &["plain"]);
-                    Ok(Command::KeyNew {
-                        name: joined_words(help::KEY_NEW, "key name", &flags)?,
-                        options: option_flags(help::KEY_NEW, &flags)?,
-                        plain: flags.switch("plain"),
-                        file: flags.path("file"),
-                    })
-                }
-                "revoke" => {
-                    let flags = flags!(help::KEY_REVOKE, rest, &["file"], &["all"]);
-                    Ok(Command::KeyRevoke {
-                        target: joined_words(help::KEY_REVOKE, "key name or fingerprint", &flags)?,
-                        all: flags.switch("all"),
-                        file: flags.path("file"),
-                    })
-                }
-                "list" => {
-                    let flags = flags!(help::KEY_LIST, rest, &["file"], &["json"]);
-                    no_positional(help::KEY_LIST, &flags)?;
-                    Ok(Command::KeyList { json: flags.switch("json"), file: flags.path("file") })
-                }
-                other => Err(usage(help::KEY, format!("unknown key command {other:?}: new, revoke or list"))),
-            }
-        }
-        "user" => {
-            let Some(sub) = rest.first() else {
-                return Err(usage(help::USER, "missing user command: add, passwd, remove or list"));
-            };
-            let rest = &rest[1..];
-            match sub.to_string_lossy().as_ref() {
-                "-h" | "--help" | "help" => Ok(Command::Help(help::USER)),
-                "add" => {
-                    let flags = flags!(help::USER_ADD, rest, &with_options(&["file", "cost"]), &[]);
-                    Ok(Command::UserAdd {
-                        name: exactly_one(help::USER_ADD, "user name", &flags)?,
-                        options: option_flags(help::USER_ADD, &flags)?,
-                        cost: cost(help::USER_ADD, &flags)?,
-                        file: flags.path("file"),
-                    })
-                }
-                "passwd" => {
-                    let flags = flags!(help::USER_PASSWD, rest, &["file", "cost"], &[]);
-                    Ok(Command::UserPasswd {
-                        name: exactly_one(help::USER_PASSWD, "user name", &flags)?,
-                        cost: cost(help::USER_PASSWD, &flags)?,
-                        file: flags.path("file"),
-                    })
-                }
-                "remove" => {
-                    let flags = flags!(help::USER_REMOVE, rest, &["file"], &[]);
-                    Ok(Command::UserRemove {
-                        name: exactly_one(help::USER_REMOVE, "user name", &flags)?,
-                        file: flags.path("file"),
-                    })
-                }
-                "list" => {
-                    let flags = flags!(help::USER_LIST, rest, &["file"], &["json"]);
-                    no_positional(help::USER_LIST, &flags)?;
-                    Ok(Command::UserList { json: flags.switch("json"), file: flags.path("file") })
-                }
-                other => Err(usage(help::USER, format!("unknown user command {other:?}: add, passwd, remove or list"))),
-            }
-        }
+        "key" => parse_key(rest),
+        "user" => parse_user(rest),
         other => Err(usage(help::MAIN, format!("unknown command {other:?}: key, user or check"))),
+    }
+}
+
+/// `key <command> ...`
+fn parse_key(args: &[OsString]) -> Result<Command, UsageError> {
+    let Some(sub) = args.first() else {
+        return Err(usage(help::KEY, "missing key command: new, revoke or list"));
+    };
+    let rest = &args[1..];
+    match sub.to_string_lossy().as_ref() {
+        "-h" | "--help" | "help" => Ok(Command::Help(help::KEY)),
+        "new" => {
+            let flags = flags!(help::KEY_NEW, rest, &with_options(&["file"]), &["plain"]);
+            Ok(Command::KeyNew {
+                name: joined_words(help::KEY_NEW, "key name", &flags)?,
+                options: option_flags(help::KEY_NEW, &flags)?,
+                plain: flags.switch("plain"),
+                file: flags.path("file"),
+            })
+        }
+        "revoke" => {
+            let flags = flags!(help::KEY_REVOKE, rest, &["file"], &["all"]);
+            Ok(Command::KeyRevoke {
+                target: joined_words(help::KEY_REVOKE, "key name or fingerprint", &flags)?,
+                all: flags.switch("all"),
+                file: flags.path("file"),
+            })
+        }
+        "list" => {
+            let flags = flags!(help::KEY_LIST, rest, &["file"], &["json"]);
+            no_positional(help::KEY_LIST, &flags)?;
+            Ok(Command::KeyList { json: flags.switch("json"), file: flags.path("file") })
+        }
+        other => Err(usage(help::KEY, format!("unknown key command {other:?}: new, revoke or list"))),
+    }
+}
+
+/// `user <command> ...`
+fn parse_user(args: &[OsString]) -> Result<Command, UsageError> {
+    let Some(sub) = args.first() else {
+        return Err(usage(help::USER, "missing user command: add, passwd, remove or list"));
+    };
+    let rest = &args[1..];
+    match sub.to_string_lossy().as_ref() {
+        "-h" | "--help" | "help" => Ok(Command::Help(help::USER)),
+        "add" => {
+            let flags = flags!(help::USER_ADD, rest, &with_options(&["file", "cost"]), &[]);
+            Ok(Command::UserAdd {
+                name: exactly_one(help::USER_ADD, "user name", &flags)?,
+                options: option_flags(help::USER_ADD, &flags)?,
+                cost: cost(help::USER_ADD, &flags)?,
+                file: flags.path("file"),
+            })
+        }
+        "passwd" => {
+            let flags = flags!(help::USER_PASSWD, rest, &["file", "cost"], &[]);
+            Ok(Command::UserPasswd {
+                name: exactly_one(help::USER_PASSWD, "user name", &flags)?,
+                cost: cost(help::USER_PASSWD, &flags)?,
+                file: flags.path("file"),
+            })
+        }
+        "remove" => {
+            let flags = flags!(help::USER_REMOVE, rest, &["file"], &[]);
+            Ok(Command::UserRemove {
+                name: exactly_one(help::USER_REMOVE, "user name", &flags)?,
+                file: flags.path("file"),
+            })
+        }
+        "list" => {
+            let flags = flags!(help::USER_LIST, rest, &["file"], &["json"]);
+            no_positional(help::USER_LIST, &flags)?;
+            Ok(Command::UserList { json: flags.switch("json"), file: flags.path("file") })
+        }
+        other => Err(usage(help::USER, format!("unknown user command {other:?}: add, passwd, remove or list"))),
     }
 }
 

@@ -1,8 +1,6 @@
 //! `ollama-auth`: makes, lists and revokes bearer keys, manages htpasswd users, and checks both
 //! files with the module's own parser. Needs no nginx. See `ollama-auth --help`.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-
 mod args;
 mod edit;
 mod help;
