@@ -508,7 +508,11 @@ def test_user_model_and_code_labels(gate):
         ((("code", "500"), ("model", ""), ("user", "bob")), 1),
     ]), metrics.text
     assert "k-alice" not in metrics.text and UNNAMED not in metrics.text and "carol-pw" not in metrics.text
-    assert metrics.value(PROMPT, user="admin", model="") == 0
+    # Token series only where a model answered: none for the listing and the errors.
+    for family in [PROMPT, COMPLETION]:
+        assert sorted(labels["user"] for labels, _ in metrics.series(family)) == sorted(
+            ["alice", FINGERPRINT, "carol", ODD_NAME]), metrics.text
+        assert metrics.series(family, model="") == [], metrics.text
     assert metrics.value(REFUSED, reason="forbidden_scope") == 1
     # The log: no counts, and no model, where the answer had none.
     lines = {(l[0], l[5]): l for l in usage_log(gate)}

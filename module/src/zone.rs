@@ -184,20 +184,20 @@ impl Locked<'_> {
         *count = count.saturating_add(1);
     }
 
-    /// Counts one finished request. Says `true` the first time the zone had no room for a series
-    /// (the caller logs it).
+    /// Counts one finished request, with its (prompt, completion) tokens if a model answered it.
+    /// Says `true` the first time the zone had no room for a series (the caller logs it).
     pub fn count_request(
         &mut self,
         user: &str,
         model: &str,
         code: u16,
-        tokens: (u64, u64),
+        tokens: Option<(u64, u64)>,
         micros: u64,
         scratch: &mut Vec<u8>,
     ) -> bool {
         series_key(user, model, code, scratch);
         if let Some(counts) = self.data.series.get_mut(scratch.as_slice()) {
-            counts.add(tokens.0, tokens.1, micros);
+            counts.add(tokens, micros);
             return false;
         }
         if self.data.series_count < self.data.max_series && self.insert_series(scratch, tokens, micros) {
@@ -207,7 +207,7 @@ impl Locked<'_> {
         series_key(OTHER_USER, "", code, scratch);
         let folded = match self.data.series.get_mut(scratch.as_slice()) {
             Some(counts) => {
-                counts.add(tokens.0, tokens.1, micros);
+                counts.add(tokens, micros);
                 true
             }
             None => self.insert_series(scratch, tokens, micros),
@@ -219,15 +219,15 @@ impl Locked<'_> {
             if *slot_code == 0 {
                 *slot_code = code;
             }
-            counts.add(tokens.0, tokens.1, micros);
+            counts.add(tokens, micros);
         }
         !std::mem::replace(&mut self.data.full_warned, true)
     }
 
-    fn insert_series(&mut self, key: &[u8], tokens: (u64, u64), micros: u64) -> bool {
+    fn insert_series(&mut self, key: &[u8], tokens: Option<(u64, u64)>, micros: u64) -> bool {
         let Some(key) = self.key(key) else { return false };
         let mut counts = SeriesCounts::default();
-        counts.add(tokens.0, tokens.1, micros);
+        counts.add(tokens, micros);
         let made = self.data.series.try_insert(key, counts).is_ok();
         self.data.series_count += usize::from(made);
         made
