@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # Debian packages: building (clang for bindgen, nginx's libraries), Debian's own nginx to build
 # against, htpasswd, and the tools the tests and benchmarks use.
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc \
-	nginx nginx-dev apache2-utils curl procps python3
+	nginx nginx-dev apache2-utils curl procps python3 prometheus
 
 .PHONY: all build cli install-cli deps lint test unit integration integration-debian debian-module run stop bench hashed-key clean fuzz fuzz-build fuzz-smoke memcheck
 

@@ -514,7 +514,8 @@ def dashboard_queries():
 
 PROMQL_WORDS = {"sum", "by", "without", "rate", "increase", "irate", "histogram_quantile", "label_replace",
                 "label_values", "sort_desc", "or", "and", "unless", "le", "user", "model", "code", "reason",
-                "kind", "on", "ignoring", "max", "min", "avg", "count", "topk", "bool"}
+                "kind", "on", "ignoring", "max", "min", "avg", "count", "topk", "bool", "sum_over_time",
+                "last_over_time", "offset"}
 
 
 def test_dashboard_queries_use_only_the_gate_series():
@@ -547,7 +548,8 @@ def test_dashboard_queries_are_valid_promql():
     for title, query in queries:
         if query.startswith("label_values("):  # Grafana's, not PromQL
             continue
-        concrete = query.replace("$__rate_interval", "1m").replace("$__range", "6h").replace("$user", ".*")
+        concrete = (query.replace("$__rate_interval", "1m").replace("$__range", "6h").replace("$__interval", "15s")
+                    .replace("$user", ".*"))
         promql_parser.parse(concrete)  # raises on a syntax error
     with pytest.raises(Exception):
         promql_parser.parse("sum by (user) (rate(ollama_auth_requests_total[1m])")

@@ -261,16 +261,20 @@ def test_exposition_is_prometheus_text_with_every_family(gate):
     assert metrics.value(f"{DURATION}_count", model=MODEL) == 1
 
 
-def test_metrics_location_is_gated_like_any_other_and_a_scrape_is_not_counted(gate):
-    """Accounting on for the whole server, /metrics behind a key with scopes=all."""
-    gate.write("keys.txt", KEYS)
+def start_gated_metrics(gate, keys=KEYS):
+    """Accounting on for the whole server, /metrics behind the same keys file (scopes=all)."""
+    gate.write("keys.txt", keys)
     gate.configure(f"""
         ollama_bearer_keys_file keys.txt;
         ollama_auth_usage usage;
         location / {{ {PROXY} }}
         location = /metrics {{ ollama_auth_metrics usage; }}
     """, http_extra="ollama_auth_zone usage 1m;")
-    gate.start()
+    return gate.start()
+
+
+def test_metrics_location_is_gated_like_any_other_and_a_scrape_is_not_counted(gate):
+    start_gated_metrics(gate)
     assert gate.request("/metrics").status == 401
     assert gate.request("/metrics", headers=bearer("k-alice")).status == 403
     assert post(gate, "k-alice", "/api/chat", {"model": "gemma3", "messages": [], "stream": False}).status == 200
