@@ -271,7 +271,14 @@ def check_scrape_with_promtool(gate):
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), (lint, response.body)
 
 
-# ===================================================================== the test
+# ===================================================================== the tests
+
+def test_prometheus_and_promtool_are_installed():
+    """Fails, not skips, without them (the test below then errors in its fixture too)."""
+    for name in ["prometheus", "promtool"]:
+        version = subprocess.run([binary(name), "--version"], capture_output=True, text=True, timeout=30)
+        assert version.returncode == 0 and re.search(r"version \d+\.\d+", version.stdout + version.stderr), version
+
 
 @pytest.fixture
 def monitored(make_gate, tmp_path):
