@@ -87,6 +87,14 @@ pub struct LimitEntry {
 /// slab slot) and its key (a 64-byte one for short labels).
 const SERIES_BYTES: usize = 320;
 
+// The node (nginx's tree node, the key's handle, the counts) must stay in that 256-byte slot.
+const _: () = assert!(
+    std::mem::size_of::<ngx::ffi::ngx_rbtree_node_t>()
+        + std::mem::size_of::<Key>()
+        + std::mem::size_of::<SeriesCounts>()
+        <= 256
+);
+
 /// Status codes that series fold into when the zone is full, by code (the last slot for the rest).
 const OVERFLOW_SLOTS: usize = 8;
 
