@@ -386,6 +386,8 @@ def test_prometheus_scrapes_the_gate_and_every_dashboard_expression_agrees_with_
             assert rows_ok(rows), (title, rows)
             values = [v for values in series.values() for v in values if not math.isnan(v)]
             assert values and all(v >= 0 for v in values) and max(values) > 0, (title, series)
+    covered = ["Tokens in the time range"] + [title for title, _, _ in panels_want]
+    assert all(any(p["title"].startswith(title) for title in covered) for p in panels()), "a panel not checked here"
     refusals = prometheus.query_range(grafana(panel("Refusals per second")["targets"][0]["expr"], range_s=range_s),
                                       began, ended, f"{SCRAPE_SECONDS}s")
     assert {dict(k)["reason"] for k, values in refusals.items() if max(values) > 0} == set(sent.refused)
