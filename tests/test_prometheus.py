@@ -116,6 +116,7 @@ class Prometheus:
             self.process.kill()
             self.process.wait(10)
         self.log.close()
+        shutil.rmtree(self.dir / "data", ignore_errors=True)  # the log stays, with pytest's tmp_path
 
 
 def named(result, *labels):
