@@ -56,9 +56,9 @@ class Prometheus:
         self.port = free_port()
         shipped = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
         scrape = next(s for s in shipped["scrape_configs"] if s["job_name"] == "ollama-gate")
-        key_file = self.dir / Path(scrape["authorization"]["credentials_file"]).name
-        key_file.write_text(PROM_KEY + "\n")
-        scrape["authorization"]["credentials_file"] = str(key_file)
+        self.key_file = self.dir / Path(scrape["authorization"]["credentials_file"]).name
+        self.key_file.write_text(PROM_KEY + "\n")
+        scrape["authorization"]["credentials_file"] = str(self.key_file)
         scrape["static_configs"] = [{"targets": [f"127.0.0.1:{gate_port}"]}]
         self.job = scrape["job_name"]
         config = {"global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s"},
@@ -332,7 +332,14 @@ def test_prometheus_scrapes_the_gate_and_every_dashboard_expression_agrees_with_
     second = Ledger()
     infer(gate, second, "alice", GEMMA, 8, 4, "ndjson")
     infer(gate, second, "carol", QWEN, 50, 70, "sse")  # a new user and model
-    gap()
+    seen(prometheus, second)
+    # Failed scrapes (Prometheus cannot read its key file, so the gate sees and counts nothing)
+    # mark every series stale; they come back with the values they had, not to be counted again.
+    prometheus.key_file.unlink()
+    assert wait_until(lambda: named(prometheus.query("up"), "job") == {(prometheus.job,): 0.0}, 15, 0.2)
+    assert wait_until(lambda: prometheus.query("ollama_auth_requests_total") == {}, 15, 0.2)
+    prometheus.key_file.write_text(PROM_KEY + "\n")
+    seen(prometheus, second)
     infer(gate, second, "bob", LLAMA, 6, 6, "whole")
     infer(gate, second, "carol", QWEN, 9, 1, "whole")
     no_model(gate, second, "carol", "listing")
