@@ -3,7 +3,8 @@ child process on a loopback port, with its own data directory) scrapes a gate un
 the scrape settings of docker/monitoring/prometheus.yml (every second instead of every 15), and
 every expression of the shipped Grafana dashboard is evaluated through Prometheus' HTTP API, its
 variables filled in as Grafana fills them, against the counts the test sent. The gate is
-restarted half way, so the counters reset as they do in production.
+restarted half way, so the counters reset as they do in production, and later scrapes fail for a
+few seconds, so the series go stale and come back.
 
 Prometheus must be installed (`make deps` installs it): without it these tests fail."""
 
