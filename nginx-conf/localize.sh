@@ -5,6 +5,10 @@
 # server becomes <ollama addr:port>, and `listen 80` becomes the given address (`listen 443`
 # becomes the same host on port+1). Writes <out dir>/nginx.conf (and the included files).
 set -euo pipefail
+if [ $# -ne 5 ]; then
+    echo "usage: $0 <conf> <out dir> <module .so> <listen addr:port> <ollama addr:port>" >&2
+    exit 2
+fi
 conf=$1 out=$2 module=$3 listen=$4 ollama=$5
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out/logs"

@@ -349,6 +349,9 @@ impl RefusalReason {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SeriesCounts {
     pub requests: u64,
+    /// Requests a model answered (its answer named one or carried counts): a `(user, model)`
+    /// has token series only if it has some, so listings and errors make no empty token rows.
+    pub answered: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub duration_slots: [u64; DURATION_SLOTS],
@@ -356,17 +359,21 @@ pub struct SeriesCounts {
 }
 
 impl SeriesCounts {
-    /// Counts one finished request.
-    pub fn add(&mut self, prompt_tokens: u64, completion_tokens: u64, micros: u64) {
+    /// Counts one finished request: `tokens` (prompt, completion) if a model answered it.
+    pub fn add(&mut self, tokens: Option<(u64, u64)>, micros: u64) {
         self.requests = self.requests.saturating_add(1);
-        self.prompt_tokens = self.prompt_tokens.saturating_add(prompt_tokens);
-        self.completion_tokens = self.completion_tokens.saturating_add(completion_tokens);
+        if let Some((prompt, completion)) = tokens {
+            self.answered = self.answered.saturating_add(1);
+            self.prompt_tokens = self.prompt_tokens.saturating_add(prompt);
+            self.completion_tokens = self.completion_tokens.saturating_add(completion);
+        }
         self.duration_slots[duration_slot(micros)] += 1;
         self.duration_sum_micros = self.duration_sum_micros.saturating_add(micros);
     }
 
     fn merge(&mut self, other: &SeriesCounts) {
         self.requests = self.requests.saturating_add(other.requests);
+        self.answered = self.answered.saturating_add(other.answered);
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
         for (slot, add) in self.duration_slots.iter_mut().zip(other.duration_slots) {
@@ -419,7 +426,7 @@ pub fn parse_series_key(key: &[u8]) -> Option<(&str, &str, u16)> {
 }
 
 /// The whole exposition from the zone's counts: requests per series, tokens per user and
-/// model, refusals per reason (every reason, zeros included, so a dashboard's rate() starts
+/// model (only where a model answered some request), refusals per reason (every reason, zeros included, so a dashboard's rate() starts
 /// from a sample), durations per model. Sorted, so scrapes are stable; series given twice (the
 /// zone's overflow slots) are summed.
 pub fn render(series: &[(&str, &str, u16, SeriesCounts)], refused: &[u64]) -> Vec<u8> {
@@ -455,12 +462,13 @@ pub fn render(series: &[(&str, &str, u16, SeriesCounts)], refused: &[u64]) -> Ve
         code,
         count: counts.requests,
     }));
-    out.prompt_tokens(by_user_model.iter().map(|&(user, model, counts)| TokenCount {
+    let answered = || by_user_model.iter().filter(|(_, _, counts)| counts.answered > 0);
+    out.prompt_tokens(answered().map(|&(user, model, counts)| TokenCount {
         user,
         model,
         tokens: counts.prompt_tokens,
     }));
-    out.completion_tokens(by_user_model.iter().map(|&(user, model, counts)| TokenCount {
+    out.completion_tokens(answered().map(|&(user, model, counts)| TokenCount {
         user,
         model,
         tokens: counts.completion_tokens,
@@ -753,10 +761,10 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
     #[test]
     fn render_sums_tokens_and_durations_across_codes() {
         let mut ok = SeriesCounts::default();
-        ok.add(10, 20, 150_000);
-        ok.add(1, 2, 50_000);
+        ok.add(Some((10, 20)), 150_000);
+        ok.add(Some((1, 2)), 50_000);
         let mut gone = SeriesCounts::default();
-        gone.add(5, 7, 400_000_000);
+        gone.add(Some((5, 7)), 400_000_000);
         let mut refused = [0u64; RefusalReason::ALL.len()];
         refused[RefusalReason::UnknownKey.index()] = 3;
         let text = String::from_utf8(render(&[("bob", "m", 200, ok), ("bob", "m", 499, gone)], &refused)).unwrap();
@@ -779,6 +787,40 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
     }
 
     #[test]
+    fn token_series_only_where_a_model_answered() {
+        let one = |tokens| {
+            let mut counts = SeriesCounts::default();
+            counts.add(tokens, 1_000);
+            counts
+        };
+        let (listing, error, answered, folded) = (one(None), one(None), one(Some((0, 0))), one(Some((3, 4))));
+        let series = [
+            ("bob", "", 200, listing),
+            ("bob", "", 404, error),
+            ("bob", "m", 200, answered),
+            ("bob", "m", 500, error),
+            (OTHER_USER, "", 200, folded),
+            (OTHER_USER, "", 404, error),
+        ];
+        let text = String::from_utf8(render(&series, &[])).unwrap();
+        let tokens: Vec<&str> = text.lines().filter(|l| l.starts_with("ollama_auth_prompt_tokens_total{")).collect();
+        // A model that answered with no tokens still has its series; the folded `__other__` one
+        // keeps the tokens it was given; bob's listing and error make none.
+        assert_eq!(
+            tokens,
+            [
+                "ollama_auth_prompt_tokens_total{user=\"__other__\",model=\"\"} 3",
+                "ollama_auth_prompt_tokens_total{user=\"bob\",model=\"m\"} 0"
+            ]
+        );
+        assert!(text.contains("ollama_auth_completion_tokens_total{user=\"__other__\",model=\"\"} 4\n"));
+        assert!(!text.contains("ollama_auth_completion_tokens_total{user=\"bob\",model=\"\"}"));
+        // Request counts stay as they are, with or without a model.
+        assert!(text.contains("ollama_auth_requests_total{user=\"bob\",model=\"\",code=\"200\"} 1\n"));
+        assert!(text.contains("ollama_auth_requests_total{user=\"bob\",model=\"m\",code=\"500\"} 1\n"));
+    }
+
+    #[test]
     #[ignore = "a measurement, run by make bench"]
     fn measure_metrics_scrape() {
         // 10,000 users x 5 models: the keys as the zone holds them, copied out (the part done
@@ -792,7 +834,7 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
             }
         }
         let mut counts = SeriesCounts::default();
-        counts.add(100, 200, 1_500_000);
+        counts.add(Some((100, 200)), 1_500_000);
         let refused = [1u64; RefusalReason::ALL.len()];
         let (mut copy_ms, mut total_ms) = (f64::INFINITY, f64::INFINITY);
         for _ in 0..5 {

@@ -128,20 +128,22 @@ class Handler(BaseHTTPRequestHandler):
             raise ClientGone() from gone
 
     def _stream(self, lines, delay=None):
-        """NDJSON, a line a chunk, `delay` seconds after each."""
-        delay = self.server.chunk_delay if delay is None else delay
-        self._begin_chunked("application/x-ndjson")
-        for line in lines:
-            self._chunk((json.dumps(line) + "\n").encode())
-            time.sleep(delay)
-        self._chunk(b"")
+        """NDJSON, a line a chunk, `delay` seconds between two."""
+        self._paced([(json.dumps(line) + "\n").encode() for line in lines], "application/x-ndjson",
+                    self.server.chunk_delay if delay is None else delay)
 
     def _events(self, events, delay):
         """Server-sent events (each a whole `data: ...\\n\\n` text), an event a chunk."""
-        self._begin_chunked("text/event-stream")
-        for event in events:
-            self._chunk(event.encode())
-            time.sleep(delay)
+        self._paced([event.encode() for event in events], "text/event-stream", delay)
+
+    def _paced(self, chunks, content_type, delay):
+        """A chunked answer, `delay` seconds between two chunks; none after the last (the final
+        object, or `[DONE]`): the answer ends as soon as its last chunk is out, as Ollama's does."""
+        self._begin_chunked(content_type)
+        for i, data in enumerate(chunks):
+            if i:
+                time.sleep(delay)
+            self._chunk(data)
         self._chunk(b"")
 
     def do_HEAD(self):
@@ -389,10 +391,10 @@ class Server(ThreadingHTTPServer):
 
 
 class FakeOllama:
-    def __init__(self, port=0, chunk_delay=0.02):
+    def __init__(self, port=0, chunk_delay=0.02, models=(MODEL,)):
         self.server = Server(("127.0.0.1", port), Handler)
         self.server.seen = []
-        self.server.models = [MODEL]
+        self.server.models = list(models)
         self.server.gzip_answers = False
         self.server.chunk_delay = chunk_delay
         self.port = self.server.server_address[1]
@@ -421,9 +423,24 @@ class FakeOllama:
         self.server.server_close()
 
 
-if __name__ == "__main__":
-    import sys
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 11434
-    with FakeOllama(port) as fake:
-        print(f"stand-in Ollama on 127.0.0.1:{fake.port}", flush=True)
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(
+        description="A stand-in for Ollama's HTTP API on 127.0.0.1, for trying the gate without "
+                    "Ollama. X-Fake-* request headers steer its answers (see the module's docstring).")
+    parser.add_argument("port", nargs="?", type=int, default=11434, help="the port to listen on (default 11434)")
+    parser.add_argument("--models", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+                        default=[MODEL], metavar="A,B,...",
+                        help=f"the models /api/tags, /api/ps and /v1/models list (default {MODEL})")
+    parser.add_argument("--chunk-delay", type=float, default=0.02, metavar="SECONDS",
+                        help="seconds between two streamed chunks (default 0.02)")
+    args = parser.parse_args(argv)
+    if not args.models:
+        parser.error("--models names no model")
+    with FakeOllama(args.port, args.chunk_delay, args.models) as fake:
+        print(f"stand-in Ollama on 127.0.0.1:{fake.port}, models {','.join(args.models)}", flush=True)
         fake.thread.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -514,7 +514,8 @@ def dashboard_queries():
 
 PROMQL_WORDS = {"sum", "by", "without", "rate", "increase", "irate", "histogram_quantile", "label_replace",
                 "label_values", "sort_desc", "or", "and", "unless", "le", "user", "model", "code", "reason",
-                "kind", "on", "ignoring", "max", "min", "avg", "count", "topk", "bool"}
+                "kind", "on", "ignoring", "max", "min", "avg", "count", "topk", "bool", "sum_over_time",
+                "last_over_time", "offset"}
 
 
 def test_dashboard_queries_use_only_the_gate_series():
@@ -547,7 +548,8 @@ def test_dashboard_queries_are_valid_promql():
     for title, query in queries:
         if query.startswith("label_values("):  # Grafana's, not PromQL
             continue
-        concrete = query.replace("$__rate_interval", "1m").replace("$__range", "6h").replace("$user", ".*")
+        concrete = (query.replace("$__rate_interval", "1m").replace("$__range", "6h").replace("$__interval", "15s")
+                    .replace("$user", ".*"))
         promql_parser.parse(concrete)  # raises on a syntax error
     with pytest.raises(Exception):
         promql_parser.parse("sum by (user) (rate(ollama_auth_requests_total[1m])")
@@ -620,3 +622,75 @@ def test_front_conf_passes_nginx_t_and_hashes_on_the_credential(tmp_path):
         assert set(landed) == set(names), landed
     finally:
         run("-s", "stop")
+
+
+# ===================================================================== the stand-in and localize.sh
+
+STAND_IN = ROOT / "tests/fake_ollama.py"
+
+
+def test_stand_in_help_says_how_to_run_it():
+    result = subprocess.run(["python3", str(STAND_IN), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: fake_ollama.py") and "--models" in result.stdout, result.stdout
+    result = subprocess.run(["python3", str(STAND_IN), "not-a-port"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "invalid int value" in result.stderr, result.stderr
+
+
+def test_stand_in_lists_the_models_it_is_given():
+    port = free_port()
+    process = subprocess.Popen(["python3", str(STAND_IN), str(port), "--models", "gemma3:1b,llama3.2:3b, qwen3:8b"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port)
+        models = ["gemma3:1b", "llama3.2:3b", "qwen3:8b"]
+        assert [m["name"] for m in json.loads(get(port, "/api/tags")[2])["models"]] == models
+        assert [m["model"] for m in json.loads(get(port, "/api/ps")[2])["models"]] == models
+        assert [m["id"] for m in json.loads(get(port, "/v1/models")[2])["data"]] == models
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert "models gemma3:1b,llama3.2:3b,qwen3:8b" in process.stdout.read()
+
+
+def stream_end_wait(port, path, body, last_marker, delay):
+    """Reads a streamed answer on a raw socket: seconds from its last chunk (`last_marker`) to the
+    chunk that ends it, and from the request to that end."""
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+            f"X-Fake-Words: 2\r\nX-Fake-Delay: {delay}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(head + data)
+        got, last_at = b"", None
+        while not got.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+            if last_at is None and last_marker in got:
+                last_at = time.monotonic()
+        ended = time.monotonic()
+    assert last_at is not None, got
+    return ended - last_at, ended - started
+
+
+@pytest.mark.parametrize("path,body,last_marker,chunks", [
+    ("/v1/chat/completions", {"model": "m", "messages": [], "stream": True}, b"data: [DONE]", 4),
+    ("/api/chat", {"model": "m", "messages": []}, b'"done": true', 3),
+    ("/v1/messages", {"model": "m", "messages": [], "stream": True}, b"message_stop", 7),
+])
+def test_stand_in_ends_a_stream_right_after_its_last_chunk(ollama, path, body, last_marker, chunks):
+    delay = 0.4
+    after_last, total = stream_end_wait(ollama.port, path, body, last_marker, delay)
+    assert after_last < delay / 2, after_last
+    # The pauses are between chunks: one fewer than the chunks.
+    assert (chunks - 1) * delay <= total < (chunks - 1) * delay + delay / 2, total
+
+
+def test_localize_without_arguments_prints_its_usage(tmp_path):
+    for args in [[], ["nginx-conf/bearer_token.conf", str(tmp_path / "out")]]:
+        result = subprocess.run([str(CONF_DIR / "localize.sh"), *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result
+        assert result.stdout == ""
+        assert result.stderr.startswith("usage: ") and "<conf> <out dir> <module .so>" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()

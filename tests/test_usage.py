@@ -261,16 +261,20 @@ def test_exposition_is_prometheus_text_with_every_family(gate):
     assert metrics.value(f"{DURATION}_count", model=MODEL) == 1
 
 
-def test_metrics_location_is_gated_like_any_other_and_a_scrape_is_not_counted(gate):
-    """Accounting on for the whole server, /metrics behind a key with scopes=all."""
-    gate.write("keys.txt", KEYS)
+def start_gated_metrics(gate, keys=KEYS):
+    """Accounting on for the whole server, /metrics behind the same keys file (scopes=all)."""
+    gate.write("keys.txt", keys)
     gate.configure(f"""
         ollama_bearer_keys_file keys.txt;
         ollama_auth_usage usage;
         location / {{ {PROXY} }}
         location = /metrics {{ ollama_auth_metrics usage; }}
     """, http_extra="ollama_auth_zone usage 1m;")
-    gate.start()
+    return gate.start()
+
+
+def test_metrics_location_is_gated_like_any_other_and_a_scrape_is_not_counted(gate):
+    start_gated_metrics(gate)
     assert gate.request("/metrics").status == 401
     assert gate.request("/metrics", headers=bearer("k-alice")).status == 403
     assert post(gate, "k-alice", "/api/chat", {"model": "gemma3", "messages": [], "stream": False}).status == 200
@@ -508,7 +512,11 @@ def test_user_model_and_code_labels(gate):
         ((("code", "500"), ("model", ""), ("user", "bob")), 1),
     ]), metrics.text
     assert "k-alice" not in metrics.text and UNNAMED not in metrics.text and "carol-pw" not in metrics.text
-    assert metrics.value(PROMPT, user="admin", model="") == 0
+    # Token series only where a model answered: none for the listing and the errors.
+    for family in [PROMPT, COMPLETION]:
+        assert sorted(labels["user"] for labels, _ in metrics.series(family)) == sorted(
+            ["alice", FINGERPRINT, "carol", ODD_NAME]), metrics.text
+        assert metrics.series(family, model="") == [], metrics.text
     assert metrics.value(REFUSED, reason="forbidden_scope") == 1
     # The log: no counts, and no model, where the answer had none.
     lines = {(l[0], l[5]): l for l in usage_log(gate)}

@@ -154,6 +154,8 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let outcome = outcome(accounting.scanner.as_deref());
     let (prompt, completion) = (outcome.prompt_tokens.unwrap_or(0), outcome.completion_tokens.unwrap_or(0));
+    // Token series only where a model answered: a listing or an error names none and counts none.
+    let answered = !outcome.model.is_empty() || outcome.prompt_tokens.is_some() || outcome.completion_tokens.is_some();
     let label = ctx.label();
     let user = label.as_ref().map_or(Cow::Borrowed(""), |label| match std::str::from_utf8(label.as_bytes()) {
         Ok(text) => Cow::Borrowed(text),
@@ -163,7 +165,7 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     let micros = now.saturating_sub(started_ms).saturating_mul(1000);
     let Some(mut locked) = zone.lock() else { return Status::NGX_DECLINED.0 };
     let first_full = SERIES_KEY.with_borrow_mut(|scratch| {
-        locked.count_request(&user, outcome.model, code, (prompt, completion), micros, scratch)
+        locked.count_request(&user, outcome.model, code, answered.then_some((prompt, completion)), micros, scratch)
     });
     if let Some(in_flight) = &ctx.in_flight {
         locked.charge_tokens(in_flight.counters, now, prompt.saturating_add(completion));

@@ -88,6 +88,14 @@ pub struct LimitEntry {
 /// slab slot) and its key (a 64-byte one for short labels).
 const SERIES_BYTES: usize = 320;
 
+// The node (nginx's tree node, the key's handle, the counts) must stay in that 256-byte slot.
+const _: () = assert!(
+    std::mem::size_of::<ngx::ffi::ngx_rbtree_node_t>()
+        + std::mem::size_of::<Key>()
+        + std::mem::size_of::<SeriesCounts>()
+        <= 256
+);
+
 /// Status codes that series fold into when the zone is full, by code (the last slot for the rest).
 const OVERFLOW_SLOTS: usize = 8;
 
@@ -185,20 +193,20 @@ impl Locked<'_> {
         *count = count.saturating_add(1);
     }
 
-    /// Counts one finished request. Says `true` the first time the zone had no room for a series
-    /// (the caller logs it).
+    /// Counts one finished request, with its (prompt, completion) tokens if a model answered it.
+    /// Says `true` the first time the zone had no room for a series (the caller logs it).
     pub fn count_request(
         &mut self,
         user: &str,
         model: &str,
         code: u16,
-        tokens: (u64, u64),
+        tokens: Option<(u64, u64)>,
         micros: u64,
         scratch: &mut Vec<u8>,
     ) -> bool {
         series_key(user, model, code, scratch);
         if let Some(counts) = self.data.series.get_mut(scratch.as_slice()) {
-            counts.add(tokens.0, tokens.1, micros);
+            counts.add(tokens, micros);
             return false;
         }
         if self.data.series_count < self.data.max_series && self.insert_series(scratch, tokens, micros) {
@@ -208,7 +216,7 @@ impl Locked<'_> {
         series_key(OTHER_USER, "", code, scratch);
         let folded = match self.data.series.get_mut(scratch.as_slice()) {
             Some(counts) => {
-                counts.add(tokens.0, tokens.1, micros);
+                counts.add(tokens, micros);
                 true
             }
             None => self.insert_series(scratch, tokens, micros),
@@ -220,15 +228,15 @@ impl Locked<'_> {
             if *slot_code == 0 {
                 *slot_code = code;
             }
-            counts.add(tokens.0, tokens.1, micros);
+            counts.add(tokens, micros);
         }
         !std::mem::replace(&mut self.data.full_warned, true)
     }
 
-    fn insert_series(&mut self, key: &[u8], tokens: (u64, u64), micros: u64) -> bool {
+    fn insert_series(&mut self, key: &[u8], tokens: Option<(u64, u64)>, micros: u64) -> bool {
         let Some(key) = self.key(key) else { return false };
         let mut counts = SeriesCounts::default();
-        counts.add(tokens.0, tokens.1, micros);
+        counts.add(tokens, micros);
         let made = self.data.series.try_insert(key, counts).is_ok();
         self.data.series_count += usize::from(made);
         made
