@@ -28,7 +28,7 @@ impl Scopes {
     }
 
     /// In the order they are written back; `all` first, so it is the name a full set gets.
-    const NAMES: [(Scopes, &'static str); 4] =
+    pub const NAMES: [(Scopes, &'static str); 4] =
         [(Scopes::ALL, "all"), (Scopes::READ, "read"), (Scopes::INFER, "infer"), (Scopes::MANAGE, "manage")];
 
     /// A comma-separated list of scope names. Errors name the item by position, not its text.

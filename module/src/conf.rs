@@ -358,7 +358,10 @@ extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, 
             // The conf is no secret: name the value, and the item that is not a scope.
             let text = String::from_utf8_lossy(value.as_bytes());
             let detail = match text.split(',').find(|item| Scopes::parse(item).is_err()) {
-                Some(item) if !item.is_empty() => format!("\"{item}\" is not one of read, infer, manage, all"),
+                Some(item) if !item.is_empty() => {
+                    let names: Vec<&str> = Scopes::NAMES.iter().map(|&(_, name)| name).collect();
+                    format!("\"{item}\" is not one of {}", names.join(", "))
+                }
                 _ => reason,
             };
             ngx_conf_log_error!(
