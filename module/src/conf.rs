@@ -359,7 +359,12 @@ extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, 
             let text = String::from_utf8_lossy(value.as_bytes());
             let detail = match text.split(',').find(|item| Scopes::parse(item).is_err()) {
                 Some(item) if !item.is_empty() => {
-                    let names: Vec<&str> = Scopes::NAMES.iter().map(|&(_, name)| name).collect();
+                    let names: Vec<&str> = Scopes::NAMES
+                        .iter()
+                        .filter(|&&(scope, _)| scope != Scopes::ALL)
+                        .map(|&(_, name)| name)
+                        .chain(["all"])
+                        .collect();
                     format!("\"{item}\" is not one of {}", names.join(", "))
                 }
                 _ => reason,
