@@ -131,6 +131,7 @@ pub fn default_retry_after(status: u16) -> Option<&'static str> {
 pub fn nginx_error_text(status: u16) -> (&'static str, &'static str) {
     match status {
         400 => ("bad request", "the request could not be read"),
+        403 => ("forbidden", "access to this endpoint is denied"),
         404 => ("not found", "no such endpoint"),
         405 => ("method not allowed", "this endpoint does not take that method"),
         408 => ("request timeout", "the request was not received in time"),
