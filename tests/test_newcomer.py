@@ -341,3 +341,39 @@ def port_open(port):
         return True
     except OSError:
         return False
+
+
+def test_each_client_library_shows_the_message_of_a_413_and_a_503(gate):
+    """nginx's own 413 (client_max_body_size) and a 503 (limit_req's default status), answered
+    in the endpoint's shape: each library's exception carries the message."""
+    gate.write("keys.txt", KEYS)
+    gate.configure("""
+        location / {
+            ollama_bearer_keys_file keys.txt;
+            ollama_auth_json_errors on;
+            client_max_body_size 2k;
+            limit_req zone=one nodelay;
+            proxy_pass http://{upstream};
+        }
+    """, http_extra="limit_req_zone $ollama_auth_user zone=one:1m rate=1r/m; "
+                    "ollama_auth_zone lim 1m; ollama_auth_usage lim;")
+    gate.start()
+    big = [{"role": "user", "content": "x" * 4000}]
+    sdk = openai.OpenAI(base_url=base(gate, "/v1"), api_key="k-all", max_retries=0)
+    claude = anthropic.Anthropic(base_url=base(gate), auth_token="k-all", max_retries=0)
+    native = ollama_library.Client(host=base(gate), headers={"Authorization": "Bearer k-all"})
+    too_large = "request entity too large: the request body is larger than this server accepts"
+    for call in [lambda: sdk.chat.completions.create(model="gemma3:1b", messages=big),
+                 lambda: claude.messages.create(model="gemma3:1b", max_tokens=5, messages=big),
+                 lambda: native.chat(model="gemma3:1b", messages=big)]:
+        with pytest.raises(Exception) as error:
+            call()
+        assert getattr(error.value, "status_code", None) == 413 and too_large in str(error.value), error.value
+    assert native.chat(model="gemma3:1b", messages=CHAT).message.content  # limit_req's one a minute
+    busy = "service unavailable: Ollama cannot take the request now; retry later"
+    for call in [lambda: sdk.chat.completions.create(model="gemma3:1b", messages=CHAT),
+                 lambda: claude.messages.create(model="gemma3:1b", max_tokens=5, messages=CHAT),
+                 lambda: native.chat(model="gemma3:1b", messages=CHAT)]:
+        with pytest.raises(Exception) as error:
+            call()
+        assert getattr(error.value, "status_code", None) == 503 and busy in str(error.value), error.value
