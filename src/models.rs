@@ -224,6 +224,13 @@ impl ModelName {
     pub fn tag(&self) -> &str {
         self.part(3)
     }
+
+    /// A cloud model by its name: tag `cloud` or `*-cloud` (run on ollama.com, billed to the
+    /// server's account). A model created with `remote_host` is cloud under any name; only its
+    /// name is seen here.
+    pub fn is_cloud(&self) -> bool {
+        self.tag() == "cloud" || self.tag().ends_with("-cloud")
+    }
 }
 
 /// The fully qualified form, `registry.ollama.ai/library/llama3:latest`.
@@ -298,8 +305,7 @@ impl ModelPattern {
     /// tag names the cloud itself (`gpt-oss:*-cloud`, `*:cloud`): `gpt-oss` or `gpt-oss:*` admit
     /// the local models only.
     pub fn matches(&self, name: &ModelName) -> bool {
-        let cloud = name.tag() == "cloud" || name.tag().ends_with("-cloud");
-        if cloud && !self.tag.as_deref().is_some_and(|tag| tag.contains("cloud")) {
+        if name.is_cloud() && !self.tag.as_deref().is_some_and(|tag| tag.contains("cloud")) {
             return false;
         }
         glob_matches(self.host.as_bytes(), name.host().as_bytes())

@@ -160,7 +160,7 @@ def test_default_scopes_directive_and_inheritance(gate):
     assert send(gate, "k-default", "/api/pull", "POST", {"model": "gemma3"}).status == 200
 
 
-@pytest.mark.parametrize("value,reason", [("sudo", "not one of read, infer, manage, all"), ("read,", "empty"),
+@pytest.mark.parametrize("value,reason", [("sudo", "not one of read, infer, manage, search, all"), ("read,", "empty"),
                                           ("", "empty")])
 def test_bad_default_scopes_fail_nginx_t(gate, value, reason):
     gate.write("keys.txt", KEYS)
@@ -605,3 +605,185 @@ def test_a_compressed_listing_fails_closed_for_a_limited_key(gate, ollama):
     finally:
         ollama.server.models = ["gemma3:1b"]
         ollama.server.gzip_answers = False
+
+
+# ----- Ollama 0.33: cloud models made by other names, web searches, new routes (issue 18) -----
+
+KEYS_18 = KEYS + """\
+k-gpt gpt-manager scopes=read,infer,manage models=gpt-oss*
+k-gpt-cloud gpt-cloud-manager scopes=read,infer,manage models=gpt-oss*,gpt-oss:*-cloud,gpt-oss:cloud
+k-search searcher scopes=read,infer,search
+k-search-gemma search-gemma scopes=infer,search models=gemma3
+"""
+
+
+def reached(ollama, before):
+    return len(ollama.seen) > before
+
+
+def test_a_fragment_in_the_raw_target_is_refused(gate, ollama):
+    start(gate)
+    for key in ["k-gemma", "k-all", "k-read"]:
+        before = len(ollama.seen)
+        answer = gate.raw(f"GET /v1/models/gemma3#/../llama3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                          "Connection: close\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 400"), (key, answer[:200])
+        assert b"#" in answer.split(b"\r\n\r\n", 1)[1], answer
+        assert not reached(ollama, before), f"a target with # reached Ollama for {key}"
+    # Without the fragment, the same key is let through: the refusal is for the # only.
+    assert send(gate, "k-gemma", "/v1/models/gemma3").status == 200
+
+
+@pytest.mark.parametrize("body", [
+    # remote_host makes a cloud model under any name (server/create.go).
+    {"model": "gpt-oss:mine", "from": "gpt-oss:120b", "remote_host": "https://ollama.com"},
+    {"model": "gpt-oss:mine", "from": "gpt-oss:120b", "Remote_Host": "https://ollama.com"},
+    # A cloud source turned into a local-looking name.
+    {"model": "gpt-oss:mine", "from": "gpt-oss:120b-cloud"},
+    {"model": "gpt-oss:mine", "from": "gpt-oss:latest:cloud"},
+    {"model": "gpt-oss:mine", "from": "gpt-oss:cloud"},
+    # draft_files names blobs by digest, as files and adapters do.
+    {"model": "gpt-oss:mine", "draft_files": {"draft.gguf": "sha256:" + "a" * 64}},
+])
+def test_create_cannot_make_a_cloud_model_under_a_local_name(gate, ollama, body):
+    start(gate, keys=KEYS_18)
+    for key in ["k-gpt", "k-gpt-cloud"]:
+        before = len(ollama.seen)
+        response = send(gate, key, "/api/create", "POST", body)
+        assert response.status == 403, (key, body, response)
+        assert response.json()["error"].startswith("forbidden: "), response
+        assert not reached(ollama, before), f"{body} reached Ollama for {key}"
+
+
+def test_copy_cannot_make_a_cloud_model_under_a_local_name(gate, ollama):
+    start(gate, keys=KEYS_18)
+    for source in ["gpt-oss:120b-cloud", "gpt-oss:cloud", "gpt-oss:latest:cloud"]:
+        before = len(ollama.seen)
+        response = send(gate, "k-gpt-cloud", "/api/copy", "POST", {"source": source, "destination": "gpt-oss:mine"})
+        assert response.status == 403 and "cloud" in response.json()["error"], (source, response)
+        assert not reached(ollama, before)
+    # Cloud to a name that says cloud, or local to local: as before.
+    ok = [("k-gpt-cloud", {"source": "gpt-oss:120b-cloud", "destination": "gpt-oss:mine-cloud"}),
+          ("k-gpt", {"source": "gpt-oss:120b", "destination": "gpt-oss:mine"})]
+    for key, body in ok:
+        before = len(ollama.seen)
+        assert send(gate, key, "/api/copy", "POST", body).status == 200, (key, body)
+        assert reached(ollama, before)
+
+
+def test_a_cloud_create_is_let_through_where_the_name_says_cloud(gate, ollama):
+    start(gate, keys=KEYS_18)
+    body = {"model": "gpt-oss:mine-cloud", "from": "gpt-oss:120b", "remote_host": "https://ollama.com"}
+    assert send(gate, "k-gpt-cloud", "/api/create", "POST", body).status == 200
+    # ...but only for a key whose models include cloud ones.
+    before = len(ollama.seen)
+    assert send(gate, "k-gpt", "/api/create", "POST", body).status == 403
+    assert not reached(ollama, before)
+    # A key with no models= list is not limited by name: remote_host passes (README).
+    assert send(gate, "k-manage", "/api/create", "POST", body).status == 200
+
+
+@pytest.mark.parametrize("path,tool", [
+    ("/v1/responses", {"type": "web_search"}),
+    ("/v1/messages", {"type": "web_search_20250305", "name": "web_search"}),
+])
+def test_web_search_tools_need_the_search_scope(gate, ollama, path, tool):
+    start(gate, keys=KEYS_18)
+    body = {"model": "gemma3", "max_tokens": 10, "input": "hi", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "name": "f"}, tool]}
+    for key in ["k-infer", "k-default", "k-gemma"]:
+        before = len(ollama.seen)
+        response = send(gate, key, path, "POST", body)
+        assert response.status == 403, (key, response)
+        assert '"search" scope' in response.json()["error"], response
+        assert not reached(ollama, before), f"a web search reached Ollama for {key}"
+    # Member names as Go reads them.
+    before = len(ollama.seen)
+    assert send(gate, "k-infer", path, "POST", dict(body, tools=None, TOOLS=[tool])).status == 403
+    assert not reached(ollama, before)
+    for key in ["k-search", "k-search-gemma", "k-all"]:
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, key, path, "POST", body)), key
+        assert reached(ollama, before)
+    # Without the tool, infer is enough, as before.
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-infer", path, "POST", dict(body, tools=[{"type": "function"}])))
+    assert reached(ollama, before)
+
+
+def test_the_experimental_web_endpoints_need_search(gate, ollama):
+    start(gate, keys=KEYS_18)
+    for path in ["/api/experimental/web_search", "/api/experimental/web_fetch"]:
+        before = len(ollama.seen)
+        response = send(gate, "k-infer", path, "POST", {"query": "x"})
+        assert response.status == 403 and '"search" scope' in response.json()["error"], response
+        assert not reached(ollama, before)
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, "k-search", path, "POST", {"query": "x"}))
+        assert reached(ollama, before)
+
+
+def test_status_and_model_recommendations_need_read(gate, ollama):
+    start(gate)
+    for path in ["/api/status", "/api/experimental/model-recommendations"]:
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, "k-read", path)), path
+        assert reached(ollama, before)
+        assert send(gate, "k-infer", path).status == 403
+        assert send(gate, "k-read", path, "POST", "{}").status == 403, "only GET is known"
+
+
+def test_the_account_endpoints_stay_all(gate, ollama):
+    start(gate)
+    for method, path in [("POST", "/api/me"), ("POST", "/api/signout"), ("DELETE", "/api/user/keys/abc")]:
+        for key in ["k-read", "k-infer", "k-manage", "k-default"]:
+            before = len(ollama.seen)
+            assert send(gate, key, path, method, "{}").status == 403, (key, path)
+            assert not reached(ollama, before)
+
+
+def multipart(fields):
+    boundary = "gate-test-boundary"
+    parts = []
+    for name, value in fields:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n')
+    parts.append(f"--{boundary}--\r\n")
+    return "".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_transcriptions_need_infer_and_an_allowed_model(gate, ollama):
+    start(gate)
+    body, headers = multipart([("model", "gemma3"), ("file", "RIFF....")])
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-infer", "/v1/audio/transcriptions", "POST", body, headers))
+    assert reached(ollama, before)
+    assert send(gate, "k-read", "/v1/audio/transcriptions", "POST", body, headers).status == 403
+    # A key with models=: the query's model comes first, as Go's FormValue reads it.
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-gemma", "/v1/audio/transcriptions?model=gemma3", "POST", body, headers))
+    assert reached(ollama, before)
+    llama, _ = multipart([("model", "gemma3"), ("file", "x")])
+    for path in ["/v1/audio/transcriptions?model=llama3", "/v1/audio/transcriptions",
+                 "/v1/audio/transcriptions?model=", "/v1/audio/transcriptions?model=gemma3;x=1"]:
+        before = len(ollama.seen)
+        response = send(gate, "k-gemma", path, "POST", llama, headers)
+        assert response.status in (400, 403), (path, response)
+        assert not reached(ollama, before), path
+
+
+def test_cors_preflights_pass_without_a_key(gate, ollama):
+    start(gate)
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    before = len(ollama.seen)
+    response = gate.request("/api/chat", method="OPTIONS", headers=preflight)
+    assert response.status == 204 and response.header("Access-Control-Allow-Origin") == "http://app.example"
+    assert reached(ollama, before)
+    # Anything short of a preflight needs a key, as before.
+    for headers in [{"Origin": "http://app.example"}, {"Access-Control-Request-Method": "POST"}, {}]:
+        before = len(ollama.seen)
+        assert gate.request("/api/chat", method="OPTIONS", headers=headers).status == 401, headers
+        assert not reached(ollama, before)
+    for method in ["GET", "POST"]:
+        assert gate.request("/api/tags", method=method, headers=preflight).status == 401
+    # With a credential it is not a preflight: the key's scopes decide (OPTIONS is unknown: all).
+    assert send(gate, "k-read", "/api/chat", "OPTIONS", headers=preflight).status == 403

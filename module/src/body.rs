@@ -11,7 +11,8 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_http_core_run_phases, ngx_http_finalize_request,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -23,7 +24,7 @@ use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
 use super::{limit, Module};
 use ngx_ollama_auth::metrics::RefusalReason;
-use ngx_ollama_auth::policy::check_body_models;
+use ngx_ollama_auth::policy::{asks_web_search, check_body_models};
 
 /// Larger bodies from a key limited to some models are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
@@ -92,6 +93,26 @@ fn verdict(request: &mut Request) -> ngx_int_t {
             return answer(request, conf, refuse_model(refusal));
         }
         ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
+    }
+    if let Some((extra, who)) = check.web_search {
+        let refusal = match asks_web_search(body, extra) {
+            Ok(false) => None,
+            Ok(true) => Some(refuse_with(
+                NGX_HTTP_FORBIDDEN,
+                "forbidden",
+                format!("a web-search tool needs the \"search\" scope; this {who} does not have it"),
+                RefusalReason::ForbiddenScope,
+            )),
+            Err(error) => Some(refuse_with(
+                NGX_HTTP_BAD_REQUEST,
+                "bad request",
+                format!("the body must be one JSON object: {error}"),
+                RefusalReason::BadRequest,
+            )),
+        };
+        if let Some(refusal) = refusal {
+            return answer(request, conf, refusal);
+        }
     }
     if check.add_usage {
         match ask_for_usage(request, body) {
