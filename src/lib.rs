@@ -12,12 +12,15 @@
 //! - usage and limits: `usage` (token counts and the model from Ollama's answers, streamed, in
 //!   bounded memory; the `/v1` include_usage rewrite), `metrics` (the counts a zone keeps and
 //!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,
-//!   rate-limit headers and the state file, as fixed-size data for a shared zone).
+//!   rate-limit headers and the state file, as fixed-size data for a shared zone), `estimate`
+//!   (a request's tokens by the gate's own rule, reserved at admission and charged when
+//!   Ollama's counts never arrive).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cache;
 pub mod credentials;
+pub mod estimate;
 pub mod hashes;
 pub mod htpasswd;
 pub mod json;

@@ -20,7 +20,8 @@ Request headers steer an answer (the gate passes them on; absent, the defaults):
     X-Fake-Words          streamed token chunks, one word each (default 9, the sky sentence)
     X-Fake-Eval-Count     eval_count / completion_tokens / output_tokens (default: the chunks)
     X-Fake-Estimate       message_start's input_tokens estimate in /v1/messages (default 1)
-    X-Fake-Model          the model the answer names (default gemma3:1b)
+    X-Fake-Model          the model the answer names (default gemma3:1b; `=request`: the request's
+                          `model` as sent, untrimmed, as Ollama echoes it)
     X-Fake-Delay          seconds between streamed chunks (default: chunk_delay)
     X-Fake-Wait           seconds to wait before the answer's headers (default 0)
     X-Fake-Embed-Bytes    about this many bytes of vectors in /api/embed's answer (default: small)
@@ -210,6 +211,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(201, {})
         if not isinstance(body, dict):
             return self._send_json(400, {"error": "invalid JSON"})
+        if steer.model == "=request":
+            steer.model = body.get("model")
         if steer.wait:
             time.sleep(steer.wait)
         if steer.status and self.path in ANSWERS:

@@ -483,7 +483,10 @@ def test_create_from_blobs_is_refused_to_a_limited_key(gate, ollama):
 def test_cloud_models_need_a_pattern_that_names_the_cloud(gate):
     keys = "k-local local models=gpt-oss\nk-cloud cloud models=gpt-oss:*-cloud\n"
     start(gate, keys=keys)
-    for model, local, cloud in [("gpt-oss:20b", 200, 403), ("gpt-oss:20b-cloud", 403, 200), ("gpt-oss:120b:cloud", 403, 200)]:
+    # x:latest:cloud and x:cloud are one cloud model to Ollama (modelref.go); neither is local.
+    corpus = [("gpt-oss:20b", 200, 403), ("gpt-oss:20b-cloud", 403, 200), ("gpt-oss:120b:cloud", 403, 200),
+              ("gpt-oss:latest:cloud", 403, 200), ("gpt-oss:cloud", 403, 403), ("gpt-oss", 200, 403)]
+    for model, local, cloud in corpus:
         body = {"model": model, "messages": [], "stream": False}
         assert send(gate, "k-local", "/api/chat", "POST", body).status == local, model
         assert send(gate, "k-cloud", "/api/chat", "POST", body).status == cloud, model

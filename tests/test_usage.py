@@ -35,6 +35,7 @@ FAMILIES = {  # as the parser names them (a counter loses _total) -> type, label
     "ollama_auth_requests": ("counter", {"user", "model", "code"}),
     "ollama_auth_prompt_tokens": ("counter", {"user", "model"}),
     "ollama_auth_completion_tokens": ("counter", {"user", "model"}),
+    "ollama_auth_estimated_tokens": ("counter", {"user", "model"}),
     "ollama_auth_refused": ("counter", {"reason"}),
     DURATION: ("histogram", {"model"}),
 }
@@ -668,3 +669,45 @@ def test_a_full_zone_folds_new_series_into_other_and_warns_once(gate):
     assert metrics.total(REQUESTS, user="__other__") == 400 - (len(users) - 1)
     warnings = [line for line in gate.error_log().splitlines() if "[warn]" in line and "full" in line]
     assert len(warnings) == 1, warnings
+
+
+# ----- no client can fill the zone (issue 18) -----
+
+ZONE_KEYS = "k-flood flooder models=gemma3\nk-any anyone\n" + "".join(
+    f"k-lim{i} limited-{i} requests=100/1m\n" for i in range(5))
+
+
+def assert_limited_keys_still_admitted(gate):
+    for i in range(5):
+        response = post(gate, f"k-lim{i}", "/api/generate", {"model": "gemma3", "prompt": "x", "stream": False})
+        assert response.status == 200, (i, response)
+
+
+def test_model_spellings_are_one_series_and_cannot_fill_the_zone(gate):
+    """Ollama trims the model it runs but echoes the name as sent: a key limited to gemma3 sending
+    "gemma3" and ever more spaces made a series per spelling until limited keys got 503."""
+    start(gate, keys=ZONE_KEYS, zone="ollama_auth_zone usage 128k;")
+    for i in range(400):
+        body = {"model": "gemma3" + " " * (i + 600), "prompt": "x", "stream": False}
+        assert post(gate, "k-flood", "/api/generate", body, {"Model": "=request"}).status == 200, i
+    assert_limited_keys_still_admitted(gate)
+    metrics = settled(gate, lambda m: m.total(REQUESTS, user="flooder") >= 400)
+    assert {labels["model"] for labels, _ in metrics.series(REQUESTS) if labels["user"] == "flooder"} == \
+        {"gemma3:latest"}
+    assert metrics.value(REQUESTS, user="flooder", model="gemma3:latest", code="200") == 400
+
+
+def test_many_models_fill_at_most_half_the_zone(gate):
+    """Distinct model names (each a real label) are capped by the bytes they take, not by a count
+    that assumed short labels: the limit counters keep their half of the zone."""
+    start(gate, keys=ZONE_KEYS, zone="ollama_auth_zone usage 128k;")
+    for i in range(300):
+        model = f"h{i}" + "x" * 340 + ".com/" + "n" * 80 + "/" + "m" * 80 + ":" + "t" * 80  # about 590 bytes
+        body = {"model": "gemma3", "prompt": "x", "stream": False}
+        assert post(gate, "k-any", "/api/generate", body, {"Model": model}).status == 200, i
+    assert_limited_keys_still_admitted(gate)
+    metrics = settled(gate, lambda m: m.total(REQUESTS) >= 305)
+    assert metrics.total(REQUESTS) == 305, "every request is counted, folded or not"
+    assert metrics.total(REQUESTS, user="__other__") > 0, "the series stopped at their share of the zone"
+    # A series of a 590-byte label takes 1,280 bytes: half of 128k holds 51 at most.
+    assert len({labels["model"] for labels, _ in metrics.series(REQUESTS)}) <= 52

@@ -17,7 +17,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
-use super::accounting::ask_for_usage;
+use super::accounting::{self, ask_for_usage};
 use super::buffers::{append_chain, single_memory_buffer};
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
@@ -87,6 +87,7 @@ fn verdict(request: &mut Request) -> ngx_int_t {
             refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why),
         );
     };
+    accounting::estimate_from_body(request, conf, body);
     if let Some(models) = &check.models {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
         if let Err(refusal) = check_body_models(body, models.rule, allowed, models.who) {
