@@ -28,6 +28,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUESTS = "ollama_auth_requests_total"
 PROMPT = "ollama_auth_prompt_tokens_total"
 COMPLETION = "ollama_auth_completion_tokens_total"
+ESTIMATED = "ollama_auth_estimated_tokens_total"
 REFUSED = "ollama_auth_refused_total"
 DURATION = "ollama_auth_request_duration_seconds"
 BUCKETS = ["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "300", "+Inf"]
