@@ -358,14 +358,18 @@ pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), Refusal> {
     }
 }
 
+/// A query string Go would read only in part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnreadableQuery;
+
 /// The first value of `name` in a query string, as Go's `url.ParseQuery` reads it (pieces
 /// split at `&`, `+` for a space, `%XX` escapes); `Ok(None)` if it is not there. A query Go
 /// would read only in part (a `;`, a bad escape) is `Err`: what Go keeps of it is not guessed.
-pub fn query_value(query: &[u8], name: &str) -> Result<Option<String>, ()> {
+pub fn query_value(query: &[u8], name: &str) -> Result<Option<String>, UnreadableQuery> {
     let mut first = None;
     for piece in query.split(|&b| b == b'&').filter(|piece| !piece.is_empty()) {
         if piece.contains(&b';') {
-            return Err(());
+            return Err(UnreadableQuery);
         }
         let (key, value) = match piece.iter().position(|&b| b == b'=') {
             Some(at) => (&piece[..at], &piece[at + 1..]),
@@ -373,13 +377,13 @@ pub fn query_value(query: &[u8], name: &str) -> Result<Option<String>, ()> {
         };
         let (key, value) = (query_unescape(key)?, query_unescape(value)?);
         if first.is_none() && key == name.as_bytes() {
-            first = Some(String::from_utf8(value).map_err(|_| ())?);
+            first = Some(String::from_utf8(value).map_err(|_| UnreadableQuery)?);
         }
     }
     Ok(first)
 }
 
-fn query_unescape(text: &[u8]) -> Result<Vec<u8>, ()> {
+fn query_unescape(text: &[u8]) -> Result<Vec<u8>, UnreadableQuery> {
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text;
     while let Some((&byte, tail)) = rest.split_first() {
@@ -388,8 +392,8 @@ fn query_unescape(text: &[u8]) -> Result<Vec<u8>, ()> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = |b: u8| (b as char).to_digit(16);
-                let [high, low, ..] = rest else { return Err(()) };
-                let (Some(high), Some(low)) = (hex(*high), hex(*low)) else { return Err(()) };
+                let [high, low, ..] = rest else { return Err(UnreadableQuery) };
+                let (Some(high), Some(low)) = (hex(*high), hex(*low)) else { return Err(UnreadableQuery) };
                 out.push((high * 16 + low) as u8);
                 rest = &rest[2..];
             }
@@ -859,9 +863,9 @@ mod tests {
         assert_eq!(query_value(b"Model=llama3", "model"), Ok(None));
         assert_eq!(query_value(b"", "model"), Ok(None));
         assert_eq!(query_value(b"model", "model"), Ok(Some(String::new())));
-        assert_eq!(query_value(b"model=a;model=b", "model"), Err(()));
-        assert_eq!(query_value(b"x=%zz&model=a", "model"), Err(()));
-        assert_eq!(query_value(b"model=%", "model"), Err(()));
+        assert_eq!(query_value(b"model=a;model=b", "model"), Err(UnreadableQuery));
+        assert_eq!(query_value(b"x=%zz&model=a", "model"), Err(UnreadableQuery));
+        assert_eq!(query_value(b"model=%", "model"), Err(UnreadableQuery));
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
                 format!("this {who} may use only some models: name the model in the query string (?model=...)"),
                 RefusalReason::ForbiddenModel,
             ),
-            Err(()) => {
+            Err(_) => {
                 refuse(NGX_HTTP_BAD_REQUEST, "bad request", "unreadable query string".into(), RefusalReason::BadRequest)
             }
         };
