@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod credentials;
 pub mod estimate;
+pub mod form;
 pub mod hashes;
 pub mod htpasswd;
 pub mod json;

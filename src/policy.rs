@@ -7,6 +7,7 @@
 use std::fmt;
 use std::ops::BitOr;
 
+use crate::form::{boundary, field_values};
 use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
 use crate::models::{ModelName, ModelPatterns};
 
@@ -608,6 +609,33 @@ pub fn check_body_models(body: &[u8], rule: BodyRule, allowed: &ModelPatterns, w
     check_cloud_made(rule, &sources, &made, remote_host, who)
 }
 
+/// Checks the model of a `multipart/form-data` body (`/v1/audio/transcriptions`, whose query
+/// string named none): every part named `model` must name an allowed one, and at least one must
+/// be there; a body read only in part is refused (see `form`).
+pub fn check_form_models(
+    body: &[u8],
+    content_type: &[u8],
+    allowed: &ModelPatterns,
+    who: &str,
+) -> Result<(), ModelRefusal> {
+    let Some(boundary) = boundary(content_type) else {
+        return Err(ModelRefusal::BadRequest("the body must be multipart/form-data".into()));
+    };
+    let values = field_values(body, &boundary, "model").map_err(|_| {
+        ModelRefusal::Forbidden(format!("this {who} may use only some models, and this form's model cannot be read"))
+    })?;
+    if values.is_empty() {
+        return Err(ModelRefusal::BadRequest("a model is required (\"model\")".into()));
+    }
+    for value in values {
+        match std::str::from_utf8(&value) {
+            Ok(text) if !text.is_empty() => check_model(text, allowed, who)?,
+            _ => return Err(ModelRefusal::BadRequest("\"model\" must be a model name".into())),
+        }
+    }
+    Ok(())
+}
+
 /// A listing answer (`/api/tags`, `/api/ps`, `/v1/models`) cut down to the models `allowed`
 /// admits: an entry stays only if every name it gives (`model` and `name`, or `id`) is allowed.
 /// `None` if the answer is not the JSON Ollama sends.
@@ -866,6 +894,21 @@ mod tests {
         assert_eq!(query_value(b"model=a;model=b", "model"), Err(UnreadableQuery));
         assert_eq!(query_value(b"x=%zz&model=a", "model"), Err(UnreadableQuery));
         assert_eq!(query_value(b"model=%", "model"), Err(UnreadableQuery));
+    }
+
+    #[test]
+    fn form_models() {
+        let allowed = patterns("whisper*");
+        let content_type = b"multipart/form-data; boundary=b";
+        let body =
+            |model: &str| format!("--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--b--\r\n");
+        let check = |body: &str, content_type: &[u8]| check_form_models(body.as_bytes(), content_type, &allowed, "key");
+        assert_eq!(check(&body("whisper:large"), content_type), Ok(()));
+        assert!(matches!(check(&body("llama3"), content_type), Err(ModelRefusal::Forbidden(_))));
+        assert!(matches!(check(&body(""), content_type), Err(ModelRefusal::BadRequest(_))));
+        assert!(matches!(check("--b--\r\n", content_type), Err(ModelRefusal::BadRequest(_))));
+        assert!(matches!(check(&body("whisper"), b"application/json"), Err(ModelRefusal::BadRequest(_))));
+        assert!(matches!(check("no form", content_type), Err(ModelRefusal::Forbidden(_))));
     }
 
     #[test]

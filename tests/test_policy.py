@@ -756,22 +756,28 @@ def multipart(fields):
 
 def test_transcriptions_need_infer_and_an_allowed_model(gate, ollama):
     start(gate)
-    body, headers = multipart([("model", "gemma3"), ("file", "RIFF....")])
+    path = "/v1/audio/transcriptions"
+    gemma, headers = multipart([("model", "gemma3"), ("file", "RIFF....")])
+    llama, _ = multipart([("file", "RIFF...."), ("model", "llama3")])
     before = len(ollama.seen)
-    assert not refused_by_gate(send(gate, "k-infer", "/v1/audio/transcriptions", "POST", body, headers))
+    assert not refused_by_gate(send(gate, "k-infer", path, "POST", gemma, headers))
     assert reached(ollama, before)
-    assert send(gate, "k-read", "/v1/audio/transcriptions", "POST", body, headers).status == 403
-    # A key with models=: the query's model comes first, as Go's FormValue reads it.
-    before = len(ollama.seen)
-    assert not refused_by_gate(send(gate, "k-gemma", "/v1/audio/transcriptions?model=gemma3", "POST", body, headers))
-    assert reached(ollama, before)
-    llama, _ = multipart([("model", "gemma3"), ("file", "x")])
-    for path in ["/v1/audio/transcriptions?model=llama3", "/v1/audio/transcriptions",
-                 "/v1/audio/transcriptions?model=", "/v1/audio/transcriptions?model=gemma3;x=1"]:
+    assert send(gate, "k-read", path, "POST", gemma, headers).status == 403
+    # A key with models=: the model as Go's FormValue reads it, the query's first, then the form's.
+    for allowed_path, body in [(path, gemma), (path + "?model=gemma3", gemma), (path + "?model=gemma3", llama)]:
         before = len(ollama.seen)
-        response = send(gate, "k-gemma", path, "POST", llama, headers)
-        assert response.status in (400, 403), (path, response)
-        assert not reached(ollama, before), path
+        assert not refused_by_gate(send(gate, "k-gemma", allowed_path, "POST", body, headers)), allowed_path
+        assert reached(ollama, before)
+    smuggled, _ = multipart([("model", "gemma3"), ("model", "llama3")])
+    unread = gemma.replace('name="model"', "name*=utf-8''model")
+    refused = [(path, llama, 403), (path + "?model=llama3", gemma, 403), (path, smuggled, 403), (path, unread, 403),
+               (path + "?model=", gemma, 400), (path + "?model=gemma3;x=1", gemma, 400),
+               (path, multipart([("file", "x")])[0], 400)]
+    for refused_path, body, status in refused:
+        before = len(ollama.seen)
+        response = send(gate, "k-gemma", refused_path, "POST", body, headers)
+        assert response.status == status, (refused_path, body, response)
+        assert not reached(ollama, before), refused_path
 
 
 def test_cors_preflights_pass_without_a_key(gate, ollama):

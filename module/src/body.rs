@@ -24,7 +24,7 @@ use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
 use super::{limit, Module};
 use ngx_ollama_auth::metrics::RefusalReason;
-use ngx_ollama_auth::policy::{asks_web_search, check_body_models};
+use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
 
 /// Larger bodies from a key limited to some models are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
@@ -90,7 +90,17 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     accounting::estimate_from_body(request, conf, body);
     if let Some(models) = &check.models {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
-        if let Err(refusal) = check_body_models(body, models.rule, allowed, models.who) {
+        let checked = match models.rule.extra {
+            BodyExtra::FormModel => {
+                let content_type = request.as_ref().headers_in.content_type;
+                // SAFETY: a non-null headers_in.content_type points at a parsed header of this
+                // request, in its pool.
+                let content_type = unsafe { content_type.as_ref() }.map_or(&b""[..], |header| header.value.as_bytes());
+                check_form_models(body, content_type, allowed, models.who)
+            }
+            _ => check_body_models(body, models.rule, allowed, models.who),
+        };
+        if let Err(refusal) = checked {
             return answer(request, conf, refuse_model(refusal));
         }
         ngx_log_debug_http!(request, "ollama auth: request body names allowed models");

@@ -123,18 +123,16 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     };
     let models = options.models.as_ref().expect("filtered on models");
     if endpoint.extra == BodyExtra::FormModel {
-        // Go's FormValue("model"): the query string's comes before a multipart field's, which
-        // this gate does not read.
+        // Go's FormValue("model"): the query string's comes before the multipart field's.
         return match query_value(request.as_ref().args.as_bytes(), "model") {
             Ok(Some(text)) if !text.is_empty() => {
                 check_model(&text, models, who).map_or_else(refuse_model, |()| Judgement::Allow)
             }
-            Ok(_) => refuse(
-                NGX_HTTP_FORBIDDEN,
-                "forbidden",
-                format!("this {who} may use only some models: name the model in the query string (?model=...)"),
-                RefusalReason::ForbiddenModel,
-            ),
+            Ok(None) => {
+                let models = Some(ModelCheck { rule: BodyRule::of(&endpoint), options: options.clone(), who });
+                Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false })
+            }
+            Ok(Some(_)) => refuse_model(ModelRefusal::BadRequest("\"model\" must be a model name".into())),
             Err(_) => {
                 refuse(NGX_HTTP_BAD_REQUEST, "bad request", "unreadable query string".into(), RefusalReason::BadRequest)
             }
