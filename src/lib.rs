@@ -19,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cache;
+pub mod compressed;
 pub mod credentials;
 pub mod estimate;
 pub mod form;

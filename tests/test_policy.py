@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import wait_until
+from conftest import wait_until, zstd_frame
 from test_bearer import PROXY, bearer
 
 KEYS = """\
@@ -796,3 +796,28 @@ def test_cors_preflights_pass_without_a_key(gate, ollama):
         assert gate.request("/api/tags", method=method, headers=preflight).status == 401
     # With a credential it is not a preflight: the key's scopes decide (OPTIONS is unknown: all).
     assert send(gate, "k-read", "/api/chat", "OPTIONS", headers=preflight).status == 403
+
+
+ZSTD = {"Content-Encoding": "zstd", "Content-Type": "application/json"}
+
+
+def test_zstd_bodies_are_read_as_ollama_reads_them(gate, ollama):
+    start(gate)
+    allowed = zstd_frame(json.dumps({"model": "gemma3", "messages": []}).encode())
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-gemma", "/v1/chat/completions", "POST", allowed, ZSTD))
+    assert reached(ollama, before)
+    assert ollama.seen[-1]["body"] == allowed, "the body goes on as it came"
+    forbidden = zstd_frame(json.dumps({"model": "llama3", "messages": []}).encode(), rle=[(ord(" "), 1000)])
+    bomb = zstd_frame(b'{"model":"gemma3","x":"', rle=[(ord("a"), 64 << 20)])
+    assert len(bomb) < 4000
+    for body, status in [(forbidden, 403), (bomb, 413), (b"\x28\xb5\x2f\xfd\x00junk", 400)]:
+        before = len(ollama.seen)
+        response = send(gate, "k-gemma", "/v1/chat/completions", "POST", body, ZSTD)
+        assert response.status == status, (status, response)
+        assert not reached(ollama, before)
+    # A web-search tool inside a zstd body is found too.
+    search = zstd_frame(json.dumps({"model": "gemma3", "input": "x", "tools": [{"type": "web_search"}]}).encode())
+    before = len(ollama.seen)
+    assert send(gate, "k-gemma", "/v1/responses", "POST", search, ZSTD).status == 403
+    assert not reached(ollama, before)

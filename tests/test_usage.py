@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_until
+from conftest import wait_until, zstd_frame
 from test_basic import basic, htpasswd_line
 from test_bearer import PROXY, bearer
 
@@ -712,3 +712,22 @@ def test_many_models_fill_at_most_half_the_zone(gate):
     assert metrics.total(REQUESTS, user="__other__") > 0, "the series stopped at their share of the zone"
     # A series of a 590-byte label takes 1,280 bytes: half of 128k holds 51 at most.
     assert len({labels["model"] for labels, _ in metrics.series(REQUESTS)}) <= 52
+
+
+def test_a_zstd_streamed_v1_body_is_counted(gate, ollama):
+    """Ollama decodes zstd bodies on its /v1 POSTs: the gate decodes one too, adds include_usage,
+    and sends the JSON on (Content-Encoding: identity), so the stream's tokens are counted."""
+    start(gate)
+    body = {"model": "gemma3", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"Content-Type": "application/json", "Content-Encoding": "zstd", "X-Fake-Prompt-Tokens": "11"}
+    headers.update(bearer("k-alice"))
+    response = gate.request("/v1/chat/completions", method="POST", headers=headers,
+                            body=zstd_frame(json.dumps(body).encode()))
+    assert response.status == 200, response
+    assert b'"usage"' not in response.body, "what the gate asked for is taken out"
+    seen = ollama.seen[-1]
+    assert seen["headers"]["Content-Encoding"] == "identity"
+    assert json.loads(seen["body"])["stream_options"] == {"include_usage": True}
+    metrics = settled(gate, lambda m: m.total(PROMPT, user="alice") >= 11)
+    assert metrics.total(PROMPT, user="alice") == 11
+    assert metrics.total(ESTIMATED, user="alice") == 0

@@ -1,7 +1,7 @@
 //! Request and listing bodies: validation, top-level members, and the listing filter must agree
 //! with one another and never panic (the checks are `json::check_consistency`, which the unit
 //! tests run too); nor may the readers built on them: web-search tools, answer-length caps, and
-//! a query string's model, a form's.
+//! a query string's model, a form's; nor the zstd decoder of request bodies.
 use ngx_ollama_auth::policy::{asks_web_search, query_value, BodyExtra};
 
 fn main() {
@@ -13,5 +13,6 @@ fn main() {
         let _ = query_value(body, "model");
         let _ = ngx_ollama_auth::form::field_values(body, b"b", "model");
         let _ = ngx_ollama_auth::form::boundary(body);
+        let _ = ngx_ollama_auth::compressed::decode_zstd(body, 1 << 20);
     });
 }

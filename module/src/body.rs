@@ -10,9 +10,9 @@
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_http_core_run_phases, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_LOG_ERR,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_list_part_t, ngx_pcalloc, ngx_pnalloc,
+    ngx_table_elt_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -23,6 +23,7 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
 use super::{limit, Module};
+use ngx_ollama_auth::compressed::{accepts_zstd, decode_zstd, is_zstd, DecodeError, MAX_DECODED_BYTES};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
 
@@ -87,6 +88,46 @@ fn verdict(request: &mut Request) -> ngx_int_t {
             refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why),
         );
     };
+    // A zstd body on the `/v1` paths where Ollama decodes one is read as Ollama reads it.
+    let zstd = accounting::path(request, conf).is_some_and(accepts_zstd);
+    let encodings = if zstd { request_headers_named(request, b"content-encoding") } else { Vec::new() };
+    let decoded;
+    let body = match encodings.as_slice() {
+        [] => body,
+        // SAFETY: pointers to this request's header list entries, in its pool.
+        [one] if !is_zstd(unsafe { (**one).value.as_bytes() }) => body,
+        [_] => match decode_zstd(body, MAX_DECODED_BYTES) {
+            Ok(bytes) => {
+                decoded = bytes;
+                &decoded[..]
+            }
+            Err(error) => {
+                let (status, kind, message, why) = match error {
+                    DecodeError::TooLarge => (
+                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                        "request entity too large",
+                        format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20),
+                        RefusalReason::TooLarge,
+                    ),
+                    DecodeError::Invalid => (
+                        NGX_HTTP_BAD_REQUEST,
+                        "bad request",
+                        "the zstd body cannot be decoded".to_string(),
+                        RefusalReason::BadRequest,
+                    ),
+                };
+                return answer(request, conf, refuse_with(status, kind, message, why));
+            }
+        },
+        _ => {
+            let message = "at most one Content-Encoding".to_string();
+            return answer(
+                request,
+                conf,
+                refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest),
+            );
+        }
+    };
     accounting::estimate_from_body(request, conf, body);
     if let Some(models) = &check.models {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
@@ -131,6 +172,14 @@ fn verdict(request: &mut Request) -> ngx_int_t {
                 if replace_body(request, &asked).is_none() {
                     return Status::NGX_ERROR.0;
                 }
+                // The body goes on decoded: Ollama decodes only `zstd` and reads the rest as is.
+                if let Some(&encoding) = encodings.first() {
+                    // SAFETY: an entry of this request's header list, in its pool; the static
+                    // text outlives the request.
+                    unsafe {
+                        (*encoding).value = ngx::ffi::ngx_str_t { len: 8, data: b"identity".as_ptr().cast_mut() }
+                    };
+                }
             }
             Ok(None) => {}
             Err(error) => {
@@ -145,6 +194,27 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         }
     }
     limit::admit(request, conf)
+}
+
+/// The request's headers named `name` (any case), in the order sent.
+fn request_headers_named(request: &Request, name: &[u8]) -> Vec<*mut ngx_table_elt_t> {
+    let mut found = Vec::new();
+    let mut part: *const ngx_list_part_t = &request.as_ref().headers_in.headers.part;
+    while !part.is_null() {
+        // SAFETY: nginx's list of the request's headers: each part holds `nelts` entries at
+        // `elts`, and `next` is the next part or NULL.
+        unsafe {
+            let entries = (*part).elts.cast::<ngx_table_elt_t>();
+            for index in 0..(*part).nelts {
+                let entry = entries.add(index);
+                if (*entry).key.as_bytes().eq_ignore_ascii_case(name) {
+                    found.push(entry);
+                }
+            }
+            part = (*part).next;
+        }
+    }
+    found
 }
 
 /// Carries out a refusal judged on the body.
