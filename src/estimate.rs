@@ -135,9 +135,12 @@ impl Charge {
 pub struct Counted {
     /// The answer was read (not compressed, a kind the gate reads).
     pub readable: bool,
+    /// Ollama's final counts.
     pub prompt_tokens: Option<u64>,
-    /// Ollama's final count.
     pub completion_tokens: Option<u64>,
+    /// Ollama's own guess at the prompt before its final count (`/v1/messages`' `message_start`),
+    /// which may be far below it.
+    pub prompt_guess: Option<u64>,
     /// Token chunks relayed so far (one token each in Ollama's streams).
     pub relayed_chunks: u64,
 }
@@ -150,10 +153,11 @@ pub fn charge(counted: Counted, estimate: Option<Estimate>, reached_ollama: bool
     match (counted.prompt_tokens, estimate) {
         (Some(tokens), _) => charge.prompt_tokens = tokens,
         (None, Some(estimate)) => {
-            charge.prompt_tokens = estimate.prompt_tokens;
-            charge.estimated_tokens += estimate.prompt_tokens;
+            let tokens = estimate.prompt_tokens.max(counted.prompt_guess.unwrap_or(0));
+            charge.prompt_tokens = tokens;
+            charge.estimated_tokens += tokens;
         }
-        (None, None) => {}
+        (None, None) => charge.prompt_tokens = counted.prompt_guess.unwrap_or(0),
     }
     match (counted.completion_tokens, estimate) {
         (Some(tokens), _) => charge.completion_tokens = tokens,
@@ -209,17 +213,29 @@ mod tests {
     fn a_request_that_reached_ollama_is_never_charged_zero() {
         let estimate = Some(Estimate { prompt_tokens: 1250, answer_tokens: 1024 });
         // The counts came: they are charged, nothing estimated.
-        let whole = Counted { readable: true, prompt_tokens: Some(7), completion_tokens: Some(9), relayed_chunks: 9 };
+        let whole = Counted {
+            readable: true,
+            prompt_tokens: Some(7),
+            completion_tokens: Some(9),
+            relayed_chunks: 9,
+            prompt_guess: None,
+        };
         assert_eq!(
             charge(whole, estimate, true),
             Charge { prompt_tokens: 7, completion_tokens: 9, estimated_tokens: 0 }
         );
         // A client gone before the final chunk: the prompt's estimate and the relayed chunks.
-        let cut = Counted { readable: true, prompt_tokens: None, completion_tokens: None, relayed_chunks: 3 };
+        let cut = Counted { readable: true, relayed_chunks: 3, ..Counted::default() };
         assert_eq!(
             charge(cut, estimate, true),
             Charge { prompt_tokens: 1250, completion_tokens: 3, estimated_tokens: 1253 }
         );
+        // Ollama's own guess (message_start) counts only where it is the larger.
+        let guessed = Counted { prompt_guess: Some(1), ..cut };
+        assert_eq!(charge(guessed, estimate, true).prompt_tokens, 1250);
+        let guessed = Counted { prompt_guess: Some(5000), ..cut };
+        assert_eq!(charge(guessed, estimate, true).prompt_tokens, 5000);
+        assert_eq!(charge(guessed, None, true).prompt_tokens, 5000);
         // Gone before any chunk.
         let early = Counted { readable: true, ..Counted::default() };
         assert_eq!(

@@ -484,6 +484,11 @@ def test_client_abort_mid_stream_counts_the_chunks_relayed_and_499(gate, ollama,
     user, model, _, completion, _, uri, _ = logged(gate, path)[0]
     assert (user, model, uri) == ("alice", MODEL, path)
     assert completion == str(int(relayed)), "the log and the metrics disagree"
+    # The prompt's count never came (nor, for /v1/messages, more than Ollama's guess of 1): the
+    # body's estimate is charged, never about nothing.
+    estimate = (len(json.dumps(body)) + 3) // 4
+    assert metrics.value(PROMPT, user="alice", model=MODEL) == estimate
+    assert metrics.value(ESTIMATED, user="alice", model=MODEL) == estimate + relayed
 
 
 # ===================================================================== who, which model, which code

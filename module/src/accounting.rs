@@ -184,8 +184,9 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     let counted = match accounting.scanner.as_deref() {
         Some(scanner) => Counted {
             readable: true,
-            prompt_tokens: scanner.prompt_tokens(),
+            prompt_tokens: scanner.prompt_tokens().filter(|_| scanner.is_final()),
             completion_tokens: scanner.completion_tokens(),
+            prompt_guess: scanner.prompt_tokens().filter(|_| !scanner.is_final()),
             relayed_chunks: if scanner.token_chunks() > 0 { scanner.completion_tokens_so_far() } else { 0 },
         },
         None => Counted::default(),
