@@ -93,6 +93,9 @@ fn series_bytes(key_len: usize) -> usize {
     SERIES_NODE_BYTES + key_len.max(8).next_power_of_two()
 }
 
+/// Room past the series' half for their `__other__` series (one per status code).
+const OTHER_SERIES_SLACK: usize = OVERFLOW_SLOTS * 2 * SERIES_NODE_BYTES;
+
 /// Status codes that series fold into when the zone is full, by code (the last slot for the rest).
 const OVERFLOW_SLOTS: usize = 8;
 
@@ -217,7 +220,11 @@ impl Locked<'_> {
                 series.merge(counts);
                 true
             }
-            None => self.insert_series(scratch, counts),
+            // A few of these may go past the series' half, not more: then the fixed slots.
+            None if self.data.series_bytes < self.data.max_series_bytes + OTHER_SERIES_SLACK => {
+                self.insert_series(scratch, counts)
+            }
+            None => false,
         };
         if !folded {
             let slots = &mut self.data.overflow;
