@@ -584,3 +584,25 @@ def test_compressed_answers_are_charged_the_estimate_and_warned_once(gate, ollam
     assert metrics.total(ESTIMATED, user="free") == 3 * expected
     warnings = [line for line in gate.error_log().splitlines() if "Content-Encoding" in line and "[warn]" in line]
     assert len(warnings) == 1, warnings
+
+
+def test_transcriptions_are_charged_an_estimate(gate):
+    """/v1/audio/transcriptions answers carry no counts: the upload's bytes / 1,000 and the
+    default answer of 1,024 tokens are charged."""
+    start(gate, "k-w w tokens=2000/1m\n")
+    boundary = "b0undary"
+    audio = "A" * 50_000
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n{audio}\r\n'
+            f"--{boundary}--\r\n")
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body)
+    assert response.status == 200 and response.json()["text"], response
+    expected = (len(body) + 999) // 1000 + 1024
+    metrics = settled(gate, lambda m: m.total(ESTIMATED, user="w") > 0)
+    assert metrics.total(PROMPT, user="w") + metrics.total(COMPLETION, user="w") == expected
+    assert metrics.total(ESTIMATED, user="w") == expected
+    # 1,075 of 2,000 used: a second upload is admitted, a third is not.
+    assert send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body).status == 200
+    assert_rate_limited(send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body),
+                        "tokens 2000/1m", 64)
