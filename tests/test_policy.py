@@ -821,3 +821,19 @@ def test_zstd_bodies_are_read_as_ollama_reads_them(gate, ollama):
     before = len(ollama.seen)
     assert send(gate, "k-gemma", "/v1/responses", "POST", search, ZSTD).status == 403
     assert not reached(ollama, before)
+
+
+def test_a_transcription_form_too_large_to_read_is_refused_for_a_limited_key(gate, ollama):
+    start(gate, server_extra="client_max_body_size 100m;")
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    body = head.encode() + b"A" * (65 << 20) + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"' \
+        f'\r\n\r\ngemma3\r\n--{boundary}--\r\n'.encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    before = len(ollama.seen)
+    response = send(gate, "k-gemma", "/v1/audio/transcriptions", "POST", body, headers)
+    assert response.status == 403 and "query string" in response.json()["error"], response
+    assert not reached(ollama, before)
+    # Named in the query, the same upload is not read: it goes through.
+    assert not refused_by_gate(send(gate, "k-gemma", "/v1/audio/transcriptions?model=gemma3", "POST", body, headers))
+    assert reached(ollama, before)

@@ -80,6 +80,19 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         },
     };
     let Some(body) = body else {
+        if let Some(models) = check.models.as_ref().filter(|models| models.rule.extra == BodyExtra::FormModel) {
+            // The form's model cannot be read: refused as a model that cannot be checked.
+            let message = format!(
+                "this {} may use only some models, and a form's model is read within {} MB: name it in the query string (?model=...)",
+                models.who,
+                MAX_SCANNED_BODY >> 20
+            );
+            return answer(
+                request,
+                conf,
+                refuse_with(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenModel),
+            );
+        }
         let message = format!("a body read by this gate may be at most {} MB", MAX_SCANNED_BODY >> 20);
         let why = RefusalReason::TooLarge;
         return answer(
