@@ -8,7 +8,8 @@
 //! - the files: `lines` (the line syntax both share), `keys`, `htpasswd`, `options` (what an
 //!   entry may carry), `watch` (one change-watching mechanism for both);
 //! - the policy: `policy` (endpoints and scopes, body models, listings, error bodies), `models`
-//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning);
+//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning), `form`
+//!   (a multipart form's field, for transcriptions), `compressed` (zstd request bodies);
 //! - usage and limits: `usage` (token counts and the model from Ollama's answers, streamed, in
 //!   bounded memory; the `/v1` include_usage rewrite), `metrics` (the counts a zone keeps and
 //!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,

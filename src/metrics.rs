@@ -773,6 +773,23 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
     }
 
     #[test]
+    fn estimated_tokens_are_a_family_of_their_own_where_there_are_some() {
+        let mut counted = SeriesCounts::default();
+        counted.add(10, 20, 1000);
+        let mut estimated = SeriesCounts { estimated_tokens: 1250, ..SeriesCounts::default() };
+        estimated.add(1250, 0, 1000);
+        let mut gone = SeriesCounts { estimated_tokens: 3, ..SeriesCounts::default() };
+        gone.add(7, 3, 1000);
+        let refused = [0u64; RefusalReason::ALL.len()];
+        let series = [("a", "m", 200, counted), ("b", "m", 200, estimated), ("b", "m", 499, gone)];
+        let text = String::from_utf8(render(&series, &refused)).unwrap();
+        assert!(text.contains("# TYPE ollama_auth_estimated_tokens_total counter\n"));
+        assert!(text.contains("ollama_auth_estimated_tokens_total{user=\"b\",model=\"m\"} 1253\n"), "{text}");
+        assert!(text.contains("ollama_auth_prompt_tokens_total{user=\"b\",model=\"m\"} 1257\n"));
+        assert!(!text.contains("ollama_auth_estimated_tokens_total{user=\"a\""), "nothing estimated, no series");
+    }
+
+    #[test]
     fn render_sums_tokens_and_durations_across_codes() {
         let mut ok = SeriesCounts::default();
         ok.add(10, 20, 150_000);
