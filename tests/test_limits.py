@@ -606,3 +606,16 @@ def test_transcriptions_are_charged_an_estimate(gate):
     assert send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body).status == 200
     assert_rate_limited(send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body),
                         "tokens 2000/1m", 64)
+
+
+def test_a_body_too_large_to_scan_is_reserved_by_its_length(gate, ollama):
+    """A key with tokens= has its body read for the estimate; one past the 64 MB the gate scans
+    is not refused for that: it is estimated by its length."""
+    start(gate, "k-big big tokens=100000000/1d\n", server_extra="client_max_body_size 100m;")
+    body = json.dumps({"model": "gemma3", "prompt": "x" * (65 << 20), "stream": False})
+    before = len(ollama.seen)
+    response = send(gate, "k-big", body=body, steer={"Status": 500})  # Ollama's error: nothing charged
+    assert response.status == 500, response
+    assert len(ollama.seen) > before
+    # Its reservation was given back when it ended (an error from Ollama charges nothing).
+    assert send(gate, "k-big").header("x-ratelimit-remaining-tokens") == "100000000"

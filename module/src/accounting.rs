@@ -69,6 +69,16 @@ pub fn estimate_from_body(request: &mut Request, conf: &LocConf, body: &[u8]) {
     }
 }
 
+/// Estimates a counted request's tokens from its body's length alone (nginx's count, chunked
+/// bodies too, once read).
+pub fn estimate_from_length(request: &mut Request, conf: &LocConf) {
+    let Some(work) = path(request, conf).and_then(Work::of_path) else { return };
+    let length = request.as_ref().headers_in.content_length_n.max(0) as u64;
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        accounting.estimate = Some(Estimate::of_length(work, length));
+    }
+}
+
 /// The Ollama path the request is for: nginx's normalized URI after the location's prefix.
 pub fn path<'r>(request: &'r Request, conf: &LocConf) -> Option<&'r str> {
     let path = strip_prefix(request.as_ref().uri.as_bytes(), conf.path_prefix())?;

@@ -80,6 +80,11 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         },
     };
     let Some(body) = body else {
+        if check.models.is_none() && check.web_search.is_none() && !check.add_usage {
+            // Read only for its estimate (`tokens=`): too large to scan, it is estimated by length.
+            accounting::estimate_from_length(request, conf);
+            return limit::admit(request, conf);
+        }
         if let Some(models) = check.models.as_ref().filter(|models| models.rule.extra == BodyExtra::FormModel) {
             // The form's model cannot be read: refused as a model that cannot be checked.
             let message = format!(
