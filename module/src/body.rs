@@ -106,46 +106,11 @@ fn verdict(request: &mut Request) -> ngx_int_t {
             refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why),
         );
     };
-    // A zstd body on the `/v1` paths where Ollama decodes one is read as Ollama reads it.
-    let zstd = accounting::path(request, conf).is_some_and(accepts_zstd);
-    let encodings = if zstd { request_headers_named(request, b"content-encoding") } else { Vec::new() };
-    let decoded;
-    let body = match encodings.as_slice() {
-        [] => body,
-        // SAFETY: pointers to this request's header list entries, in its pool.
-        [one] if !is_zstd(unsafe { (**one).value.as_bytes() }) => body,
-        [_] => match decode_zstd(body, MAX_DECODED_BYTES) {
-            Ok(bytes) => {
-                decoded = bytes;
-                &decoded[..]
-            }
-            Err(error) => {
-                let (status, kind, message, why) = match error {
-                    DecodeError::TooLarge => (
-                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                        "request entity too large",
-                        format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20),
-                        RefusalReason::TooLarge,
-                    ),
-                    DecodeError::Invalid => (
-                        NGX_HTTP_BAD_REQUEST,
-                        "bad request",
-                        "the zstd body cannot be decoded".to_string(),
-                        RefusalReason::BadRequest,
-                    ),
-                };
-                return answer(request, conf, refuse_with(status, kind, message, why));
-            }
-        },
-        _ => {
-            let message = "at most one Content-Encoding".to_string();
-            return answer(
-                request,
-                conf,
-                refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest),
-            );
-        }
+    let zstd = match zstd_decoded(request, conf, body) {
+        Ok(zstd) => zstd,
+        Err(refusal) => return answer(request, conf, refusal),
     };
+    let body = zstd.as_ref().map_or(body, |(decoded, _)| &decoded[..]);
     accounting::estimate_from_body(request, conf, body);
     if let Some(models) = &check.models {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
@@ -191,7 +156,7 @@ fn verdict(request: &mut Request) -> ngx_int_t {
                     return Status::NGX_ERROR.0;
                 }
                 // The body goes on decoded: Ollama decodes only `zstd` and reads the rest as is.
-                if let Some(&encoding) = encodings.first() {
+                if let Some(&(_, encoding)) = zstd.as_ref() {
                     // SAFETY: an entry of this request's header list, in its pool; the static
                     // text outlives the request.
                     unsafe {
@@ -212,6 +177,42 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         }
     }
     limit::admit(request, conf)
+}
+
+/// A `Content-Encoding: zstd` body on the `/v1` paths where Ollama decodes one, decoded as
+/// Ollama decodes it, with its `Content-Encoding` header; `None` for any other body.
+fn zstd_decoded(
+    request: &Request,
+    conf: &LocConf,
+    body: &[u8],
+) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, Judgement> {
+    if !accounting::path(request, conf).is_some_and(accepts_zstd) {
+        return Ok(None);
+    }
+    let encoding = match request_headers_named(request, b"content-encoding")[..] {
+        [] => return Ok(None),
+        [one] => one,
+        _ => {
+            let message = "at most one Content-Encoding".to_string();
+            return Err(refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest));
+        }
+    };
+    // SAFETY: an entry of this request's header list, in its pool.
+    if !is_zstd(unsafe { (*encoding).value.as_bytes() }) {
+        return Ok(None);
+    }
+    match decode_zstd(body, MAX_DECODED_BYTES) {
+        Ok(decoded) => Ok(Some((decoded, encoding))),
+        Err(DecodeError::TooLarge) => {
+            let message = format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20);
+            let status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            Err(refuse_with(status, "request entity too large", message, RefusalReason::TooLarge))
+        }
+        Err(DecodeError::Invalid) => {
+            let message = "the zstd body cannot be decoded".to_string();
+            Err(refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest))
+        }
+    }
 }
 
 /// The request's headers named `name` (any case), in the order sent.

@@ -134,7 +134,8 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
             }
             Ok(Some(_)) => refuse_model(ModelRefusal::BadRequest("\"model\" must be a model name".into())),
             Err(_) => {
-                refuse(NGX_HTTP_BAD_REQUEST, "bad request", "unreadable query string".into(), RefusalReason::BadRequest)
+                let message = "the query string cannot be read as Ollama reads it (a \";\" or a bad escape)";
+                refuse(NGX_HTTP_BAD_REQUEST, "bad request", message.into(), RefusalReason::BadRequest)
             }
         };
     }
