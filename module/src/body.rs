@@ -108,7 +108,7 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     };
     let zstd = match zstd_decoded(request, conf, body) {
         Ok(zstd) => zstd,
-        Err(refusal) => return answer(request, conf, refusal),
+        Err(refused) => return refused,
     };
     let body = zstd.as_ref().map_or(body, |(decoded, _)| &decoded[..]);
     accounting::estimate_from_body(request, conf, body);
@@ -180,12 +180,13 @@ fn verdict(request: &mut Request) -> ngx_int_t {
 }
 
 /// A `Content-Encoding: zstd` body on the `/v1` paths where Ollama decodes one, decoded as
-/// Ollama decodes it, with its `Content-Encoding` header; `None` for any other body.
+/// Ollama decodes it, with its `Content-Encoding` header; `None` for any other body; `Err` with
+/// what the access phase answers for a body refused.
 fn zstd_decoded(
-    request: &Request,
+    request: &mut Request,
     conf: &LocConf,
     body: &[u8],
-) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, Judgement> {
+) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ngx_int_t> {
     if !accounting::path(request, conf).is_some_and(accepts_zstd) {
         return Ok(None);
     }
@@ -194,25 +195,27 @@ fn zstd_decoded(
         [one] => one,
         _ => {
             let message = "at most one Content-Encoding".to_string();
-            return Err(refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest));
+            let refusal = refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
+            return Err(answer(request, conf, refusal));
         }
     };
     // SAFETY: an entry of this request's header list, in its pool.
     if !is_zstd(unsafe { (*encoding).value.as_bytes() }) {
         return Ok(None);
     }
-    match decode_zstd(body, MAX_DECODED_BYTES) {
-        Ok(decoded) => Ok(Some((decoded, encoding))),
+    let refusal = match decode_zstd(body, MAX_DECODED_BYTES) {
+        Ok(decoded) => return Ok(Some((decoded, encoding))),
         Err(DecodeError::TooLarge) => {
             let message = format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20);
             let status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-            Err(refuse_with(status, "request entity too large", message, RefusalReason::TooLarge))
+            refuse_with(status, "request entity too large", message, RefusalReason::TooLarge)
         }
         Err(DecodeError::Invalid) => {
             let message = "the zstd body cannot be decoded".to_string();
-            Err(refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest))
+            refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
         }
-    }
+    };
+    Err(answer(request, conf, refusal))
 }
 
 /// The request's headers named `name` (any case), in the order sent.
