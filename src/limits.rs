@@ -1414,6 +1414,7 @@ mod tests {
             key.latest_ms = if random.below(2) == 0 { moments[random.below(8) as usize] } else { random.next() };
             key.parallel = random.below(4) as u32;
             key.in_flight = [0, 1, u32::MAX][random.below(3) as usize];
+            key.reserved_tokens = [0, 1, u32::MAX, random.next() as u32][random.below(4) as usize];
             key.window_count = random.below(256) as u8;
             for window in &mut key.windows {
                 window.kind = random.below(4) as u8;
@@ -1431,6 +1432,8 @@ mod tests {
                 assert!(refusal.retry_after_seconds >= 1);
             }
             let _ = key.admit_request(now.wrapping_add(1));
+            let reserved = key.reserve_tokens(random.next());
+            key.settle(now, reserved.wrapping_add(random.below(3)), random.next());
             key.charge_tokens(now, random.next());
             let _ = key.enter();
             key.leave();
