@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use ruzstd::decoding::StreamingDecoder;
+use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
 
 /// What Ollama decodes at most (`maxDecompressedBodySize`).
 pub const MAX_DECODED_BYTES: usize = 20 << 20;
@@ -37,11 +37,20 @@ pub fn is_zstd(content_encoding: &[u8]) -> bool {
     content_encoding == b"zstd"
 }
 
+/// Frames a body may hold. Go takes any number; past this many the gate refuses the body
+/// rather than spend the worker's time on a flood of tiny frames.
+pub const MAX_FRAMES: usize = 1024;
+
 /// Decodes every frame of `body` (skippable frames skipped), at most `max_decoded` bytes.
 pub fn decode_zstd(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
     let mut input = body;
     let mut out = Vec::new();
-    while !input.is_empty() {
+    // One decoder for every frame: its tables and window are made once.
+    let mut frame_decoder = FrameDecoder::new();
+    for _ in 0..MAX_FRAMES {
+        if input.is_empty() {
+            return Ok(out);
+        }
         let magic = u32::from_le_bytes(input.get(..4).ok_or(DecodeError::Invalid)?.try_into().expect("4 bytes"));
         if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
             let length = u32::from_le_bytes(input.get(4..8).ok_or(DecodeError::Invalid)?.try_into().expect("4 bytes"));
@@ -51,7 +60,8 @@ pub fn decode_zstd(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeErr
         if magic != FRAME_MAGIC || window_size(&input[4..]).is_none_or(|window| window > MAX_WINDOW_BYTES) {
             return Err(DecodeError::Invalid);
         }
-        let mut decoder = StreamingDecoder::new(&mut input).map_err(|_| DecodeError::Invalid)?;
+        let mut decoder =
+            StreamingDecoder::new_with_decoder(&mut input, &mut frame_decoder).map_err(|_| DecodeError::Invalid)?;
         let room = (max_decoded - out.len()) as u64;
         // One byte more than the room: reading it means the cap is passed.
         (&mut decoder).take(room + 1).read_to_end(&mut out).map_err(|_| DecodeError::Invalid)?;
@@ -59,7 +69,11 @@ pub fn decode_zstd(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeErr
             return Err(DecodeError::TooLarge);
         }
     }
-    Ok(out)
+    if input.is_empty() {
+        Ok(out)
+    } else {
+        Err(DecodeError::Invalid)
+    }
 }
 
 /// The window a frame header (after the magic) asks for; `None` if it is cut short.
@@ -122,6 +136,16 @@ mod tests {
         expected.extend_from_slice(b"     ");
         assert_eq!(decode_zstd(&two, MAX_DECODED_BYTES), Ok(expected));
         assert_eq!(decode_zstd(b"", MAX_DECODED_BYTES), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_flood_of_frames_is_refused() {
+        let one = frame(b"", &[]);
+        assert_eq!(decode_zstd(&one.repeat(MAX_FRAMES), MAX_DECODED_BYTES), Ok(Vec::new()));
+        assert_eq!(decode_zstd(&one.repeat(MAX_FRAMES + 1), MAX_DECODED_BYTES), Err(DecodeError::Invalid));
+        let mut skippable = 0x184D_2A50u32.to_le_bytes().to_vec();
+        skippable.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(decode_zstd(&skippable.repeat(100_000), MAX_DECODED_BYTES), Err(DecodeError::Invalid));
     }
 
     #[test]
