@@ -145,6 +145,13 @@ pub struct Counted {
     pub relayed_chunks: u64,
 }
 
+/// Whether a finished request reached Ollama and made it work: it was proxied (`has_upstream`)
+/// and answered with a 2xx, or left by its client (499). Ollama's own refusals and errors, and
+/// answers from nginx alone, are charged only what they counted.
+pub fn reached_ollama(has_upstream: bool, code: u16) -> bool {
+    has_upstream && (matches!(code, 200..=299) || code == 499)
+}
+
 /// The charge for a finished request: Ollama's counts where they came; where they did not, for
 /// a request that reached Ollama with an estimate, the estimate (see the module's rule).
 pub fn charge(counted: Counted, estimate: Option<Estimate>, reached_ollama: bool) -> Charge {
@@ -207,6 +214,15 @@ mod tests {
         assert_eq!(answer_cap(br#"{"max_tokens":99999999999999}"#), Some(MAX_ANSWER_TOKENS));
         assert_eq!(answer_cap(br#"{"prompt":"x"}"#), None);
         assert_eq!(answer_cap(b"not json"), None);
+    }
+
+    #[test]
+    fn what_reached_ollama() {
+        assert!(reached_ollama(true, 200) && reached_ollama(true, 299) && reached_ollama(true, 499));
+        assert!(!reached_ollama(false, 200) && !reached_ollama(false, 499));
+        for code in [0, 101, 304, 400, 404, 429, 500, 502, 504] {
+            assert!(!reached_ollama(true, code), "{code}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, Accounting};
 use super::zone::{now_ms, warn_full};
 use super::Module;
-use ngx_ollama_auth::estimate::{charge, Counted, Estimate, Work};
+use ngx_ollama_auth::estimate::{charge, reached_ollama, Counted, Estimate, Work};
 use ngx_ollama_auth::json::JsonError;
 use ngx_ollama_auth::metrics::SeriesCounts;
 use ngx_ollama_auth::models::ModelName;
@@ -201,10 +201,8 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
         },
         None => Counted::default(),
     };
-    // Sent to Ollama, and answered or left by the client: it did work that must be charged.
-    let reached_ollama = has_upstream && (matches!(code, 200..=299) || code == NGX_HTTP_CLIENT_CLOSED_REQUEST as u16);
     let estimate = accounting.estimate.or(length_estimate);
-    let charged = charge(counted, estimate, reached_ollama);
+    let charged = charge(counted, estimate, reached_ollama(has_upstream, code));
     // Labelled with the model as the gate reads names: every spelling of one model is one
     // series, so no client can fill the zone with spellings (Ollama echoes the one it was sent).
     let model = outcome(accounting.scanner.as_deref()).model;
