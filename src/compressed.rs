@@ -31,10 +31,29 @@ pub fn accepts_zstd(path: &str) -> bool {
     matches!(path, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" | "/v1/messages")
 }
 
-/// Whether a request's `Content-Encoding` value asks Ollama to decode zstd: exactly `zstd`, as
-/// Go's `c.GetHeader("Content-Encoding") == "zstd"` compares it.
-pub fn is_zstd(content_encoding: &[u8]) -> bool {
-    content_encoding == b"zstd"
+/// How Ollama reads a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// As it came.
+    AsIs,
+    /// Decoded from zstd first.
+    Zstd,
+    /// Sent with more than one `Content-Encoding` where Ollama decodes zstd: refused rather
+    /// than guess which one Go's `GetHeader` takes.
+    Ambiguous,
+}
+
+/// How Ollama reads a body sent to `path` with these `Content-Encoding` values: decoded where
+/// it accepts zstd and the one value is exactly `zstd` (`c.GetHeader("Content-Encoding") ==
+/// "zstd"`), else as it came.
+pub fn body_encoding(path: &str, content_encodings: &[&[u8]]) -> BodyEncoding {
+    match content_encodings {
+        _ if !accepts_zstd(path) => BodyEncoding::AsIs,
+        [] => BodyEncoding::AsIs,
+        [value] if *value == b"zstd" => BodyEncoding::Zstd,
+        [_] => BodyEncoding::AsIs,
+        _ => BodyEncoding::Ambiguous,
+    }
 }
 
 /// Frames a body may hold. Go takes any number; past this many the gate refuses the body
@@ -169,9 +188,15 @@ mod tests {
         {
             assert_eq!(decode_zstd(bad, MAX_DECODED_BYTES), Err(DecodeError::Invalid), "{bad:?}");
         }
-        assert!(is_zstd(b"zstd"));
-        assert!(!is_zstd(b"ZSTD") && !is_zstd(b"gzip") && !is_zstd(b"zstd, gzip"));
-        assert!(accepts_zstd("/v1/chat/completions") && !accepts_zstd("/api/chat"));
+        let chat = "/v1/chat/completions";
+        assert_eq!(body_encoding(chat, &[b"zstd"]), BodyEncoding::Zstd);
+        for other in [&b"ZSTD"[..], b"gzip", b"zstd, gzip", b" zstd", b"identity"] {
+            assert_eq!(body_encoding(chat, &[other]), BodyEncoding::AsIs, "{other:?}");
+        }
+        assert_eq!(body_encoding(chat, &[]), BodyEncoding::AsIs);
+        assert_eq!(body_encoding(chat, &[b"zstd", b"zstd"]), BodyEncoding::Ambiguous);
+        assert_eq!(body_encoding("/api/chat", &[b"zstd"]), BodyEncoding::AsIs, "Ollama decodes only on /v1");
+        assert_eq!(body_encoding("/api/chat", &[b"zstd", b"gzip"]), BodyEncoding::AsIs);
     }
 
     #[test]

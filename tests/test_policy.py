@@ -816,6 +816,11 @@ def test_zstd_bodies_are_read_as_ollama_reads_them(gate, ollama):
         response = send(gate, "k-gemma", "/v1/chat/completions", "POST", body, ZSTD)
         assert response.status == status, (status, response)
         assert not reached(ollama, before)
+    # Two encodings: which one Go's GetHeader takes is not guessed.
+    before = len(ollama.seen)
+    twice = [("Authorization", "Bearer k-gemma"), ("Content-Encoding", "zstd"), ("Content-Encoding", "zstd")]
+    assert gate.request("/v1/chat/completions", method="POST", headers=twice, body=allowed).status == 400
+    assert not reached(ollama, before)
     # A web-search tool inside a zstd body is found too.
     search = zstd_frame(json.dumps({"model": "gemma3", "input": "x", "tools": [{"type": "web_search"}]}).encode())
     before = len(ollama.seen)

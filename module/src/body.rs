@@ -23,7 +23,7 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
 use super::{limit, Module};
-use ngx_ollama_auth::compressed::{accepts_zstd, decode_zstd, is_zstd, DecodeError, MAX_DECODED_BYTES};
+use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
 
@@ -187,22 +187,20 @@ fn zstd_decoded(
     conf: &LocConf,
     body: &[u8],
 ) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ngx_int_t> {
-    if !accounting::path(request, conf).is_some_and(accepts_zstd) {
-        return Ok(None);
-    }
-    let encoding = match request_headers_named(request, b"content-encoding")[..] {
-        [] => return Ok(None),
-        [one] => one,
-        _ => {
+    let headers = request_headers_named(request, b"content-encoding");
+    // SAFETY: entries of this request's header list, in its pool.
+    let values: Vec<&[u8]> = headers.iter().map(|&header| unsafe { (*header).value.as_bytes() }).collect();
+    let path = accounting::path(request, conf).unwrap_or_default();
+    match body_encoding(path, &values) {
+        BodyEncoding::AsIs => return Ok(None),
+        BodyEncoding::Zstd => {}
+        BodyEncoding::Ambiguous => {
             let message = "at most one Content-Encoding".to_string();
             let refusal = refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
             return Err(answer(request, conf, refusal));
         }
-    };
-    // SAFETY: an entry of this request's header list, in its pool.
-    if !is_zstd(unsafe { (*encoding).value.as_bytes() }) {
-        return Ok(None);
     }
+    let encoding = headers[0];
     let refusal = match decode_zstd(body, MAX_DECODED_BYTES) {
         Ok(decoded) => return Ok(Some((decoded, encoding))),
         Err(DecodeError::TooLarge) => {
