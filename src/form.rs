@@ -28,6 +28,9 @@ pub fn boundary(content_type: &[u8]) -> Option<Vec<u8>> {
     }
     let mut found = None;
     for (name, value) in parameters(params)? {
+        if name.contains(&b'*') {
+            return None; // Go decodes `boundary*=` (RFC 2231) over `boundary=`: not guessed
+        }
         if name.eq_ignore_ascii_case(b"boundary") {
             if found.is_some() {
                 return None; // Go refuses a repeated parameter
@@ -208,6 +211,8 @@ mod tests {
         assert_eq!(boundary(b"multipart/mixed; boundary=q"), None);
         assert_eq!(boundary(b"application/json"), None);
         assert_eq!(boundary(b"multipart/form-data; boundary=a; boundary=b"), None);
+        assert_eq!(boundary(b"multipart/form-data; boundary=a; boundary*=utf-8''b"), None);
+        assert_eq!(boundary(b"multipart/form-data; boundary*0=a"), None);
         assert_eq!(boundary(b"multipart/form-data; boundary=\"unterminated"), None);
         assert_eq!(boundary(format!("multipart/form-data; boundary={}", "x".repeat(71)).as_bytes()), None);
     }

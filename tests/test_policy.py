@@ -778,6 +778,14 @@ def test_transcriptions_need_infer_and_an_allowed_model(gate, ollama):
         response = send(gate, "k-gemma", refused_path, "POST", body, headers)
         assert response.status == status, (refused_path, body, response)
         assert not reached(ollama, before), refused_path
+    # A boundary Go would read otherwise (RFC 2231 over the plain one), or two Content-Types.
+    other_boundary = {"Content-Type": headers["Content-Type"] + "; boundary*=utf-8''zz"}
+    two_types = [("Authorization", "Bearer k-gemma"), ("Content-Type", headers["Content-Type"]),
+                 ("Content-Type", "multipart/form-data; boundary=zz")]
+    before = len(ollama.seen)
+    assert send(gate, "k-gemma", path, "POST", gemma, other_boundary).status == 400
+    assert gate.request(path, method="POST", headers=two_types, body=gemma).status == 400
+    assert not reached(ollama, before)
 
 
 def test_cors_preflights_pass_without_a_key(gate, ollama):

@@ -118,8 +118,10 @@ fn verdict(request: &mut Request) -> ngx_int_t {
             BodyExtra::FormModel => {
                 let content_type = request.as_ref().headers_in.content_type;
                 // SAFETY: a non-null headers_in.content_type points at a parsed header of this
-                // request, in its pool.
-                let content_type = unsafe { content_type.as_ref() }.map_or(&b""[..], |header| header.value.as_bytes());
+                // request, in its pool. A second Content-Type (`next`) is not guessed at: none.
+                let content_type = unsafe { content_type.as_ref() }
+                    .filter(|header| header.next.is_null())
+                    .map_or(&b""[..], |header| header.value.as_bytes());
                 check_form_models(body, content_type, allowed, models.who)
             }
             _ => check_body_models(body, models.rule, allowed, models.who),
