@@ -116,12 +116,12 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
         let checked = match models.rule.extra {
             BodyExtra::FormModel => {
-                let content_type = request.as_ref().headers_in.content_type;
-                // SAFETY: a non-null headers_in.content_type points at a parsed header of this
-                // request, in its pool. A second Content-Type (`next`) is not guessed at: none.
-                let content_type = unsafe { content_type.as_ref() }
-                    .filter(|header| header.next.is_null())
-                    .map_or(&b""[..], |header| header.value.as_bytes());
+                // Exactly one Content-Type: which of two Go would read is not guessed at.
+                let content_type = match request_headers_named(request, b"content-type")[..] {
+                    // SAFETY: an entry of this request's header list, in its pool.
+                    [one] => unsafe { (*one).value.as_bytes() },
+                    _ => b"",
+                };
                 check_form_models(body, content_type, allowed, models.who)
             }
             _ => check_body_models(body, models.rule, allowed, models.who),
