@@ -170,6 +170,16 @@ impl<'a> Entry<'a> {
         string_value(self.body, member)
     }
 
+    /// Every string value of the element's members that Go would store in the field tagged
+    /// `field` (matched as [`go_name_matches`] does), duplicates included, in body order.
+    pub fn go_strings(&self, field: &'static str) -> impl Iterator<Item = Cow<'a, str>> + '_ {
+        let body = self.body;
+        self.members
+            .iter()
+            .filter(move |member| go_name_matches(&member.name, field))
+            .filter_map(move |member| string_value(body, member))
+    }
+
     /// The element's JSON text.
     pub fn raw(&self) -> &'a [u8] {
         &self.body[self.value.clone()]

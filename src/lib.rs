@@ -8,17 +8,22 @@
 //! - the files: `lines` (the line syntax both share), `keys`, `htpasswd`, `options` (what an
 //!   entry may carry), `watch` (one change-watching mechanism for both);
 //! - the policy: `policy` (endpoints and scopes, body models, listings, error bodies), `models`
-//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning);
+//!   (Ollama's model names and patterns), `json` (Go-compatible JSON member scanning), `form`
+//!   (a multipart form's field, for transcriptions), `compressed` (zstd request bodies);
 //! - usage and limits: `usage` (token counts and the model from Ollama's answers, streamed, in
 //!   bounded memory; the `/v1` include_usage rewrite), `metrics` (the counts a zone keeps and
 //!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,
 //!   rate-limit headers and the state file, as fixed-size data for a shared zone), `state_file`
-//!   (that file on disk: atomic, owner only);
+//!   (that file on disk: atomic, owner only), `estimate` (a request's tokens by the gate's own
+//!   rule, reserved at admission and charged when Ollama's counts never arrive);
 //! - the gate's own error answers in each API's shape: `errors`.
 
 pub mod cache;
+pub mod compressed;
 pub mod credentials;
 pub mod errors;
+pub mod estimate;
+pub mod form;
 pub mod hashes;
 pub mod htpasswd;
 pub mod json;

@@ -451,7 +451,12 @@ pub struct KeyLimits {
     /// `parallel=` added by a reload counts those already running.
     in_flight: u32,
     window_count: u8,
-    _padding: [u8; 7],
+    _padding: [u8; 3],
+    /// Tokens reserved by requests in flight ([`reserve_tokens`](Self::reserve_tokens)), until
+    /// their answers' counts are charged: a `tokens=` window admits only while what it counted
+    /// and what is reserved stay under its limit, so a key sending many requests at once
+    /// overshoots by one request at most.
+    reserved_tokens: u32,
 }
 
 impl Default for KeyLimits {
@@ -468,7 +473,8 @@ impl KeyLimits {
         parallel: 0,
         in_flight: 0,
         window_count: 0,
-        _padding: [0; 7],
+        _padding: [0; 3],
+        reserved_tokens: 0,
     };
 
     /// Empty counters for an entry's limits: its `requests=` windows, then its `tokens=` ones.
@@ -513,6 +519,7 @@ impl KeyLimits {
         self.advance(now_ms);
         next.latest_ms = self.latest_ms;
         next.in_flight = self.in_flight;
+        next.reserved_tokens = self.reserved_tokens;
         let count = next.window_count();
         for window in &mut next.windows[..count] {
             if let Some(kept) = self.windows().iter().find(|old| old.is_same_period(window)) {
@@ -578,6 +585,27 @@ impl KeyLimits {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
+    /// Reserves an admitted request's estimated tokens until [`settle`](Self::settle): later
+    /// requests are admitted only while the `tokens=` windows' counts plus every reservation
+    /// stay under their limits. A key without `tokens=` reserves nothing; says what it reserved.
+    pub fn reserve_tokens(&mut self, tokens: u64) -> u64 {
+        if !self.windows().iter().any(|w| w.kind() == Some(Kind::Tokens)) {
+            return 0;
+        }
+        let taken = u32::try_from(tokens).unwrap_or(u32::MAX).min(u32::MAX - self.reserved_tokens);
+        self.reserved_tokens += taken;
+        u64::from(taken)
+    }
+
+    /// Gives back a reservation and charges the tokens the answer was counted at (or its
+    /// estimate); `tokens` 0 for a request that ended without reaching Ollama.
+    pub fn settle(&mut self, now_ms: u64, reserved: u64, tokens: u64) {
+        self.reserved_tokens = self.reserved_tokens.saturating_sub(u32::try_from(reserved).unwrap_or(u32::MAX));
+        if tokens > 0 {
+            self.charge_tokens(now_ms, tokens);
+        }
+    }
+
     /// Counts an answer's tokens, once known, at the moment it ends. The answer is not refused
     /// (it is over): a request may take the window past its limit by its own size, and the next
     /// one waits until enough of it is forgotten.
@@ -610,7 +638,9 @@ impl KeyLimits {
     /// need not hold it.
     pub fn is_idle(&self, now_ms: u64) -> bool {
         let at_ms = now_ms.max(self.latest_ms);
-        self.in_flight == 0 && self.windows().iter().all(|w| w.used(self.latest_ms, at_ms) == 0)
+        self.in_flight == 0
+            && self.reserved_tokens == 0
+            && self.windows().iter().all(|w| w.used(self.latest_ms, at_ms) == 0)
     }
 
     fn window_count(&self) -> usize {
@@ -644,12 +674,18 @@ impl KeyLimits {
         now_ms
     }
 
-    /// The refusal of the window that makes the request wait longest, if any refuses.
+    /// The refusal of the window that makes the request wait longest, if any refuses. A
+    /// `tokens=` window full only with reservations waits for them to settle: a second, then
+    /// the client asks again.
     fn window_refusal(&self, at_ms: u64, now_ms: u64) -> Option<Refusal> {
         self.windows()
             .iter()
             .filter_map(|w| {
-                let wait_ms = w.wait_ms(self.latest_ms, at_ms, now_ms)?;
+                let reserved_full = || {
+                    let counted = w.used(self.latest_ms, at_ms).saturating_add(u64::from(self.reserved_tokens));
+                    (w.kind() == Some(Kind::Tokens) && self.reserved_tokens > 0 && counted >= w.limit).then_some(1000)
+                };
+                let wait_ms = w.wait_ms(self.latest_ms, at_ms, now_ms).or_else(reserved_full)?;
                 let limit = Limit::of_window(w.kind()?, w.window());
                 Some(Refusal { limit, retry_after_seconds: retry_after_seconds(wait_ms) })
             })
@@ -1080,6 +1116,46 @@ mod tests {
     }
 
     #[test]
+    fn reservations_let_a_key_overshoot_by_one_request_at_most() {
+        let mut key = limits(&[], &[(100, 60)], None);
+        // Eight requests of 5000 tokens at once: the first is admitted, the rest wait for it.
+        let mut admitted = 0;
+        for _ in 0..8 {
+            if key.admit(T0).is_ok() {
+                assert_eq!(key.reserve_tokens(5000), 5000);
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 1);
+        let refusal = key.admit(T0).unwrap_err();
+        assert_eq!(
+            (refusal.limit, refusal.retry_after_seconds),
+            (Limit::Tokens(Window { limit: 100, seconds: 60 }), 1)
+        );
+        assert!(!key.is_idle(T0));
+        // Settled at its real size: the window is full by the counts now.
+        key.settle(T0 + 1000, 5000, 30);
+        key.leave();
+        assert!(key.admit(T0 + 1000).is_ok(), "30 of 100 used, nothing reserved");
+        key.reserve_tokens(50);
+        assert!(key.admit(T0 + 1000).is_ok(), "30 used + 50 reserved < 100");
+        key.reserve_tokens(50);
+        assert!(key.admit(T0 + 1000).is_err(), "30 + 100 reserved");
+        key.settle(T0 + 2000, 50, 0);
+        key.settle(T0 + 2000, 50, 0);
+        key.leave();
+        key.leave();
+        assert!(key.admit(T0 + 2000).is_ok());
+        // A reservation survives a reload, and a key without tokens= reserves nothing.
+        key.reserve_tokens(500);
+        key.reconfigure(&options(&[], &[(100, 60)], None), T0 + 2000).unwrap();
+        assert!(key.admit(T0 + 2000).is_err());
+        let mut requests_only = limits(&[(10, 60)], &[], None);
+        assert_eq!(requests_only.reserve_tokens(5000), 0);
+        assert!(requests_only.admit(T0).is_ok());
+    }
+
+    #[test]
     fn tokens_refuse_once_the_finished_answers_reach_the_limit() {
         let mut key = limits(&[], &[(1000, 60)], None);
         let info = key.admit_request(T0).unwrap();
@@ -1375,6 +1451,7 @@ mod tests {
             key.latest_ms = if random.below(2) == 0 { moments[random.below(8) as usize] } else { random.next() };
             key.parallel = random.below(4) as u32;
             key.in_flight = [0, 1, u32::MAX][random.below(3) as usize];
+            key.reserved_tokens = [0, 1, u32::MAX, random.next() as u32][random.below(4) as usize];
             key.window_count = random.below(256) as u8;
             for window in &mut key.windows {
                 window.kind = random.below(4) as u8;
@@ -1392,6 +1469,8 @@ mod tests {
                 assert!(refusal.retry_after_seconds >= 1);
             }
             let _ = key.admit_request(now.wrapping_add(1));
+            let reserved = key.reserve_tokens(random.next());
+            key.settle(now, reserved.wrapping_add(random.below(3)), random.next());
             key.charge_tokens(now, random.next());
             let _ = key.enter();
             key.leave();

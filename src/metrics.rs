@@ -95,6 +95,7 @@ enum Family {
     Requests,
     PromptTokens,
     CompletionTokens,
+    EstimatedTokens,
     Refused,
     Durations,
 }
@@ -113,6 +114,10 @@ impl Family {
             Family::CompletionTokens => concat!(
                 "# HELP ollama_auth_completion_tokens_total Tokens Ollama generated, by user and model.\n",
                 "# TYPE ollama_auth_completion_tokens_total counter\n",
+            ),
+            Family::EstimatedTokens => concat!(
+                "# HELP ollama_auth_estimated_tokens_total Of the prompt and completion tokens, those the gate estimated because Ollama's counts never arrived, by user and model.\n",
+                "# TYPE ollama_auth_estimated_tokens_total counter\n",
             ),
             Family::Refused => concat!(
                 "# HELP ollama_auth_refused_total Requests refused, by reason.\n",
@@ -175,6 +180,11 @@ impl Exposition {
     pub fn completion_tokens<'a>(&mut self, series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
         self.begin(Family::CompletionTokens);
         self.tokens(b"ollama_auth_completion_tokens_total{user=\"", series)
+    }
+
+    pub fn estimated_tokens<'a>(&mut self, series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
+        self.begin(Family::EstimatedTokens);
+        self.tokens(b"ollama_auth_estimated_tokens_total{user=\"", series)
     }
 
     pub fn refused<'a>(&mut self, series: impl IntoIterator<Item = RefusedCount<'a>>) -> &mut Self {
@@ -356,6 +366,9 @@ pub struct SeriesCounts {
     pub completion_tokens: u64,
     pub duration_slots: [u64; DURATION_SLOTS],
     pub duration_sum_micros: u64,
+    /// Of the prompt and completion tokens, those the gate estimated (Ollama's counts never
+    /// arrived; see `estimate`).
+    pub estimated_tokens: u64,
 }
 
 impl SeriesCounts {
@@ -371,7 +384,8 @@ impl SeriesCounts {
         self.duration_sum_micros = self.duration_sum_micros.saturating_add(micros);
     }
 
-    fn merge(&mut self, other: &SeriesCounts) {
+    /// Adds another series' counts (the same labels, counted apart).
+    pub fn merge(&mut self, other: &SeriesCounts) {
         self.requests = self.requests.saturating_add(other.requests);
         self.answered = self.answered.saturating_add(other.answered);
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
@@ -380,6 +394,7 @@ impl SeriesCounts {
             *slot = slot.saturating_add(add);
         }
         self.duration_sum_micros = self.duration_sum_micros.saturating_add(other.duration_sum_micros);
+        self.estimated_tokens = self.estimated_tokens.saturating_add(other.estimated_tokens);
     }
 }
 
@@ -473,6 +488,13 @@ pub fn render(series: &[(&str, &str, u16, SeriesCounts)], refused: &[u64]) -> Ve
         model,
         tokens: counts.completion_tokens,
     }));
+    // Only where something was estimated: most series never are.
+    out.estimated_tokens(
+        by_user_model
+            .iter()
+            .filter(|(_, _, counts)| counts.estimated_tokens > 0)
+            .map(|&(user, model, counts)| TokenCount { user, model, tokens: counts.estimated_tokens }),
+    );
     out.refused(RefusalReason::ALL.iter().map(|reason| RefusedCount {
         reason: reason.as_str(),
         count: refused.get(reason.index()).copied().unwrap_or(0),
@@ -756,6 +778,23 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
         let (user, _, _) = parse_series_key(&key).unwrap();
         assert!(user.len() <= MAX_LABEL_BYTES && long.starts_with(user));
         assert_eq!(parse_series_key(b"\x05\x00ab"), None);
+    }
+
+    #[test]
+    fn estimated_tokens_are_a_family_of_their_own_where_there_are_some() {
+        let mut counted = SeriesCounts::default();
+        counted.add(Some((10, 20)), 1000);
+        let mut estimated = SeriesCounts { estimated_tokens: 1250, ..SeriesCounts::default() };
+        estimated.add(Some((1250, 0)), 1000);
+        let mut gone = SeriesCounts { estimated_tokens: 3, ..SeriesCounts::default() };
+        gone.add(Some((7, 3)), 1000);
+        let refused = [0u64; RefusalReason::ALL.len()];
+        let series = [("a", "m", 200, counted), ("b", "m", 200, estimated), ("b", "m", 499, gone)];
+        let text = String::from_utf8(render(&series, &refused)).unwrap();
+        assert!(text.contains("# TYPE ollama_auth_estimated_tokens_total counter\n"));
+        assert!(text.contains("ollama_auth_estimated_tokens_total{user=\"b\",model=\"m\"} 1253\n"), "{text}");
+        assert!(text.contains("ollama_auth_prompt_tokens_total{user=\"b\",model=\"m\"} 1257\n"));
+        assert!(!text.contains("ollama_auth_estimated_tokens_total{user=\"a\""), "nothing estimated, no series");
     }
 
     #[test]

@@ -224,6 +224,24 @@ impl ModelName {
     pub fn tag(&self) -> &str {
         self.part(3)
     }
+
+    /// The name as a metrics label: Ollama's short form, lowercase, with the default host and
+    /// namespace left out and the tag always there (`gemma3:latest`, `myorg/m:1b`,
+    /// `hf.co/org/m:q4`). Every spelling of one model is one label.
+    pub fn label(&self) -> String {
+        match (self.host() == DEFAULT_HOST, self.namespace() == DEFAULT_NAMESPACE) {
+            (true, true) => format!("{}:{}", self.model(), self.tag()),
+            (true, false) => format!("{}/{}:{}", self.namespace(), self.model(), self.tag()),
+            (false, _) => self.to_string(),
+        }
+    }
+
+    /// A cloud model by its name: tag `cloud` or `*-cloud` (run on ollama.com, billed to the
+    /// server's account). A model created with `remote_host` is cloud under any name; only its
+    /// name is seen here.
+    pub fn is_cloud(&self) -> bool {
+        self.tag() == "cloud" || self.tag().ends_with("-cloud")
+    }
 }
 
 /// The fully qualified form, `registry.ollama.ai/library/llama3:latest`.
@@ -298,8 +316,7 @@ impl ModelPattern {
     /// tag names the cloud itself (`gpt-oss:*-cloud`, `*:cloud`): `gpt-oss` or `gpt-oss:*` admit
     /// the local models only.
     pub fn matches(&self, name: &ModelName) -> bool {
-        let cloud = name.tag() == "cloud" || name.tag().ends_with("-cloud");
-        if cloud && !self.tag.as_deref().is_some_and(|tag| tag.contains("cloud")) {
+        if name.is_cloud() && !self.tag.as_deref().is_some_and(|tag| tag.contains("cloud")) {
             return false;
         }
         glob_matches(self.host.as_bytes(), name.host().as_bytes())
@@ -383,6 +400,21 @@ mod tests {
         ModelPatterns::parse(list).unwrap_or_else(|e| panic!("{list}: {e}"))
     }
 
+    #[test]
+    fn labels_are_one_per_model_however_it_is_spelled() {
+        let label = |text: &str| ModelName::parse(text).map(|name| name.label());
+        let padded = format!("gemma3{}", " ".repeat(1000));
+        for spelling in ["gemma3", "GEMMA3:latest", "registry.ollama.ai/library/gemma3", " gemma3 ", padded.as_str()] {
+            assert_eq!(label(spelling).as_deref(), Some("gemma3:latest"), "{spelling:?}");
+        }
+        assert_eq!(label("gemma3:1b").as_deref(), Some("gemma3:1b"));
+        assert_eq!(label("myorg/m:Q4").as_deref(), Some("myorg/m:q4"));
+        assert_eq!(label("hf.co/org/m").as_deref(), Some("hf.co/org/m:latest"));
+        assert_eq!(label("gpt-oss:20b:cloud").as_deref(), Some("gpt-oss:20b-cloud"));
+        assert_eq!(label("gpt-oss:latest:cloud").as_deref(), Some("gpt-oss:latest-cloud"));
+        assert!(ModelName::parse("gpt-oss:latest:cloud").unwrap().is_cloud());
+        assert!(!ModelName::parse("gpt-oss:mine").unwrap().is_cloud());
+    }
     fn allows(list: &str, name: &str) -> bool {
         let name = ModelName::parse(name).unwrap_or_else(|| panic!("{name} should parse"));
         patterns(list).allows(&name)
@@ -565,6 +597,11 @@ mod tests {
         assert!(!allows("gpt-oss:20b", "gpt-oss:20b:cloud"), "the local model does not admit the cloud one");
         assert!(allows("gpt-oss:cloud", "gpt-oss:cloud"));
         assert!(!allows("gpt-oss:latest", "gpt-oss:cloud"));
+        // One cloud model to Ollama (`x:latest` on ollama.com), local to no pattern.
+        for pattern in ["gpt-oss", "gpt-oss:latest", "gpt-oss:*", "*"] {
+            assert!(!allows(pattern, "gpt-oss:latest:cloud") || pattern == "*", "{pattern}");
+            assert!(!allows(pattern, "gpt-oss:cloud") || pattern == "*", "{pattern}");
+        }
         assert!(allows("*:*-cloud", "gpt-oss:120b:cloud"));
         assert!(!allows("*:*-cloud", "gpt-oss:120b"));
         assert!(ModelPattern::parse("llama3:local").is_err());

@@ -506,7 +506,7 @@ mod tests {
     fn malformed_values_name_the_option_and_never_the_value() {
         for (line, expected) in [
             ("scopes=", "option \"scopes\": empty list"),
-            ("scopes=sk-live-secret", "option \"scopes\": item 1 is not one of read, infer, manage, all"),
+            ("scopes=sk-live-secret", "option \"scopes\": item 1 is not one of read, infer, manage, search, all"),
             ("scopes=read,,infer", "option \"scopes\": item 2 is empty"),
             ("models=", "option \"models\": empty list"),
             (

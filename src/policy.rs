@@ -7,11 +7,13 @@
 use std::fmt;
 use std::ops::BitOr;
 
+use crate::form::{boundary, field_values};
 use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
 use crate::models::{ModelName, ModelPatterns};
 
-/// A key's scopes: a small set of `read`, `infer`, `manage`, and `all`, which holds them all
-/// and also every endpoint not listed here.
+/// A key's scopes: a small set of `read`, `infer`, `manage`, `search` (web searches Ollama runs
+/// on ollama.com, billed to the server's account), and `all`, which holds them all and also
+/// every endpoint not listed here.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Scopes(u8);
 
@@ -19,8 +21,9 @@ impl Scopes {
     pub const READ: Scopes = Scopes(1);
     pub const INFER: Scopes = Scopes(2);
     pub const MANAGE: Scopes = Scopes(4);
+    pub const SEARCH: Scopes = Scopes(16);
     /// Every scope, plus the bit that only `all` carries: endpoints not listed here.
-    pub const ALL: Scopes = Scopes(1 | 2 | 4 | 8);
+    pub const ALL: Scopes = Scopes(1 | 2 | 4 | 8 | 16);
 
     /// Both sets together, usable in constants.
     pub const fn union(self, other: Scopes) -> Scopes {
@@ -28,8 +31,13 @@ impl Scopes {
     }
 
     /// In the order they are written back; `all` first, so it is the name a full set gets.
-    pub const NAMES: [(Scopes, &'static str); 4] =
-        [(Scopes::ALL, "all"), (Scopes::READ, "read"), (Scopes::INFER, "infer"), (Scopes::MANAGE, "manage")];
+    pub const NAMES: [(Scopes, &'static str); 5] = [
+        (Scopes::ALL, "all"),
+        (Scopes::READ, "read"),
+        (Scopes::INFER, "infer"),
+        (Scopes::MANAGE, "manage"),
+        (Scopes::SEARCH, "search"),
+    ];
 
     /// A comma-separated list of scope names. Errors name the item by position, not its text.
     pub fn parse(list: &str) -> Result<Scopes, String> {
@@ -43,7 +51,7 @@ impl Scopes {
                 return Err(format!("item {position} is empty"));
             }
             let Some(&(scope, _)) = Scopes::NAMES.iter().find(|(_, name)| *name == item) else {
-                return Err(format!("item {position} is not one of read, infer, manage, all"));
+                return Err(format!("item {position} is not one of read, infer, manage, search, all"));
             };
             scopes = scopes | scope;
         }
@@ -146,6 +154,35 @@ pub struct Endpoint<'a> {
     /// `GET /v1/models/<model>`: the model as it stands in the path.
     pub path_model: Option<&'a [u8]>,
     pub listing: Option<Listing>,
+    /// What else the body may ask for that needs its own scope or rule (cloud models, web
+    /// searches); see [`BodyExtra`].
+    pub extra: BodyExtra,
+}
+
+/// What a body may carry besides a model name that the gate must look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyExtra {
+    None,
+    /// `/api/create`: `remote_host` makes a cloud model, and `from` may name one.
+    Create,
+    /// `/api/copy`: `source` may name a cloud model.
+    Copy,
+    /// A `tools` entry whose `type` is this, or starts with it (`prefix`), makes Ollama run
+    /// ollama.com web searches (`openai/responses.go`, `anthropic/anthropic.go`): it needs
+    /// the `search` scope.
+    WebSearchTools {
+        type_name: &'static str,
+        prefix: bool,
+    },
+    /// `/v1/audio/transcriptions`: the model is a form value (`FormValue("model")`), not JSON.
+    FormModel,
+}
+
+impl BodyExtra {
+    /// The web-search tools of `/v1/responses` (`type` is `web_search`) and `/v1/messages`
+    /// (`type` starts with `web_search`, as `web_search_20250305`).
+    pub const RESPONSES_SEARCH: BodyExtra = BodyExtra::WebSearchTools { type_name: "web_search", prefix: false };
+    pub const MESSAGES_SEARCH: BodyExtra = BodyExtra::WebSearchTools { type_name: "web_search", prefix: true };
 }
 
 const NO_MEMBERS: &[&str] = &[];
@@ -161,6 +198,7 @@ impl Endpoint<'static> {
         uncheckable_members: NO_MEMBERS,
         path_model: None,
         listing: None,
+        extra: BodyExtra::None,
     };
 }
 
@@ -184,10 +222,11 @@ struct Route {
     model_members: &'static [&'static str],
     uncheckable_members: &'static [&'static str],
     listing: Option<Listing>,
+    extra: BodyExtra,
 }
 
 const fn route(method: Method, path: &'static [u8], scope: Scopes, model_members: &'static [&'static str]) -> Route {
-    Route { method, path, scope, model_members, uncheckable_members: NO_MEMBERS, listing: None }
+    Route { method, path, scope, model_members, uncheckable_members: NO_MEMBERS, listing: None, extra: BodyExtra::None }
 }
 
 const fn listing(path: &'static [u8], listing: Listing) -> Route {
@@ -198,6 +237,7 @@ const fn listing(path: &'static [u8], listing: Listing) -> Route {
         model_members: NO_MEMBERS,
         uncheckable_members: NO_MEMBERS,
         listing: Some(listing),
+        extra: BodyExtra::None,
     }
 }
 
@@ -208,6 +248,9 @@ const ROUTES: &[Route] = &[
     listing(b"api/ps", Listing::Ps),
     listing(b"v1/models", Listing::V1Models),
     route(Get, b"api/version", Scopes::READ, NO_MEMBERS),
+    // What `ollama launch` asks for.
+    route(Get, b"api/status", Scopes::READ, NO_MEMBERS),
+    route(Get, b"api/experimental/model-recommendations", Scopes::READ, NO_MEMBERS),
     route(Post, b"api/show", Scopes::READ, MODEL_OR_NAME),
     route(Post, b"api/generate", Scopes::INFER, MODEL),
     route(Post, b"api/chat", Scopes::INFER, MODEL),
@@ -216,13 +259,22 @@ const ROUTES: &[Route] = &[
     route(Post, b"v1/chat/completions", Scopes::INFER, MODEL),
     route(Post, b"v1/completions", Scopes::INFER, MODEL),
     route(Post, b"v1/embeddings", Scopes::INFER, MODEL),
-    route(Post, b"v1/responses", Scopes::INFER, MODEL),
-    route(Post, b"v1/messages", Scopes::INFER, MODEL),
+    Route { extra: BodyExtra::RESPONSES_SEARCH, ..route(Post, b"v1/responses", Scopes::INFER, MODEL) },
+    Route { extra: BodyExtra::MESSAGES_SEARCH, ..route(Post, b"v1/messages", Scopes::INFER, MODEL) },
+    Route { extra: BodyExtra::FormModel, ..route(Post, b"v1/audio/transcriptions", Scopes::INFER, NO_MEMBERS) },
+    // Signed searches on ollama.com, billed to the server's account.
+    route(Post, b"api/experimental/web_search", Scopes::SEARCH, NO_MEMBERS),
+    route(Post, b"api/experimental/web_fetch", Scopes::SEARCH, NO_MEMBERS),
     route(Post, b"api/pull", Scopes::MANAGE, MODEL_OR_NAME),
     route(Post, b"api/push", Scopes::MANAGE, MODEL_OR_NAME),
-    // `files` and `adapters` name blobs by digest: a model made of any stored weights.
-    Route { uncheckable_members: &["files", "adapters"], ..route(Post, b"api/create", Scopes::MANAGE, CREATE) },
-    route(Post, b"api/copy", Scopes::MANAGE, COPY),
+    // `files`, `adapters` and `draft_files` name blobs by digest: a model made of any stored
+    // weights.
+    Route {
+        uncheckable_members: &["files", "adapters", "draft_files"],
+        extra: BodyExtra::Create,
+        ..route(Post, b"api/create", Scopes::MANAGE, CREATE)
+    },
+    Route { extra: BodyExtra::Copy, ..route(Post, b"api/copy", Scopes::MANAGE, COPY) },
     route(Delete, b"api/delete", Scopes::MANAGE, MODEL_OR_NAME),
 ];
 
@@ -262,6 +314,7 @@ pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
             uncheckable_members: known.uncheckable_members,
             path_model: None,
             listing: known.listing,
+            extra: known.extra,
         };
     }
     if let Some(model) = path.strip_prefix(b"v1/models/") {
@@ -314,6 +367,77 @@ pub fn outside_ollama_roots(path: &[u8]) -> bool {
     path.starts_with(b"/") && path != b"/" && !under(b"/api") && !under(b"/v1")
 }
 
+/// A query string Go would read only in part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnreadableQuery;
+
+/// The first value of `name` in a query string, as Go's `url.ParseQuery` reads it (pieces
+/// split at `&`, `+` for a space, `%XX` escapes); `Ok(None)` if it is not there. A query Go
+/// would read only in part (a `;`, a bad escape) is `Err`: what Go keeps of it is not guessed.
+pub fn query_value(query: &[u8], name: &str) -> Result<Option<String>, UnreadableQuery> {
+    let mut first = None;
+    for piece in query.split(|&b| b == b'&').filter(|piece| !piece.is_empty()) {
+        if piece.contains(&b';') {
+            return Err(UnreadableQuery);
+        }
+        let (key, value) = match piece.iter().position(|&b| b == b'=') {
+            Some(at) => (&piece[..at], &piece[at + 1..]),
+            None => (piece, &b""[..]),
+        };
+        let (key, value) = (query_unescape(key)?, query_unescape(value)?);
+        if first.is_none() && key == name.as_bytes() {
+            first = Some(String::from_utf8(value).map_err(|_| UnreadableQuery)?);
+        }
+    }
+    Ok(first)
+}
+
+fn query_unescape(text: &[u8]) -> Result<Vec<u8>, UnreadableQuery> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        match byte {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let [high, low, ..] = rest else { return Err(UnreadableQuery) };
+                let (Some(high), Some(low)) = (hex(*high), hex(*low)) else { return Err(UnreadableQuery) };
+                out.push((high * 16 + low) as u8);
+                rest = &rest[2..];
+            }
+            byte => out.push(byte),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a request is a browser's CORS preflight: `OPTIONS` with an `Origin` and an
+/// `Access-Control-Request-Method`, and no credential (browsers never send one with a
+/// preflight). It goes to Ollama unauthenticated, whose `OLLAMA_ORIGINS` answers it; any other
+/// `OPTIONS` needs a key.
+pub fn is_cors_preflight<'h>(method: &[u8], headers: impl IntoIterator<Item = &'h [u8]>) -> bool {
+    if method != b"OPTIONS" {
+        return false;
+    }
+    let (mut origin, mut asks_method) = (false, false);
+    for name in headers {
+        if name.eq_ignore_ascii_case(b"authorization") {
+            return false;
+        }
+        origin |= name.eq_ignore_ascii_case(b"origin");
+        asks_method |= name.eq_ignore_ascii_case(b"access-control-request-method");
+    }
+    origin && asks_method
+}
+
+/// Whether a raw request target is one the gate can judge: one with a `#` is not, since
+/// nginx's URI stops at the `#` while `proxy_pass` sends the target as it came (Ollama would
+/// read a path the gate never saw).
+pub fn is_judgeable_target(raw_target: &[u8]) -> bool {
+    !raw_target.contains(&b'#')
+}
+
 /// Takes a configured location prefix off a request path: with prefix `/ollama`, `/ollama` is
 /// `/` and `/ollama/api/tags` is `/api/tags`, but `/ollamax/...` is outside (`None`, an unknown
 /// path). A trailing `/` on the prefix changes nothing; an empty prefix or `/` takes nothing off.
@@ -357,12 +481,80 @@ pub fn check_model(text: &str, allowed: &ModelPatterns, who: &str) -> Result<(),
     }
 }
 
-/// What a request body is checked for: the members naming a model, and those that may not be
-/// sent at all by an entry limited to some models.
+/// What a request body is checked for: the members naming a model, those that may not be
+/// sent at all by an entry limited to some models, and what else the endpoint's body may ask
+/// for (a cloud model by other means than its name).
 #[derive(Clone, Copy, Debug)]
 pub struct BodyRule {
     pub model_members: &'static [&'static str],
     pub uncheckable_members: &'static [&'static str],
+    pub extra: BodyExtra,
+}
+
+impl BodyRule {
+    pub fn of(endpoint: &Endpoint<'_>) -> BodyRule {
+        BodyRule {
+            model_members: endpoint.model_members,
+            uncheckable_members: endpoint.uncheckable_members,
+            extra: endpoint.extra,
+        }
+    }
+}
+
+/// Whether a name says it is a cloud model (`x:cloud`, `x:*-cloud`, in any spelling).
+fn says_cloud(text: &str) -> bool {
+    ModelName::parse(text).is_some_and(|name| name.is_cloud())
+}
+
+/// For an entry limited to some models: a create or copy must not make a model that runs in the
+/// cloud under a name that does not say so (the allowlist judges by the name; Ollama by what is
+/// stored). `remote_host` makes a cloud model whatever its name (`server/create.go`); a cloud
+/// source (`from`, `source`) makes one too.
+fn check_cloud_made(
+    rule: BodyRule,
+    sources: &[String],
+    made: &[String],
+    remote_host: bool,
+    who: &str,
+) -> Result<(), ModelRefusal> {
+    let cloud_source = remote_host || sources.iter().any(|text| says_cloud(text));
+    if !cloud_source || made.iter().all(|text| says_cloud(text)) {
+        return Ok(());
+    }
+    let why = if remote_host { "\"remote_host\" makes a cloud model" } else { "the source is a cloud model" };
+    let what = if rule.extra == BodyExtra::Copy { "copy" } else { "new model" };
+    Err(ModelRefusal::Forbidden(format!(
+        "{why}: this {who} may use only some models, and the {what}'s name must say cloud (\":cloud\" or \"-cloud\")"
+    )))
+}
+
+/// Whether a body asks Ollama to run web searches on ollama.com (a web-search tool in `tools`,
+/// see [`BodyExtra::WebSearchTools`]); `Err` for a body that is not one JSON object. Every
+/// member Go could read as `tools`, every `type` in an entry, is looked at.
+pub fn asks_web_search(body: &[u8], extra: BodyExtra) -> Result<bool, JsonError> {
+    let BodyExtra::WebSearchTools { type_name, prefix } = extra else {
+        return Ok(false);
+    };
+    let mut arrays = Vec::new();
+    for_each_top_level_member(body, |member| {
+        if member.kind == ValueKind::Array && go_name_matches(&member.name, "tools") {
+            arrays.push(member.value);
+        }
+    })?;
+    let mut found = false;
+    for range in arrays {
+        let mut wrapped = Vec::with_capacity(range.len() + 8);
+        wrapped.extend_from_slice(b"{\"t\":");
+        wrapped.extend_from_slice(&body[range]);
+        wrapped.push(b'}');
+        filter_listing(&wrapped, "t", |entry| {
+            found |= entry
+                .go_strings("type")
+                .any(|kind| if prefix { kind.starts_with(type_name) } else { kind == type_name });
+            true
+        })?;
+    }
+    Ok(found)
 }
 
 /// Checks every top-level member of a JSON request body that Ollama would read as a model (named
@@ -374,8 +566,18 @@ pub fn check_body_models(body: &[u8], rule: BodyRule, allowed: &ModelPatterns, w
     let members = rule.model_members;
     let mut found = 0usize;
     let mut first_problem: Option<ModelRefusal> = None;
+    let (mut sources, mut made, mut remote_host) = (Vec::new(), Vec::new(), false);
+    let source_member = match rule.extra {
+        BodyExtra::Create => Some("from"),
+        BodyExtra::Copy => Some("source"),
+        _ => None,
+    };
     let scanned = for_each_top_level_member(body, |member| {
         if first_problem.is_some() {
+            return;
+        }
+        if rule.extra == BodyExtra::Create && go_name_matches(&member.name, "remote_host") {
+            remote_host |= member.kind != ValueKind::Null && string_value(body, &member).is_none_or(|t| !t.is_empty());
             return;
         }
         if member.kind != ValueKind::Null
@@ -390,7 +592,13 @@ pub fn check_body_models(body: &[u8], rule: BodyRule, allowed: &ModelPatterns, w
         }
         found += 1;
         let problem = match string_value(body, &member) {
-            Some(text) if !text.is_empty() => check_model(&text, allowed, who).err(),
+            Some(text) if !text.is_empty() => {
+                if source_member.is_some() {
+                    let is_source = source_member.is_some_and(|field| go_name_matches(&member.name, field));
+                    if is_source { &mut sources } else { &mut made }.push(text.to_string());
+                }
+                check_model(&text, allowed, who).err()
+            }
             _ => Some(ModelRefusal::BadRequest(format!("\"{}\" must be a model name", member.name))),
         };
         first_problem = problem;
@@ -405,6 +613,33 @@ pub fn check_body_models(body: &[u8], rule: BodyRule, allowed: &ModelPatterns, w
     }
     if found == 0 {
         return Err(ModelRefusal::BadRequest(format!("a model is required (\"{}\")", members.join("\" or \""))));
+    }
+    check_cloud_made(rule, &sources, &made, remote_host, who)
+}
+
+/// Checks the model of a `multipart/form-data` body (`/v1/audio/transcriptions`, whose query
+/// string named none): every part named `model` must name an allowed one, and at least one must
+/// be there; a body read only in part is refused (see `form`).
+pub fn check_form_models(
+    body: &[u8],
+    content_type: &[u8],
+    allowed: &ModelPatterns,
+    who: &str,
+) -> Result<(), ModelRefusal> {
+    let Some(boundary) = boundary(content_type) else {
+        return Err(ModelRefusal::BadRequest("the body must be multipart/form-data".into()));
+    };
+    let values = field_values(body, &boundary, "model").map_err(|_| {
+        ModelRefusal::Forbidden(format!("this {who} may use only some models, and this form's model cannot be read"))
+    })?;
+    if values.is_empty() {
+        return Err(ModelRefusal::BadRequest("a model is required (\"model\")".into()));
+    }
+    for value in values {
+        match std::str::from_utf8(&value) {
+            Ok(text) if !text.is_empty() => check_model(text, allowed, who)?,
+            _ => return Err(ModelRefusal::BadRequest("\"model\" must be a model name".into())),
+        }
     }
     Ok(())
 }
@@ -452,6 +687,11 @@ mod tests {
             (get, "/api/tags", read, none, Some(Tags)),
             (get, "/api/ps", read, none, Some(Ps)),
             (get, "/api/version", read, none, None),
+            (get, "/api/status", read, none, None),
+            (get, "/api/experimental/model-recommendations", read, none, None),
+            (post, "/v1/audio/transcriptions", infer, none, None),
+            (post, "/api/experimental/web_search", Scopes::SEARCH, none, None),
+            (post, "/api/experimental/web_fetch", Scopes::SEARCH, none, None),
             (post, "/api/show", read, model_name, None),
             (get, "/v1/models", read, none, Some(V1Models)),
             (get, "/v1/models/llama3:8b", read, none, None),
@@ -475,7 +715,8 @@ mod tests {
 
     fn scope_sets() -> Vec<Scopes> {
         let (r, i, m) = (Scopes::READ, Scopes::INFER, Scopes::MANAGE);
-        vec![Scopes(0), r, i, m, r | i, r | m, i | m, r | i | m, Scopes::ALL]
+        let s = Scopes::SEARCH;
+        vec![Scopes(0), r, i, m, s, r | i, r | m, i | m, r | i | m, r | i | m | s, Scopes::ALL]
     }
 
     /// HEAD reaches what GET reaches, and what lists HEAD itself (blobs).
@@ -506,7 +747,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 21 * 2 * 5 * 9);
+        assert_eq!(checked, 26 * 2 * 5 * 11);
     }
 
     #[test]
@@ -526,12 +767,10 @@ mod tests {
     #[test]
     fn unknown_paths_need_all() {
         for path in [
-            "/api/status",
             "/api/me",
             "/api/signout",
             "/api/user/keys/abc",
-            "/api/experimental/web_search",
-            "/v1/audio/transcriptions",
+            "/api/experimental/other",
             "/api",
             "/api/",
             "/v1",
@@ -558,7 +797,8 @@ mod tests {
             for method in METHODS {
                 let endpoint = classify(method, path.as_bytes());
                 assert_eq!(endpoint, Endpoint::UNKNOWN, "{method:?} {path:?}");
-                let refusal = allows(Scopes::READ | Scopes::INFER | Scopes::MANAGE, &endpoint).unwrap_err();
+                let every_named = Scopes::READ | Scopes::INFER | Scopes::MANAGE | Scopes::SEARCH;
+                let refusal = allows(every_named, &endpoint).unwrap_err();
                 assert_eq!(refusal, Refusal { needed: Scopes::ALL, unknown_endpoint: true });
                 assert!(allows(Scopes::ALL, &endpoint).is_ok());
             }
@@ -583,7 +823,7 @@ mod tests {
         let refusal = allows(Scopes::READ | Scopes::INFER, &pull).unwrap_err();
         assert_eq!(refusal.needed, Scopes::MANAGE);
         assert_eq!(refusal.to_string(), "this endpoint needs the \"manage\" scope");
-        let unknown = allows(Scopes::READ, &classify(Method::Get, b"/api/status")).unwrap_err();
+        let unknown = allows(Scopes::READ, &classify(Method::Post, b"/api/me")).unwrap_err();
         assert_eq!(unknown.to_string(), "not a known Ollama endpoint, which needs the \"all\" scope");
         assert_eq!(pull.needed_scope(), Some(Scopes::MANAGE));
         assert_eq!(classify(Method::Get, b"/").needed_scope(), None);
@@ -603,8 +843,9 @@ mod tests {
             assert!(Scopes::parse(bad).is_err(), "{bad}");
         }
         assert!(!Scopes::parse("admin").unwrap_err().contains("admin"), "the text is not echoed");
-        assert!(Scopes::ALL.contains(Scopes::READ | Scopes::INFER | Scopes::MANAGE));
-        assert!(!(Scopes::READ | Scopes::INFER | Scopes::MANAGE).contains(Scopes::ALL));
+        assert!(Scopes::ALL.contains(Scopes::READ | Scopes::INFER | Scopes::MANAGE | Scopes::SEARCH));
+        assert!(!(Scopes::READ | Scopes::INFER | Scopes::MANAGE | Scopes::SEARCH).contains(Scopes::ALL));
+        assert_eq!(Scopes::parse("search,read"), Ok(Scopes::READ | Scopes::SEARCH));
     }
 
     #[test]
@@ -613,6 +854,7 @@ mod tests {
         assert_eq!(Scopes::parse("manage,read").unwrap().to_string(), "read,manage");
         assert_eq!(Scopes::parse("infer,all").unwrap().to_string(), "all");
         assert_eq!((Scopes::READ | Scopes::INFER | Scopes::MANAGE).to_string(), "read,infer,manage");
+        assert_eq!((Scopes::SEARCH | Scopes::INFER).to_string(), "infer,search");
         assert_eq!(Scopes(0).to_string(), "none");
         for scopes in scope_sets().into_iter().skip(1) {
             assert_eq!(Scopes::parse(&scopes.to_string()), Ok(scopes));
@@ -628,6 +870,55 @@ mod tests {
         assert_eq!(Method::from_name(b"DELETE"), Method::Delete);
         for other in [&b"get"[..], b"PUT", b"PATCH", b"OPTIONS", b"", b"POST "] {
             assert_eq!(Method::from_name(other), Method::Other);
+        }
+    }
+
+    #[test]
+    fn query_values_as_go_reads_them() {
+        assert_eq!(query_value(b"model=gemma3", "model"), Ok(Some("gemma3".into())));
+        assert_eq!(query_value(b"x=1&model=gemma3%3A1b&model=llama3", "model"), Ok(Some("gemma3:1b".into())));
+        assert_eq!(query_value(b"mod%65l=a+b", "model"), Ok(Some("a b".into())));
+        assert_eq!(query_value(b"Model=llama3", "model"), Ok(None));
+        assert_eq!(query_value(b"", "model"), Ok(None));
+        assert_eq!(query_value(b"model", "model"), Ok(Some(String::new())));
+        assert_eq!(query_value(b"model=a;model=b", "model"), Err(UnreadableQuery));
+        assert_eq!(query_value(b"x=%zz&model=a", "model"), Err(UnreadableQuery));
+        assert_eq!(query_value(b"model=%", "model"), Err(UnreadableQuery));
+    }
+
+    #[test]
+    fn form_models() {
+        let allowed = patterns("whisper*");
+        let content_type = b"multipart/form-data; boundary=b";
+        let body =
+            |model: &str| format!("--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--b--\r\n");
+        let check = |body: &str, content_type: &[u8]| check_form_models(body.as_bytes(), content_type, &allowed, "key");
+        assert_eq!(check(&body("whisper:large"), content_type), Ok(()));
+        assert!(matches!(check(&body("llama3"), content_type), Err(ModelRefusal::Forbidden(_))));
+        assert!(matches!(check(&body(""), content_type), Err(ModelRefusal::BadRequest(_))));
+        assert!(matches!(check("--b--\r\n", content_type), Err(ModelRefusal::BadRequest(_))));
+        assert!(matches!(check(&body("whisper"), b"application/json"), Err(ModelRefusal::BadRequest(_))));
+        assert!(matches!(check("no form", content_type), Err(ModelRefusal::Forbidden(_))));
+    }
+
+    #[test]
+    fn cors_preflights() {
+        let preflight = |method: &[u8], names: &[&str]| is_cors_preflight(method, names.iter().map(|n| n.as_bytes()));
+        assert!(preflight(b"OPTIONS", &["Host", "Origin", "Access-Control-Request-Method"]));
+        assert!(preflight(b"OPTIONS", &["origin", "ACCESS-CONTROL-REQUEST-METHOD", "Access-Control-Request-Headers"]));
+        assert!(!preflight(b"OPTIONS", &["Origin"]));
+        assert!(!preflight(b"OPTIONS", &["Access-Control-Request-Method"]));
+        assert!(!preflight(b"OPTIONS", &["Origin", "Access-Control-Request-Method", "Authorization"]));
+        assert!(!preflight(b"GET", &["Origin", "Access-Control-Request-Method"]));
+        assert!(!preflight(b"options", &["Origin", "Access-Control-Request-Method"]));
+    }
+
+    #[test]
+    fn targets_with_a_fragment_are_not_judged() {
+        assert!(is_judgeable_target(b"/v1/models/gemma3"));
+        assert!(is_judgeable_target(b"/api/tags?x=%23"));
+        for target in [&b"/v1/models/gemma3#/../llama3"[..], b"/api/tags#", b"/#", b"/api/chat?x=#y"] {
+            assert!(!is_judgeable_target(target));
         }
     }
 
@@ -678,7 +969,7 @@ mod tests {
     }
 
     fn rule(members: &'static [&'static str]) -> BodyRule {
-        BodyRule { model_members: members, uncheckable_members: NO_MEMBERS }
+        BodyRule { model_members: members, uncheckable_members: NO_MEMBERS, extra: BodyExtra::None }
     }
 
     fn body_check(body: &str, members: &'static [&'static str], allowed: &str) -> Result<(), ModelRefusal> {
@@ -688,15 +979,72 @@ mod tests {
     #[test]
     fn create_from_blobs_is_refused_to_a_limited_key() {
         let create = classify(Method::Post, b"/api/create");
-        let rule = BodyRule { model_members: create.model_members, uncheckable_members: create.uncheckable_members };
+        let rule = BodyRule::of(&create);
         let check = |body: &str| check_body_models(body.as_bytes(), rule, &patterns("gemma3"), "key");
         assert_eq!(check(r#"{"model":"gemma3:mine","from":"gemma3"}"#), Ok(()));
-        for body in
-            [r#"{"model":"gemma3:mine","files":{"m.gguf":"sha256:abc"}}"#, r#"{"model":"gemma3:x","ADAPTERS":{}}"#]
-        {
+        for body in [
+            r#"{"model":"gemma3:mine","files":{"m.gguf":"sha256:abc"}}"#,
+            r#"{"model":"gemma3:x","ADAPTERS":{}}"#,
+            r#"{"model":"gemma3:x","draft_files":{"d.gguf":"sha256:abc"}}"#,
+            r#"{"model":"gemma3:x","Draft_Files":{}}"#,
+        ] {
             assert!(matches!(check(body), Err(ModelRefusal::Forbidden(_))), "{body}");
         }
         assert_eq!(check(r#"{"model":"gemma3:mine","files":null}"#), Ok(()));
+    }
+
+    #[test]
+    fn cloud_models_are_not_made_under_local_names() {
+        let allowed = patterns("gpt-oss*,gpt-oss:*-cloud,gpt-oss:cloud");
+        let create = BodyRule::of(&classify(Method::Post, b"/api/create"));
+        let copy = BodyRule::of(&classify(Method::Post, b"/api/copy"));
+        let check = |rule, body: &str| check_body_models(body.as_bytes(), rule, &allowed, "key");
+        for body in [
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b","remote_host":"https://ollama.com"}"#,
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b","REMOTE_HOST":"https://ollama.com"}"#,
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b","remote_host":7}"#,
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b-cloud"}"#,
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:latest:cloud"}"#,
+            r#"{"model":"gpt-oss:mine-cloud","name":"gpt-oss:mine","from":"gpt-oss:cloud"}"#,
+        ] {
+            assert!(matches!(check(create, body), Err(ModelRefusal::Forbidden(_))), "{body}");
+        }
+        for body in [
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b"}"#,
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b","remote_host":""}"#,
+            r#"{"model":"gpt-oss:mine","from":"gpt-oss:120b","remote_host":null}"#,
+            r#"{"model":"gpt-oss:mine-cloud","from":"gpt-oss:120b","remote_host":"https://ollama.com"}"#,
+            r#"{"model":"gpt-oss:cloud","from":"gpt-oss:120b-cloud"}"#,
+        ] {
+            assert_eq!(check(create, body), Ok(()), "{body}");
+        }
+        let refused = check(copy, r#"{"source":"gpt-oss:120b-cloud","destination":"gpt-oss:mine"}"#);
+        assert!(matches!(refused, Err(ModelRefusal::Forbidden(ref m)) if m.contains("copy")), "{refused:?}");
+        assert!(check(copy, r#"{"source":"gpt-oss:cloud","Destination":"gpt-oss:x"}"#).is_err());
+        assert_eq!(check(copy, r#"{"source":"gpt-oss:120b-cloud","destination":"gpt-oss:mine-cloud"}"#), Ok(()));
+        assert_eq!(check(copy, r#"{"source":"gpt-oss:120b","destination":"gpt-oss:mine"}"#), Ok(()));
+        // remote_host means nothing to copy.
+        assert_eq!(check(copy, r#"{"source":"gpt-oss","destination":"gpt-oss:b","remote_host":"x"}"#), Ok(()));
+    }
+
+    #[test]
+    fn web_search_tools_are_found_as_go_reads_them() {
+        let responses = BodyExtra::RESPONSES_SEARCH;
+        let messages = BodyExtra::MESSAGES_SEARCH;
+        let asks = |body: &str, extra| asks_web_search(body.as_bytes(), extra);
+        assert_eq!(asks(r#"{"model":"m","tools":[{"type":"web_search"}]}"#, responses), Ok(true));
+        assert_eq!(asks(r#"{"model":"m","TOOLS":[{"type":"function"},{"Type":"web_search"}]}"#, responses), Ok(true));
+        assert_eq!(asks(r#"{"tools":[{"type":"web_search","type":"function"}]}"#, responses), Ok(true));
+        assert_eq!(asks(r#"{"tools":[{"type":"web_search_preview"}]}"#, responses), Ok(false));
+        assert_eq!(asks(r#"{"tools":[{"type":"function","name":"web_search"}]}"#, responses), Ok(false));
+        assert_eq!(asks(r#"{"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#, messages), Ok(true));
+        assert_eq!(asks(r#"{"tools":[{"type":"web\u005fsearch_2025"}]}"#, messages), Ok(true));
+        assert_eq!(asks(r#"{"tools":[{"type":"custom","name":"web_search"}]}"#, messages), Ok(false));
+        assert_eq!(asks(r#"{"model":"m","messages":[]}"#, messages), Ok(false));
+        assert_eq!(asks(r#"{"tools":null}"#, messages), Ok(false));
+        assert_eq!(asks(r#"{"model":"m","tools":[{"type":"web_search"}]}"#, BodyExtra::None), Ok(false));
+        assert!(asks(r#"{"tools":[{"type":"web_search"}]"#, responses).is_err());
+        assert!(asks("[]", responses).is_err());
     }
 
     #[test]

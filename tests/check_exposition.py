@@ -19,6 +19,7 @@ EXPECTED = {
     "ollama_auth_requests": "counter",
     "ollama_auth_prompt_tokens": "counter",
     "ollama_auth_completion_tokens": "counter",
+    "ollama_auth_estimated_tokens": "counter",
     "ollama_auth_refused": "counter",
     "ollama_auth_request_duration_seconds": "histogram",
 }
@@ -26,6 +27,7 @@ LABELS = {
     "ollama_auth_requests": {"user", "model", "code"},
     "ollama_auth_prompt_tokens": {"user", "model"},
     "ollama_auth_completion_tokens": {"user", "model"},
+    "ollama_auth_estimated_tokens": {"user", "model"},
     "ollama_auth_refused": {"reason"},
 }
 

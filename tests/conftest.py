@@ -277,3 +277,17 @@ def wait_until(predicate, timeout, interval=0.02):
         if value or time.time() > deadline:
             return value
         time.sleep(interval)
+
+
+def zstd_frame(data, rle=()):
+    """A zstd frame (1 MB window) of raw blocks holding `data`, then RLE blocks: (byte, count)."""
+    blocks = [(0, data[i:i + (128 << 10)], len(data[i:i + (128 << 10)])) for i in range(0, len(data), 128 << 10)]
+    for byte, count in rle:
+        for start in range(0, count, 128 << 10):
+            blocks.append((1, bytes([byte]), min(count - start, 128 << 10)))
+    blocks = blocks or [(0, b"", 0)]
+    out = bytearray(b"\x28\xb5\x2f\xfd\x00" + bytes([10 << 3]))
+    for index, (kind, content, size) in enumerate(blocks):
+        header = (index == len(blocks) - 1) | (kind << 1) | (size << 3)
+        out += header.to_bytes(3, "little") + content
+    return bytes(out)

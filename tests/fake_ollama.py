@@ -20,7 +20,8 @@ Request headers steer an answer (the gate passes them on; absent, the defaults):
     X-Fake-Words          streamed token chunks, one word each (default 9, the sky sentence)
     X-Fake-Eval-Count     eval_count / completion_tokens / output_tokens (default: the chunks)
     X-Fake-Estimate       message_start's input_tokens estimate in /v1/messages (default 1)
-    X-Fake-Model          the model the answer names (default gemma3:1b)
+    X-Fake-Model          the model the answer names (default gemma3:1b; `=request`: the request's
+                          `model` as sent, untrimmed, as Ollama echoes it)
     X-Fake-Delay          seconds between streamed chunks (default: chunk_delay)
     X-Fake-Wait           seconds to wait before the answer's headers (default 0)
     X-Fake-Embed-Bytes    about this many bytes of vectors in /api/embed's answer (default: small)
@@ -152,6 +153,15 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def do_OPTIONS(self):
+        """A CORS preflight, answered as Ollama's gin-contrib/cors does for an allowed origin."""
+        self._record()
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
+        self.send_header("Access-Control-Allow-Methods", "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_GET(self):
         self._record()
         if self.path == "/":
@@ -201,8 +211,12 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self, body, steer):
         if self.path.startswith("/api/blobs/"):
             return self._send_json(201, {})
+        if self.path.split("?")[0] == "/v1/audio/transcriptions":  # a multipart body; no counts
+            return self._send_json(200, {"text": steer.text}, compact=True)
         if not isinstance(body, dict):
             return self._send_json(400, {"error": "invalid JSON"})
+        if steer.model == "=request":
+            steer.model = body.get("model")
         if steer.wait:
             time.sleep(steer.wait)
         if steer.status and self.path in ANSWERS:

@@ -293,7 +293,7 @@ def test_a_password_is_never_taken_from_the_command_line(tmp_path):
 # --- errors, exit codes, defaults --------------------------------------------------------------
 
 @pytest.mark.parametrize("args,code,text", [
-    (["key", "new", "x", "--scopes", "write"], 2, "--scopes: item 1 is not one of read, infer, manage, all"),
+    (["key", "new", "x", "--scopes", "write"], 2, "--scopes: item 1 is not one of read, infer, manage, search, all"),
     (["key", "new", "x", "--tokens", "100"], 2, "--tokens: item 1: expected <n>/<period>"),
     (["key", "new", "x", "--expires", "2001-01-01"], 2, "--expires: that time has passed"),
     (["key", "new", "x", "--parallel", "0"], 2, "--parallel: must be at least 1"),

@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port, process_alive, wait_until
 from test_basic import basic, htpasswd_line
 from test_bearer import PROXY, bearer
-from test_usage import LOG_FORMAT, PROMPT, REFUSED, open_stream, read_until, settled, usage_log
+from test_usage import COMPLETION, ESTIMATED, LOG_FORMAT, PROMPT, REFUSED, open_stream, read_until, settled, usage_log
 
 MODEL = "gemma3:1b"
 WHOLE = {"model": "gemma3", "prompt": "x", "stream": False}
@@ -69,7 +69,7 @@ def assert_rate_limited(response, limit, at_most):
     """A 429 naming `limit`, with a Retry-After of whole seconds from 1 to `at_most`; the seconds."""
     assert response.status == 429, response
     assert response.header("Content-Type").startswith("application/json")
-    assert response.json() == {"error": f"rate limited: {limit}"}
+    assert response.error_message() == f"rate limited: {limit}"
     retry = response.header("Retry-After")
     assert retry is not None and re.fullmatch(r"[1-9][0-9]*", retry), retry
     assert 1 <= int(retry) <= at_most, retry
@@ -505,3 +505,117 @@ def test_more_windows_than_a_key_can_count_skip_the_line(gate):
     assert send(gate, "k-seven").status == 401
     assert send(gate, "k-fine").status == 200
     assert "more than the 6" in gate.error_log() and "k-seven" not in gate.error_log()
+
+
+# ===================================================================== estimates and reservations (issue 18)
+
+def test_concurrent_requests_overshoot_a_tokens_budget_by_one_at_most(gate, ollama):
+    """8 requests of 5,000 tokens at once under tokens=100/1m: each reserves its estimate when
+    admitted, so only the first goes to Ollama."""
+    start(gate, "k-t100 t100 tokens=100/1m\n", workers=2)
+    results, lock = [], threading.Lock()
+    barrier = threading.Barrier(8)
+    big = {"Prompt-Tokens": 4000, "Eval-Count": 1000, "Words": 1, "Wait": 0.5, "Tag": "reserved"}
+
+    def client():
+        barrier.wait()
+        response = send(gate, "k-t100", steer=big)
+        with lock:
+            results.append(response)
+
+    before = len(ollama.seen)
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status for r in results)
+    assert statuses == [200] + [429] * 7, statuses
+    assert len(reached(ollama, before, "reserved")) == 1
+    for refusal in (r for r in results if r.status == 429):
+        assert_rate_limited(refusal, "tokens 100/1m", 64)
+    metrics = settled(gate, lambda m: m.value(PROMPT, user="t100", model=MODEL) >= 4000)
+    assert metrics.value(PROMPT, user="t100", model=MODEL) == 4000, "settled at the real count"
+
+
+def test_a_client_gone_before_the_counts_is_charged_the_prompt_estimate(gate):
+    """The prompt's count comes only with the final chunk: a client that leaves before it was
+    charged about one token for a huge prompt. Now: the body's bytes / 4."""
+    start(gate, "k-t5k t5k tokens=5000/1m\n")
+    body = {"model": "gemma3", "prompt": "word " * 8000}  # 40,000 bytes: about 10,000 tokens
+    sock = open_stream(gate, "k-t5k", "/api/generate", body, {"Words": 60, "Delay": 0.1, "Prompt-Tokens": 9000})
+    read_until(sock, b'"done": false', 2)
+    sock.close()
+    metrics = settled(gate, lambda m: m.value(PROMPT, user="t5k", model=MODEL) > 0)
+    prompt = metrics.value(PROMPT, user="t5k", model=MODEL)
+    assert prompt == (len(json.dumps(body)) + 3) // 4, prompt
+    assert metrics.value(ESTIMATED, user="t5k", model=MODEL) >= prompt
+    assert_rate_limited(send(gate, "k-t5k"), "tokens 5000/1m", 64)
+
+
+def test_legacy_embeddings_are_charged_an_estimate(gate):
+    """/api/embeddings answers carry no counts: charged the prompt's estimate, never 0."""
+    start(gate, "k-e e tokens=100/1m\n")
+    body = {"model": "nomic-embed-text", "prompt": "x" * 2000}
+    assert send(gate, "k-e", "/api/embeddings", body).status == 200
+    metrics = settled(gate, lambda m: m.total(PROMPT, user="e") > 0)
+    assert metrics.total(PROMPT, user="e") == (len(json.dumps(body)) + 3) // 4
+    assert metrics.total(COMPLETION, user="e") == 0, "embeddings generate nothing"
+    assert metrics.total(ESTIMATED, user="e") == metrics.total(PROMPT, user="e")
+    assert_rate_limited(send(gate, "k-e", "/api/embeddings", body), "tokens 100/1m", 64)
+
+
+def test_compressed_answers_are_charged_the_estimate_and_warned_once(gate, ollama):
+    """An answer with a Content-Encoding cannot be read: it was counted 0 (7 requests of 5,000
+    tokens went through tokens=100). Now the estimate is charged, and a warning logged once."""
+    start(gate, "k-gz gz tokens=100/1m\nk-free free\n")
+    ollama.server.gzip_answers = True
+    try:
+        statuses = [send(gate, "k-gz", steer={"Prompt-Tokens": 4000, "Eval-Count": 1000}).status for _ in range(7)]
+        for _ in range(3):
+            assert send(gate, "k-free").status == 200
+    finally:
+        ollama.server.gzip_answers = False
+    assert statuses == [200] + [429] * 6, statuses
+    metrics = settled(gate, lambda m: m.total(ESTIMATED, user="gz") > 0)
+    # Body bytes / 4 and the default answer of 1,024 tokens.
+    expected = (len(json.dumps(WHOLE)) + 3) // 4 + 1024
+    assert metrics.total(PROMPT, user="gz") + metrics.total(COMPLETION, user="gz") == expected
+    assert metrics.total(ESTIMATED, user="free") == 3 * expected
+    warnings = [line for line in gate.error_log().splitlines() if "Content-Encoding" in line and "[warn]" in line]
+    assert len(warnings) == 1, warnings
+
+
+def test_transcriptions_are_charged_an_estimate(gate):
+    """/v1/audio/transcriptions answers carry no counts: the upload's bytes / 1,000 and the
+    default answer of 1,024 tokens are charged."""
+    start(gate, "k-w w tokens=2000/1m\n")
+    boundary = "b0undary"
+    audio = "A" * 50_000
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n{audio}\r\n'
+            f"--{boundary}--\r\n")
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body)
+    assert response.status == 200 and response.json()["text"], response
+    expected = (len(body) + 999) // 1000 + 1024
+    metrics = settled(gate, lambda m: m.total(ESTIMATED, user="w") > 0)
+    assert metrics.total(PROMPT, user="w") + metrics.total(COMPLETION, user="w") == expected
+    assert metrics.total(ESTIMATED, user="w") == expected
+    # 1,075 of 2,000 used: a second upload is admitted, a third is not.
+    assert send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body).status == 200
+    assert_rate_limited(send(gate, {**bearer("k-w"), **headers}, "/v1/audio/transcriptions", body),
+                        "tokens 2000/1m", 64)
+
+
+def test_a_body_too_large_to_scan_is_reserved_by_its_length(gate, ollama):
+    """A key with tokens= has its body read for the estimate; one past the 64 MB the gate scans
+    is not refused for that: it is estimated by its length."""
+    start(gate, "k-big big tokens=100000000/1d\n", server_extra="client_max_body_size 100m;")
+    body = json.dumps({"model": "gemma3", "prompt": "x" * (65 << 20), "stream": False})
+    before = len(ollama.seen)
+    response = send(gate, "k-big", body=body, steer={"Status": 500})  # Ollama's error: nothing charged
+    assert response.status == 500, response
+    assert len(ollama.seen) > before
+    # Its reservation was given back when it ended (an error from Ollama charges nothing).
+    assert send(gate, "k-big").header("x-ratelimit-remaining-tokens") == "100000000"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import wait_until
+from conftest import wait_until, zstd_frame
 from test_bearer import PROXY, bearer
 
 KEYS = """\
@@ -160,7 +160,7 @@ def test_default_scopes_directive_and_inheritance(gate):
     assert send(gate, "k-default", "/api/pull", "POST", {"model": "gemma3"}).status == 200
 
 
-@pytest.mark.parametrize("value,reason", [("sudo", "not one of read, infer, manage, all"), ("read,", "empty"),
+@pytest.mark.parametrize("value,reason", [("sudo", "not one of read, infer, manage, search, all"), ("read,", "empty"),
                                           ("", "empty")])
 def test_bad_default_scopes_fail_nginx_t(gate, value, reason):
     gate.write("keys.txt", KEYS)
@@ -190,7 +190,7 @@ def test_models_are_compared_as_ollama_compares_them(gate, model, allowed):
         assert response.status == 200, response
     else:
         assert response.status == 403, response
-        assert response.json()["error"] == f'forbidden: this key may not use model "{model}"'
+        assert response.error_message() == f'forbidden: this key may not use model "{model}"'
 
 
 def test_patterns_with_tags_namespaces_and_hosts(gate):
@@ -472,7 +472,7 @@ def test_create_from_blobs_is_refused_to_a_limited_key(gate, ollama):
     before = len(ollama.seen)
     files = {"model": "gemma3:mine", "files": {"model.gguf": "sha256:" + "a" * 64}}
     response = send(gate, "k-gemma-all", "/api/create", "POST", files)
-    assert response.status == 403 and '"files" cannot be checked' in response.json()["error"]
+    assert response.status == 403 and '"files" cannot be checked' in response.error_message()
     adapters = {"model": "gemma3:mine", "from": "gemma3", "Adapters": {"a.gguf": "sha256:" + "b" * 64}}
     assert send(gate, "k-gemma-all", "/api/create", "POST", adapters).status == 403
     assert len(ollama.seen) == before
@@ -483,7 +483,10 @@ def test_create_from_blobs_is_refused_to_a_limited_key(gate, ollama):
 def test_cloud_models_need_a_pattern_that_names_the_cloud(gate):
     keys = "k-local local models=gpt-oss\nk-cloud cloud models=gpt-oss:*-cloud\n"
     start(gate, keys=keys)
-    for model, local, cloud in [("gpt-oss:20b", 200, 403), ("gpt-oss:20b-cloud", 403, 200), ("gpt-oss:120b:cloud", 403, 200)]:
+    # x:latest:cloud and x:cloud are one cloud model to Ollama (modelref.go); neither is local.
+    corpus = [("gpt-oss:20b", 200, 403), ("gpt-oss:20b-cloud", 403, 200), ("gpt-oss:120b:cloud", 403, 200),
+              ("gpt-oss:latest:cloud", 403, 200), ("gpt-oss:cloud", 403, 403), ("gpt-oss", 200, 403)]
+    for model, local, cloud in corpus:
         body = {"model": model, "messages": [], "stream": False}
         assert send(gate, "k-local", "/api/chat", "POST", body).status == local, model
         assert send(gate, "k-cloud", "/api/chat", "POST", body).status == cloud, model
@@ -605,3 +608,245 @@ def test_a_compressed_listing_fails_closed_for_a_limited_key(gate, ollama):
     finally:
         ollama.server.models = ["gemma3:1b"]
         ollama.server.gzip_answers = False
+
+
+# ----- Ollama 0.33: cloud models made by other names, web searches, new routes (issue 18) -----
+
+KEYS_18 = KEYS + """\
+k-gpt gpt-manager scopes=read,infer,manage models=gpt-oss*
+k-gpt-cloud gpt-cloud-manager scopes=read,infer,manage models=gpt-oss*,gpt-oss:*-cloud,gpt-oss:cloud
+k-search searcher scopes=read,infer,search
+k-search-gemma search-gemma scopes=infer,search models=gemma3
+"""
+
+
+def reached(ollama, before):
+    return len(ollama.seen) > before
+
+
+def test_a_fragment_in_the_raw_target_is_refused(gate, ollama):
+    start(gate)
+    for key in ["k-gemma", "k-all", "k-read"]:
+        before = len(ollama.seen)
+        answer = gate.raw(f"GET /v1/models/gemma3#/../llama3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                          "Connection: close\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 400"), (key, answer[:200])
+        assert b"#" in answer.split(b"\r\n\r\n", 1)[1], answer
+        assert not reached(ollama, before), f"a target with # reached Ollama for {key}"
+    # Without the fragment, the same key is let through: the refusal is for the # only.
+    assert send(gate, "k-gemma", "/v1/models/gemma3").status == 200
+
+
+@pytest.mark.parametrize("body", [
+    # remote_host makes a cloud model under any name (server/create.go).
+    {"model": "gpt-oss:mine", "from": "gpt-oss:120b", "remote_host": "https://ollama.com"},
+    {"model": "gpt-oss:mine", "from": "gpt-oss:120b", "Remote_Host": "https://ollama.com"},
+    # A cloud source turned into a local-looking name.
+    {"model": "gpt-oss:mine", "from": "gpt-oss:120b-cloud"},
+    {"model": "gpt-oss:mine", "from": "gpt-oss:latest:cloud"},
+    {"model": "gpt-oss:mine", "from": "gpt-oss:cloud"},
+    # draft_files names blobs by digest, as files and adapters do.
+    {"model": "gpt-oss:mine", "draft_files": {"draft.gguf": "sha256:" + "a" * 64}},
+])
+def test_create_cannot_make_a_cloud_model_under_a_local_name(gate, ollama, body):
+    start(gate, keys=KEYS_18)
+    for key in ["k-gpt", "k-gpt-cloud"]:
+        before = len(ollama.seen)
+        response = send(gate, key, "/api/create", "POST", body)
+        assert response.status == 403, (key, body, response)
+        assert response.error_message().startswith("forbidden: "), response
+        assert not reached(ollama, before), f"{body} reached Ollama for {key}"
+
+
+def test_copy_cannot_make_a_cloud_model_under_a_local_name(gate, ollama):
+    start(gate, keys=KEYS_18)
+    for source in ["gpt-oss:120b-cloud", "gpt-oss:cloud", "gpt-oss:latest:cloud"]:
+        before = len(ollama.seen)
+        response = send(gate, "k-gpt-cloud", "/api/copy", "POST", {"source": source, "destination": "gpt-oss:mine"})
+        assert response.status == 403 and "cloud" in response.error_message(), (source, response)
+        assert not reached(ollama, before)
+    # Cloud to a name that says cloud, or local to local: as before.
+    ok = [("k-gpt-cloud", {"source": "gpt-oss:120b-cloud", "destination": "gpt-oss:mine-cloud"}),
+          ("k-gpt", {"source": "gpt-oss:120b", "destination": "gpt-oss:mine"})]
+    for key, body in ok:
+        before = len(ollama.seen)
+        assert send(gate, key, "/api/copy", "POST", body).status == 200, (key, body)
+        assert reached(ollama, before)
+
+
+def test_a_cloud_create_is_let_through_where_the_name_says_cloud(gate, ollama):
+    start(gate, keys=KEYS_18)
+    body = {"model": "gpt-oss:mine-cloud", "from": "gpt-oss:120b", "remote_host": "https://ollama.com"}
+    assert send(gate, "k-gpt-cloud", "/api/create", "POST", body).status == 200
+    # ...but only for a key whose models include cloud ones.
+    before = len(ollama.seen)
+    assert send(gate, "k-gpt", "/api/create", "POST", body).status == 403
+    assert not reached(ollama, before)
+    # A key with no models= list is not limited by name: remote_host passes (README).
+    assert send(gate, "k-manage", "/api/create", "POST", body).status == 200
+
+
+@pytest.mark.parametrize("path,tool", [
+    ("/v1/responses", {"type": "web_search"}),
+    ("/v1/messages", {"type": "web_search_20250305", "name": "web_search"}),
+])
+def test_web_search_tools_need_the_search_scope(gate, ollama, path, tool):
+    start(gate, keys=KEYS_18)
+    body = {"model": "gemma3", "max_tokens": 10, "input": "hi", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "name": "f"}, tool]}
+    for key in ["k-infer", "k-default", "k-gemma"]:
+        before = len(ollama.seen)
+        response = send(gate, key, path, "POST", body)
+        assert response.status == 403, (key, response)
+        assert '"search" scope' in response.error_message(), response
+        assert not reached(ollama, before), f"a web search reached Ollama for {key}"
+    # Member names as Go reads them.
+    before = len(ollama.seen)
+    assert send(gate, "k-infer", path, "POST", dict(body, tools=None, TOOLS=[tool])).status == 403
+    assert not reached(ollama, before)
+    for key in ["k-search", "k-search-gemma", "k-all"]:
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, key, path, "POST", body)), key
+        assert reached(ollama, before)
+    # Without the tool, infer is enough, as before.
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-infer", path, "POST", dict(body, tools=[{"type": "function"}])))
+    assert reached(ollama, before)
+
+
+def test_the_experimental_web_endpoints_need_search(gate, ollama):
+    start(gate, keys=KEYS_18)
+    for path in ["/api/experimental/web_search", "/api/experimental/web_fetch"]:
+        before = len(ollama.seen)
+        response = send(gate, "k-infer", path, "POST", {"query": "x"})
+        assert response.status == 403 and '"search" scope' in response.error_message(), response
+        assert not reached(ollama, before)
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, "k-search", path, "POST", {"query": "x"}))
+        assert reached(ollama, before)
+
+
+def test_status_and_model_recommendations_need_read(gate, ollama):
+    start(gate)
+    for path in ["/api/status", "/api/experimental/model-recommendations"]:
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, "k-read", path)), path
+        assert reached(ollama, before)
+        assert send(gate, "k-infer", path).status == 403
+        assert send(gate, "k-read", path, "POST", "{}").status == 403, "only GET is known"
+
+
+def test_the_account_endpoints_stay_all(gate, ollama):
+    start(gate)
+    for method, path in [("POST", "/api/me"), ("POST", "/api/signout"), ("DELETE", "/api/user/keys/abc")]:
+        for key in ["k-read", "k-infer", "k-manage", "k-default"]:
+            before = len(ollama.seen)
+            assert send(gate, key, path, method, "{}").status == 403, (key, path)
+            assert not reached(ollama, before)
+
+
+def multipart(fields):
+    boundary = "gate-test-boundary"
+    parts = []
+    for name, value in fields:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n')
+    parts.append(f"--{boundary}--\r\n")
+    return "".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_transcriptions_need_infer_and_an_allowed_model(gate, ollama):
+    start(gate)
+    path = "/v1/audio/transcriptions"
+    gemma, headers = multipart([("model", "gemma3"), ("file", "RIFF....")])
+    llama, _ = multipart([("file", "RIFF...."), ("model", "llama3")])
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-infer", path, "POST", gemma, headers))
+    assert reached(ollama, before)
+    assert send(gate, "k-read", path, "POST", gemma, headers).status == 403
+    # A key with models=: the model as Go's FormValue reads it, the query's first, then the form's.
+    for allowed_path, body in [(path, gemma), (path + "?model=gemma3", gemma), (path + "?model=gemma3", llama)]:
+        before = len(ollama.seen)
+        assert not refused_by_gate(send(gate, "k-gemma", allowed_path, "POST", body, headers)), allowed_path
+        assert reached(ollama, before)
+    smuggled, _ = multipart([("model", "gemma3"), ("model", "llama3")])
+    unread = gemma.replace('name="model"', "name*=utf-8''model")
+    refused = [(path, llama, 403), (path + "?model=llama3", gemma, 403), (path, smuggled, 403), (path, unread, 403),
+               (path + "?model=", gemma, 400), (path + "?model=gemma3;x=1", gemma, 400),
+               (path, multipart([("file", "x")])[0], 400)]
+    for refused_path, body, status in refused:
+        before = len(ollama.seen)
+        response = send(gate, "k-gemma", refused_path, "POST", body, headers)
+        assert response.status == status, (refused_path, body, response)
+        assert not reached(ollama, before), refused_path
+    # A boundary Go would read otherwise (RFC 2231 over the plain one), or two Content-Types.
+    other_boundary = {"Content-Type": headers["Content-Type"] + "; boundary*=utf-8''zz"}
+    two_types = [("Authorization", "Bearer k-gemma"), ("Content-Type", headers["Content-Type"]),
+                 ("Content-Type", "multipart/form-data; boundary=zz")]
+    before = len(ollama.seen)
+    assert send(gate, "k-gemma", path, "POST", gemma, other_boundary).status == 400
+    assert gate.request(path, method="POST", headers=two_types, body=gemma).status == 400
+    assert not reached(ollama, before)
+
+
+def test_cors_preflights_pass_without_a_key(gate, ollama):
+    start(gate)
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    before = len(ollama.seen)
+    response = gate.request("/api/chat", method="OPTIONS", headers=preflight)
+    assert response.status == 204 and response.header("Access-Control-Allow-Origin") == "http://app.example"
+    assert reached(ollama, before)
+    # Anything short of a preflight needs a key, as before.
+    for headers in [{"Origin": "http://app.example"}, {"Access-Control-Request-Method": "POST"}, {}]:
+        before = len(ollama.seen)
+        assert gate.request("/api/chat", method="OPTIONS", headers=headers).status == 401, headers
+        assert not reached(ollama, before)
+    for method in ["GET", "POST"]:
+        assert gate.request("/api/tags", method=method, headers=preflight).status == 401
+    # With a credential it is not a preflight: the key's scopes decide (OPTIONS is unknown: all).
+    assert send(gate, "k-read", "/api/chat", "OPTIONS", headers=preflight).status == 403
+
+
+ZSTD = {"Content-Encoding": "zstd", "Content-Type": "application/json"}
+
+
+def test_zstd_bodies_are_read_as_ollama_reads_them(gate, ollama):
+    start(gate)
+    allowed = zstd_frame(json.dumps({"model": "gemma3", "messages": []}).encode())
+    before = len(ollama.seen)
+    assert not refused_by_gate(send(gate, "k-gemma", "/v1/chat/completions", "POST", allowed, ZSTD))
+    assert reached(ollama, before)
+    assert ollama.seen[-1]["body"] == allowed, "the body goes on as it came"
+    forbidden = zstd_frame(json.dumps({"model": "llama3", "messages": []}).encode(), rle=[(ord(" "), 1000)])
+    bomb = zstd_frame(b'{"model":"gemma3","x":"', rle=[(ord("a"), 64 << 20)])
+    assert len(bomb) < 4000
+    for body, status in [(forbidden, 403), (bomb, 413), (b"\x28\xb5\x2f\xfd\x00junk", 400)]:
+        before = len(ollama.seen)
+        response = send(gate, "k-gemma", "/v1/chat/completions", "POST", body, ZSTD)
+        assert response.status == status, (status, response)
+        assert not reached(ollama, before)
+    # Two encodings: which one Go's GetHeader takes is not guessed.
+    before = len(ollama.seen)
+    twice = [("Authorization", "Bearer k-gemma"), ("Content-Encoding", "zstd"), ("Content-Encoding", "zstd")]
+    assert gate.request("/v1/chat/completions", method="POST", headers=twice, body=allowed).status == 400
+    assert not reached(ollama, before)
+    # A web-search tool inside a zstd body is found too.
+    search = zstd_frame(json.dumps({"model": "gemma3", "input": "x", "tools": [{"type": "web_search"}]}).encode())
+    before = len(ollama.seen)
+    assert send(gate, "k-gemma", "/v1/responses", "POST", search, ZSTD).status == 403
+    assert not reached(ollama, before)
+
+
+def test_a_transcription_form_too_large_to_read_is_refused_for_a_limited_key(gate, ollama):
+    start(gate, server_extra="client_max_body_size 100m;")
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    body = head.encode() + b"A" * (65 << 20) + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"' \
+        f'\r\n\r\ngemma3\r\n--{boundary}--\r\n'.encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    before = len(ollama.seen)
+    response = send(gate, "k-gemma", "/v1/audio/transcriptions", "POST", body, headers)
+    assert response.status == 403 and "query string" in response.error_message(), response
+    assert not reached(ollama, before)
+    # Named in the query, the same upload is not read: it goes through.
+    assert not refused_by_gate(send(gate, "k-gemma", "/v1/audio/transcriptions?model=gemma3", "POST", body, headers))
+    assert reached(ollama, before)

@@ -90,7 +90,7 @@ def test_shipped_confs_have_what_ollama_needs():
     proxy = (CONF_DIR / "ollama_proxy.conf").read_text()
     for setting in ["proxy_buffering off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                     "proxy_read_timeout 300s;", "proxy_set_header Host localhost:11434;",
-                    'proxy_set_header Authorization "";']:
+                    'proxy_set_header Authorization "";', 'proxy_set_header Accept-Encoding "";']:
         assert setting in proxy, setting
     for name in SHIPPED_CONFS:
         text = (CONF_DIR / name).read_text()
@@ -161,6 +161,20 @@ def test_bearer_conf_quick_start_flow(ollama):
         code = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{gate.port}/api/generate",
                                "-H", "Authorization: Bearer invalid-key", "-d", "{}"], capture_output=True, text=True).stdout
         assert code == "401"
+
+
+def test_shipped_conf_asks_ollama_for_uncompressed_answers(ollama):
+    """A compressed answer cannot be read for its counts: the client's Accept-Encoding stays at
+    the gate (a cloud model's answer carries ollama.com's headers)."""
+    with LocalGate("bearer_token.conf", ollama.port) as gate:
+        before = len(ollama.seen)
+        out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{gate.port}/api/generate",
+                              "-H", "Authorization: Bearer shipped-key", "-H", "Accept-Encoding: gzip, zstd",
+                              "-d", '{"model": "gemma3:1b", "prompt": "x", "stream": false}'],
+                             capture_output=True, text=True, check=True).stdout
+        assert '"done": true' in out
+        seen = ollama.seen[before:]
+        assert len(seen) == 1 and "Accept-Encoding" not in seen[0]["headers"], seen
 
 
 def test_kubernetes_configmap_conf_passes_nginx_t(ollama, tmp_path):

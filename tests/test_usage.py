@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_until
+from conftest import wait_until, zstd_frame
 from test_basic import basic, htpasswd_line
 from test_bearer import PROXY, bearer
 
@@ -28,6 +28,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUESTS = "ollama_auth_requests_total"
 PROMPT = "ollama_auth_prompt_tokens_total"
 COMPLETION = "ollama_auth_completion_tokens_total"
+ESTIMATED = "ollama_auth_estimated_tokens_total"
 REFUSED = "ollama_auth_refused_total"
 DURATION = "ollama_auth_request_duration_seconds"
 BUCKETS = ["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "120", "300", "+Inf"]
@@ -35,6 +36,7 @@ FAMILIES = {  # as the parser names them (a counter loses _total) -> type, label
     "ollama_auth_requests": ("counter", {"user", "model", "code"}),
     "ollama_auth_prompt_tokens": ("counter", {"user", "model"}),
     "ollama_auth_completion_tokens": ("counter", {"user", "model"}),
+    "ollama_auth_estimated_tokens": ("counter", {"user", "model"}),
     "ollama_auth_refused": ("counter", {"reason"}),
     DURATION: ("histogram", {"model"}),
 }
@@ -486,6 +488,11 @@ def test_client_abort_mid_stream_counts_the_chunks_relayed_and_499(gate, ollama,
     user, model, _, completion, _, uri, _ = logged(gate, path)[0]
     assert (user, model, uri) == ("alice", MODEL, path)
     assert completion == str(int(relayed)), "the log and the metrics disagree"
+    # The prompt's count never came (nor, for /v1/messages, more than Ollama's guess of 1): the
+    # body's estimate is charged, never about nothing.
+    estimate = (len(json.dumps(body)) + 3) // 4
+    assert metrics.value(PROMPT, user="alice", model=MODEL) == estimate
+    assert metrics.value(ESTIMATED, user="alice", model=MODEL) == estimate + relayed
 
 
 # ===================================================================== who, which model, which code
@@ -676,3 +683,64 @@ def test_a_full_zone_folds_new_series_into_other_and_warns_once(gate):
     assert metrics.total(REQUESTS, user="__other__") == 400 - (len(users) - 1)
     warnings = [line for line in gate.error_log().splitlines() if "[warn]" in line and "full" in line]
     assert len(warnings) == 1, warnings
+
+
+# ----- no client can fill the zone (issue 18) -----
+
+ZONE_KEYS = "k-flood flooder models=gemma3\nk-any anyone\n" + "".join(
+    f"k-lim{i} limited-{i} requests=100/1m\n" for i in range(5))
+
+
+def assert_limited_keys_still_admitted(gate):
+    for i in range(5):
+        response = post(gate, f"k-lim{i}", "/api/generate", {"model": "gemma3", "prompt": "x", "stream": False})
+        assert response.status == 200, (i, response)
+
+
+def test_model_spellings_are_one_series_and_cannot_fill_the_zone(gate):
+    """Ollama trims the model it runs but echoes the name as sent: a key limited to gemma3 sending
+    "gemma3" and ever more spaces made a series per spelling until limited keys got 503."""
+    start(gate, keys=ZONE_KEYS, zone="ollama_auth_zone usage 128k;")
+    for i in range(400):
+        body = {"model": "gemma3" + " " * (i + 600), "prompt": "x", "stream": False}
+        assert post(gate, "k-flood", "/api/generate", body, {"Model": "=request"}).status == 200, i
+    assert_limited_keys_still_admitted(gate)
+    metrics = settled(gate, lambda m: m.total(REQUESTS, user="flooder") >= 400)
+    assert {labels["model"] for labels, _ in metrics.series(REQUESTS) if labels["user"] == "flooder"} == \
+        {"gemma3:latest"}
+    assert metrics.value(REQUESTS, user="flooder", model="gemma3:latest", code="200") == 400
+
+
+def test_many_models_fill_at_most_half_the_zone(gate):
+    """Distinct model names (each a real label) are capped by the bytes they take, not by a count
+    that assumed short labels: the limit counters keep their half of the zone."""
+    start(gate, keys=ZONE_KEYS, zone="ollama_auth_zone usage 128k;")
+    for i in range(300):
+        model = f"h{i}" + "x" * 340 + ".com/" + "n" * 80 + "/" + "m" * 80 + ":" + "t" * 80  # about 590 bytes
+        body = {"model": "gemma3", "prompt": "x", "stream": False}
+        assert post(gate, "k-any", "/api/generate", body, {"Model": model}).status == 200, i
+    assert_limited_keys_still_admitted(gate)
+    metrics = settled(gate, lambda m: m.total(REQUESTS) >= 305)
+    assert metrics.total(REQUESTS) == 305, "every request is counted, folded or not"
+    assert metrics.total(REQUESTS, user="__other__") > 0, "the series stopped at their share of the zone"
+    # A series of a 590-byte label takes 1,280 bytes: half of 128k holds 51 at most.
+    assert len({labels["model"] for labels, _ in metrics.series(REQUESTS)}) <= 52
+
+
+def test_a_zstd_streamed_v1_body_is_counted(gate, ollama):
+    """Ollama decodes zstd bodies on its /v1 POSTs: the gate decodes one too, adds include_usage,
+    and sends the JSON on (Content-Encoding: identity), so the stream's tokens are counted."""
+    start(gate)
+    body = {"model": "gemma3", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"Content-Type": "application/json", "Content-Encoding": "zstd", "X-Fake-Prompt-Tokens": "11"}
+    headers.update(bearer("k-alice"))
+    response = gate.request("/v1/chat/completions", method="POST", headers=headers,
+                            body=zstd_frame(json.dumps(body).encode()))
+    assert response.status == 200, response
+    assert b'"usage"' not in response.body, "what the gate asked for is taken out"
+    seen = ollama.seen[-1]
+    assert seen["headers"]["Content-Encoding"] == "identity"
+    assert json.loads(seen["body"])["stream_options"] == {"include_usage": True}
+    metrics = settled(gate, lambda m: m.total(PROMPT, user="alice") >= 11)
+    assert metrics.total(PROMPT, user="alice") == 11
+    assert metrics.total(ESTIMATED, user="alice") == 0

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t,
-    NGX_HTTP_UNAUTHORIZED,
+    NGX_HTTP_OPTIONS, NGX_HTTP_UNAUTHORIZED,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_debug_http;
@@ -24,6 +24,7 @@ use super::ctx::{
 use super::policy::{judge, BodyCheck, Judgement};
 use super::{accounting, limit, Module};
 use ngx_ollama_auth::errors::{error_body, unauthorized_message};
+use ngx_ollama_auth::policy::is_cors_preflight;
 
 /// Adds the access handler. Called once per configuration load.
 ///
@@ -55,6 +56,15 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(conf) = Module::location_conf(request).filter(|conf: &&LocConf| conf.is_gated()) else {
         return Status::NGX_DECLINED.0;
     };
+    if request.as_ref().method == NGX_HTTP_OPTIONS as usize
+        && is_cors_preflight(
+            request.as_ref().method_name.as_bytes(),
+            request.headers_in_iterator().map(|(name, _)| name.as_bytes()),
+        )
+    {
+        ngx_log_debug_http!(request, "ollama auth: a CORS preflight, passed on for Ollama to answer");
+        return Status::NGX_OK.0;
+    }
     let decided_here = match ctx_mut(request) {
         // Back from reading the body: its verdict is the answer.
         Some(ctx) => match ctx.body {
@@ -126,9 +136,10 @@ fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> n
         }
     };
     let Some(add_usage) = accounting::start(request, conf) else { return Status::NGX_ERROR.0 };
+    let reserves = accounting::reserves_tokens(request, conf);
     match check {
         Some(check) => start_reading(r, BodyCheck { add_usage, ..check }),
-        None if add_usage => start_reading(r, BodyCheck { models: None, add_usage }),
+        None if add_usage || reserves => start_reading(r, BodyCheck { models: None, web_search: None, add_usage }),
         None => {
             ngx_log_debug_http!(request, "ollama auth: access granted");
             limit::admit(request, conf)

@@ -11,13 +11,16 @@ use ngx::ffi::{
     ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t,
     NGX_HTTP_BAD_REQUEST, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
 };
-use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, Accounting};
 use super::zone::{now_ms, warn_full};
 use super::Module;
+use ngx_ollama_auth::estimate::{charge, reached_ollama, Counted, Estimate, Work};
 use ngx_ollama_auth::json::JsonError;
+use ngx_ollama_auth::metrics::SeriesCounts;
+use ngx_ollama_auth::models::ModelName;
 use ngx_ollama_auth::policy::strip_prefix;
 use ngx_ollama_auth::usage::{accepts_stream_options, include_usage_rewrite, UsageScanner};
 
@@ -41,6 +44,39 @@ pub fn start(request: &mut Request, conf: &LocConf) -> Option<bool> {
     }
     ctx.accounting = Some(Accounting::new(conf.usage_zone()));
     Some(asks && ctx.body.is_none())
+}
+
+/// Whether an admitted request's body must be read to reserve its estimated tokens against its
+/// entry's `tokens=` limits before it is admitted (see `limit`): a counted POST to an endpoint
+/// that uses tokens, from an entry with `tokens=`.
+pub fn reserves_tokens(request: &mut Request, conf: &LocConf) -> bool {
+    let is_post = request.as_ref().method == NGX_HTTP_POST as usize;
+    let works = is_post && path(request, conf).and_then(Work::of_path).is_some();
+    works
+        && ctx_mut(request).is_some_and(|ctx| {
+            ctx.accounting.is_some()
+                && ctx.admission.as_ref().is_some_and(|admission| {
+                    admission.limit_id.is_some() && admission.options.as_ref().is_some_and(|o| !o.tokens.is_empty())
+                })
+        })
+}
+
+/// Estimates a counted request's tokens from its body, read whole (see `estimate`).
+pub fn estimate_from_body(request: &mut Request, conf: &LocConf, body: &[u8]) {
+    let Some(work) = path(request, conf).and_then(Work::of_path) else { return };
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        accounting.estimate = Some(Estimate::of_body(work, body));
+    }
+}
+
+/// Estimates a counted request's tokens from its body's length alone (nginx's count, chunked
+/// bodies too, once read).
+pub fn estimate_from_length(request: &mut Request, conf: &LocConf) {
+    let Some(work) = path(request, conf).and_then(Work::of_path) else { return };
+    let length = request.as_ref().headers_in.content_length_n.max(0) as u64;
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        accounting.estimate = Some(Estimate::of_length(work, length));
+    }
 }
 
 /// The Ollama path the request is for: nginx's normalized URI after the location's prefix.
@@ -128,6 +164,13 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: as above.
     let unsent = !request.as_ref().out.is_null() || unsafe { (*request.as_ref().connection).buffered() } != 0;
     let started_ms = request.as_ref().start_sec as u64 * 1000 + request.as_ref().start_msec as u64;
+    let has_upstream = !request.as_ref().upstream.is_null();
+    // A body the gate did not read is estimated by its length (nginx's count, chunked too).
+    let is_post = request.as_ref().method == NGX_HTTP_POST as usize;
+    let length = request.as_ref().headers_in.content_length_n.max(0) as u64;
+    let conf: Option<&'static LocConf> = Module::location_conf(request);
+    let work = conf.and_then(|conf| path(request, conf)).and_then(Work::of_path).filter(|_| is_post);
+    let length_estimate = work.map(|work| Estimate::of_length(work, length));
     let log = request.log();
     let Some(ctx) = ctx_mut(request) else { return Status::NGX_DECLINED.0 };
     if let (Some(why), Some(zone)) = (ctx.refused_for, ctx.refusal_zone) {
@@ -152,10 +195,25 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
         0 => NGX_HTTP_INTERNAL_SERVER_ERROR as u16,
         status => status.min(999) as u16,
     };
-    let outcome = outcome(accounting.scanner.as_deref());
-    let (prompt, completion) = (outcome.prompt_tokens.unwrap_or(0), outcome.completion_tokens.unwrap_or(0));
-    // Token series only where a model answered: a listing or an error names none and counts none.
-    let answered = !outcome.model.is_empty() || outcome.prompt_tokens.is_some() || outcome.completion_tokens.is_some();
+    let counted = match accounting.scanner.as_deref() {
+        Some(scanner) => Counted {
+            readable: true,
+            prompt_tokens: scanner.prompt_tokens().filter(|_| scanner.is_final()),
+            completion_tokens: scanner.completion_tokens(),
+            prompt_guess: scanner.prompt_tokens().filter(|_| !scanner.is_final()),
+            relayed_chunks: if scanner.token_chunks() > 0 { scanner.completion_tokens_so_far() } else { 0 },
+        },
+        None => Counted::default(),
+    };
+    let estimate = accounting.estimate.or(length_estimate);
+    let charged = charge(counted, estimate, reached_ollama(has_upstream, code));
+    // Labelled with the model as the gate reads names: every spelling of one model is one
+    // series, so no client can fill the zone with spellings (Ollama echoes the one it was sent).
+    let model = outcome(accounting.scanner.as_deref()).model;
+    let model = ModelName::parse(model).map_or(String::new(), |name| name.label());
+    // Token series only where a model answered or tokens were charged: a listing or an error
+    // makes no empty token rows.
+    let answered = !model.is_empty() || charged.total() > 0;
     let label = ctx.label();
     let user = label.as_ref().map_or(Cow::Borrowed(""), |label| match std::str::from_utf8(label.as_bytes()) {
         Ok(text) => Cow::Borrowed(text),
@@ -163,12 +221,12 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     });
     let now = now_ms();
     let micros = now.saturating_sub(started_ms).saturating_mul(1000);
+    let mut counts = SeriesCounts { estimated_tokens: charged.estimated_tokens, ..SeriesCounts::default() };
+    counts.add(answered.then_some((charged.prompt_tokens, charged.completion_tokens)), micros);
     let Some(mut locked) = zone.lock() else { return Status::NGX_DECLINED.0 };
-    let first_full = SERIES_KEY.with_borrow_mut(|scratch| {
-        locked.count_request(&user, outcome.model, code, answered.then_some((prompt, completion)), micros, scratch)
-    });
-    if let Some(in_flight) = &ctx.in_flight {
-        locked.charge_tokens(in_flight.counters, now, prompt.saturating_add(completion));
+    let first_full = SERIES_KEY.with_borrow_mut(|scratch| locked.count_request(&user, &model, code, &counts, scratch));
+    if let Some(in_flight) = ctx.in_flight.as_mut() {
+        locked.settle(in_flight.counters, now, std::mem::take(&mut in_flight.reserved), charged.total());
     }
     drop(locked);
     if first_full {

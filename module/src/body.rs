@@ -10,20 +10,22 @@
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_http_core_run_phases, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_list_part_t, ngx_pcalloc, ngx_pnalloc,
+    ngx_table_elt_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
-use super::accounting::ask_for_usage;
+use super::accounting::{self, ask_for_usage};
 use super::buffers::{append_chain, single_memory_buffer};
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
 use super::{limit, Module};
+use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
 use ngx_ollama_auth::metrics::RefusalReason;
-use ngx_ollama_auth::policy::check_body_models;
+use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
 
 /// Larger bodies from a key limited to some models are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
@@ -59,60 +61,203 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     let Some(conf) = Module::location_conf(request) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    let mut copied = Vec::new();
+    let body = match body_bytes(request, &mut copied) {
+        Ok(Some(body)) => body,
+        Ok(None) => return too_large(request, conf, &check),
+        Err(rc) => return rc,
+    };
+    let zstd = match zstd_decoded(request, conf, body) {
+        Ok(zstd) => zstd,
+        Err(refused) => return refused,
+    };
+    let body = zstd.as_ref().map_or(body, |(decoded, _)| &decoded[..]);
+    accounting::estimate_from_body(request, conf, body);
+    if let Some(refusal) = body_refusal(request, &check, body) {
+        return answer(request, conf, refusal);
+    }
+    if check.add_usage {
+        if let Err(rc) = add_usage(request, conf, body, zstd.as_ref().map(|&(_, encoding)| encoding)) {
+            return rc;
+        }
+    }
+    limit::admit(request, conf)
+}
+
+/// The body nginx read: where it is when it is one memory buffer, else copied into `copied`;
+/// `None` past `MAX_SCANNED_BODY`; `Err` with what the access phase answers when it cannot be read.
+fn body_bytes<'a>(request: &Request, copied: &'a mut Vec<u8>) -> Result<Option<&'a [u8]>, ngx_int_t> {
     let request_body = request.as_ref().request_body;
     // SAFETY: after a read, r->request_body is NULL or nginx's record of the body, whose chain
     // holds valid buffers (memory or the still open temporary file).
     let chain = if request_body.is_null() { std::ptr::null_mut() } else { unsafe { (*request_body).bufs } };
-    let mut copied = Vec::new();
-    // SAFETY: as above; a body in one memory buffer is read where it is, for its life.
-    let body = match unsafe { single_memory_buffer(chain) } {
-        Some(bytes) => Some(bytes),
-        // SAFETY: as above.
-        None => match unsafe { append_chain(chain, &mut copied, MAX_SCANNED_BODY) } {
-            Ok(_) => Some(&copied[..]),
-            Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => None,
-            Err(error) => {
-                ngx_log_error!(NGX_LOG_ERR, request.log(), "request body not read: {}", error);
-                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-            }
-        },
-    };
-    let Some(body) = body else {
-        let message = format!("a body read by this gate may be at most {} MB", MAX_SCANNED_BODY >> 20);
-        let why = RefusalReason::TooLarge;
+    // SAFETY: as above; a body in one memory buffer is read where it is, for its life, which
+    // is the request's (and so longer than `copied`'s borrow here).
+    if let Some(bytes) = unsafe { single_memory_buffer(chain) } {
+        return Ok(Some(bytes));
+    }
+    // SAFETY: as above.
+    match unsafe { append_chain(chain, copied, MAX_SCANNED_BODY) } {
+        Ok(_) => Ok(Some(&copied[..])),
+        Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => Ok(None),
+        Err(error) => {
+            ngx_log_error!(NGX_LOG_ERR, request.log(), "request body not read: {}", error);
+            Err(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
+        }
+    }
+}
+
+/// What a body too large to scan gets: an estimate by its length where it was read only for
+/// that (`tokens=`), else a refusal.
+fn too_large(request: &mut Request, conf: &LocConf, check: &BodyCheck) -> ngx_int_t {
+    if check.models.is_none() && check.web_search.is_none() && !check.add_usage {
+        accounting::estimate_from_length(request, conf);
+        return limit::admit(request, conf);
+    }
+    if let Some(models) = check.models.as_ref().filter(|models| models.rule.extra == BodyExtra::FormModel) {
+        // The form's model cannot be read: refused as a model that cannot be checked.
+        let message = format!(
+            "this {} may use only some models, and a form's model is read within {} MB: name it in the query string (?model=...)",
+            models.who,
+            MAX_SCANNED_BODY >> 20
+        );
         return answer(
             request,
             conf,
-            refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why),
+            refuse_with(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenModel),
         );
-    };
+    }
+    let message = format!("a body read by this gate may be at most {} MB", MAX_SCANNED_BODY >> 20);
+    let why = RefusalReason::TooLarge;
+    answer(request, conf, refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why))
+}
+
+/// A refusal the body earns: a model the entry may not use, or a web-search tool without the
+/// `search` scope.
+fn body_refusal(request: &Request, check: &BodyCheck, body: &[u8]) -> Option<Judgement> {
     if let Some(models) = &check.models {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
-        if let Err(refusal) = check_body_models(body, models.rule, allowed, models.who) {
-            return answer(request, conf, refuse_model(refusal));
+        let checked = match models.rule.extra {
+            BodyExtra::FormModel => {
+                // Exactly one Content-Type: which of two Go would read is not guessed at.
+                let content_type = match request_headers_named(request, b"content-type")[..] {
+                    // SAFETY: an entry of this request's header list, in its pool.
+                    [one] => unsafe { (*one).value.as_bytes() },
+                    _ => b"",
+                };
+                check_form_models(body, content_type, allowed, models.who)
+            }
+            _ => check_body_models(body, models.rule, allowed, models.who),
+        };
+        if let Err(refusal) = checked {
+            return Some(refuse_model(refusal));
         }
         ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
     }
-    if check.add_usage {
-        match ask_for_usage(request, body) {
-            Ok(Some(asked)) => {
-                if replace_body(request, &asked).is_none() {
-                    return Status::NGX_ERROR.0;
-                }
+    let (extra, who) = check.web_search?;
+    match asks_web_search(body, extra) {
+        Ok(false) => None,
+        Ok(true) => Some(refuse_with(
+            NGX_HTTP_FORBIDDEN,
+            "forbidden",
+            format!("a web-search tool needs the \"search\" scope; this {who} does not have it"),
+            RefusalReason::ForbiddenScope,
+        )),
+        Err(error) => Some(refuse_with(
+            NGX_HTTP_BAD_REQUEST,
+            "bad request",
+            format!("the body must be one JSON object: {error}"),
+            RefusalReason::BadRequest,
+        )),
+    }
+}
+
+/// Asks Ollama for a streamed `/v1` answer's usage (see `accounting::ask_for_usage`), putting
+/// the rewritten body in place; a zstd body goes on decoded, its `Content-Encoding` made
+/// `identity`. `Err` with what the access phase answers.
+fn add_usage(
+    request: &mut Request,
+    conf: &LocConf,
+    body: &[u8],
+    zstd_encoding: Option<*mut ngx_table_elt_t>,
+) -> Result<(), ngx_int_t> {
+    match ask_for_usage(request, body) {
+        Ok(Some(asked)) => {
+            replace_body(request, &asked).ok_or(Status::NGX_ERROR.0)?;
+            // The body goes on decoded: Ollama decodes only `zstd` and reads the rest as is.
+            if let Some(encoding) = zstd_encoding {
+                // SAFETY: an entry of this request's header list, in its pool; the static
+                // text outlives the request.
+                unsafe { (*encoding).value = ngx::ffi::ngx_str_t { len: 8, data: b"identity".as_ptr().cast_mut() } };
             }
-            Ok(None) => {}
-            Err(error) => {
-                // Ollama would read the first value and stream its answer without the counts.
-                let message = format!("the body must be one JSON object: {error}");
-                return answer(
-                    request,
-                    conf,
-                    refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest),
-                );
-            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(error) => {
+            // Ollama would read the first value and stream its answer without the counts.
+            let message = format!("the body must be one JSON object: {error}");
+            let refusal = refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
+            Err(answer(request, conf, refusal))
         }
     }
-    limit::admit(request, conf)
+}
+
+/// A `Content-Encoding: zstd` body on the `/v1` paths where Ollama decodes one, decoded as
+/// Ollama decodes it, with its `Content-Encoding` header; `None` for any other body; `Err` with
+/// what the access phase answers for a body refused.
+fn zstd_decoded(
+    request: &mut Request,
+    conf: &LocConf,
+    body: &[u8],
+) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ngx_int_t> {
+    let headers = request_headers_named(request, b"content-encoding");
+    // SAFETY: entries of this request's header list, in its pool.
+    let values: Vec<&[u8]> = headers.iter().map(|&header| unsafe { (*header).value.as_bytes() }).collect();
+    let path = accounting::path(request, conf).unwrap_or_default();
+    match body_encoding(path, &values) {
+        BodyEncoding::AsIs => return Ok(None),
+        BodyEncoding::Zstd => {}
+        BodyEncoding::Ambiguous => {
+            let message = "at most one Content-Encoding".to_string();
+            let refusal = refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
+            return Err(answer(request, conf, refusal));
+        }
+    }
+    let encoding = headers[0];
+    let refusal = match decode_zstd(body, MAX_DECODED_BYTES) {
+        Ok(decoded) => return Ok(Some((decoded, encoding))),
+        Err(DecodeError::TooLarge) => {
+            let message = format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20);
+            let status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+            refuse_with(status, "request entity too large", message, RefusalReason::TooLarge)
+        }
+        Err(DecodeError::Invalid) => {
+            let message = "the zstd body cannot be decoded".to_string();
+            refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
+        }
+    };
+    Err(answer(request, conf, refusal))
+}
+
+/// The request's headers named `name` (any case), in the order sent.
+fn request_headers_named(request: &Request, name: &[u8]) -> Vec<*mut ngx_table_elt_t> {
+    let mut found = Vec::new();
+    let mut part: *const ngx_list_part_t = &request.as_ref().headers_in.headers.part;
+    while !part.is_null() {
+        // SAFETY: nginx's list of the request's headers: each part holds `nelts` entries at
+        // `elts`, and `next` is the next part or NULL.
+        unsafe {
+            let entries = (*part).elts.cast::<ngx_table_elt_t>();
+            for index in 0..(*part).nelts {
+                let entry = entries.add(index);
+                if (*entry).key.as_bytes().eq_ignore_ascii_case(name) {
+                    found.push(entry);
+                }
+            }
+            part = (*part).next;
+        }
+    }
+    found
 }
 
 /// Carries out a refusal judged on the body.

@@ -19,6 +19,7 @@ use super::policy::BodyCheck;
 use super::zone::{Counters, Zone};
 use super::Module;
 use ngx_ollama_auth::errors::{error_body, ErrorShape};
+use ngx_ollama_auth::estimate::Estimate;
 use ngx_ollama_auth::limits::RateInfo;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
@@ -45,6 +46,8 @@ pub struct Accounting {
     pub stripper: Option<Box<UsageStripper>>,
     /// The gate added `stream_options.include_usage` to the request.
     pub asked_usage: bool,
+    /// The request's tokens by the gate's own rule, once its body was read (see `estimate`).
+    pub estimate: Option<Estimate>,
     /// The answer's last buffer went by: a client gone after this saw the whole answer.
     pub answer_ended: bool,
     /// The answer's end (its final report, or `[DONE]`) was written to the client: a client
@@ -63,6 +66,7 @@ impl Accounting {
             scanner: None,
             stripper: None,
             asked_usage: false,
+            estimate: None,
             answer_ended: false,
             end_delivered: false,
             free: std::ptr::null_mut(),
@@ -77,11 +81,17 @@ pub struct InFlight {
     pub zone: Zone,
     /// The key's counters in the zone.
     pub counters: Counters,
+    /// The tokens reserved for the request until its count is charged (the log phase settles
+    /// it); a request that never gets there gives it back when it ends.
+    pub reserved: u64,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(mut zone) = self.zone.lock() {
+            if self.reserved > 0 {
+                zone.settle(self.counters, super::zone::now_ms(), self.reserved, 0);
+            }
             zone.leave(self.counters);
         }
     }

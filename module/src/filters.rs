@@ -22,6 +22,7 @@ use ngx::ffi::{
     ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter,
     ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pcalloc, ngx_pnalloc, ngx_str_t,
     ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_OK, NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR,
+    NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -211,9 +212,14 @@ fn start_scanning(request: &mut Request) {
     let out = &request.as_ref().headers_out;
     let encoded = !out.content_encoding.is_null();
     let kind = path(request, conf).and_then(|path| AnswerKind::for_answer(path, out.content_type.as_bytes()));
+    let Some(kind) = kind else { return };
+    if encoded {
+        // Compressed on the way (ollama.com's headers come back through a cloud model, or a
+        // proxy compresses): no scanner reads it, so the request is charged its estimate.
+        warn_unreadable_once(request.log());
+        return;
+    }
     let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) else { return };
-    // A compressed answer cannot be read here; Ollama does not compress its answers.
-    let (Some(kind), None, false) = (kind, &accounting.scanner, encoded) else { return };
     accounting.scanner = Some(Box::new(UsageScanner::new(kind)));
     if accounting.asked_usage && kind.framing == Framing::EventStream {
         accounting.stripper = Some(Box::new(UsageStripper::new()));
@@ -246,6 +252,20 @@ fn adopt_nginx_error(request: &mut Request) -> Option<()> {
     match default_retry_after(status as u16) {
         Some(seconds) => push_header(request, "Retry-After", seconds.as_bytes()).map(drop),
         None => Some(()),
+    }
+}
+
+/// Logs, once per worker, that a counted answer came compressed.
+fn warn_unreadable_once(log: *mut ngx::ffi::ngx_log_t) {
+    thread_local! {
+        static WARNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !WARNED.replace(true) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "a counted answer came with a Content-Encoding and cannot be read: it is charged the gate's estimate (clear Accept-Encoding towards Ollama)"
+        );
     }
 }
 

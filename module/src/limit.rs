@@ -25,6 +25,9 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
         return Status::NGX_OK.0;
     };
     let who = if admission.is_user { "user" } else { "key" };
+    // What is reserved against `tokens=` until the answer's count is known: the estimate of the
+    // body read for it (see `accounting::reserves_tokens`).
+    let reserve = ctx.accounting.as_ref().and_then(|accounting| accounting.estimate).map_or(0, |e| e.total());
     let Some(zone) = conf.usage_zone() else {
         // judge() refuses these first; kept so that no path admits a limited entry uncounted.
         return refused(
@@ -36,11 +39,11 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
             RefusalReason::Unenforceable,
         );
     };
-    let verdict = zone.lock().map(|mut locked| locked.admit(&id, &options, now_ms()));
+    let verdict = zone.lock().map(|mut locked| locked.admit(&id, &options, now_ms(), reserve));
     match verdict {
-        Some(Ok(LimitVerdict::Admitted(rate, counters))) => {
+        Some(Ok(LimitVerdict::Admitted(rate, counters, reserved))) => {
             let Some(ctx) = ctx_mut(request) else { return Status::NGX_ERROR.0 };
-            ctx.in_flight = Some(InFlight { zone, counters });
+            ctx.in_flight = Some(InFlight { zone, counters, reserved });
             ctx.rate = Some(rate);
             Status::NGX_OK.0
         }

@@ -11,14 +11,16 @@ use super::conf::LocConf;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::{
-    allows, check_model, classify, outside_ollama_roots, strip_prefix, Access, BodyRule, Endpoint, Listing, Method,
-    ModelRefusal, Scopes,
+    allows, check_model, classify, is_judgeable_target, outside_ollama_roots, query_value, strip_prefix, Access,
+    BodyExtra, BodyRule, Endpoint, Listing, Method, ModelRefusal, Scopes,
 };
 
 /// What a body is read for: its models (the rule, the entry's options, and who it is, "key" or
-/// "user"), and asking Ollama for the usage of a streamed `/v1` answer (see `accounting`).
+/// "user"), a web-search tool the entry may not use (`search` scope), and asking Ollama for the
+/// usage of a streamed `/v1` answer (see `accounting`).
 pub struct BodyCheck {
     pub models: Option<ModelCheck>,
+    pub web_search: Option<(BodyExtra, &'static str)>,
     pub add_usage: bool,
 }
 
@@ -80,6 +82,10 @@ fn now() -> i64 {
 pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
     let options = admission.options.as_ref();
     let who = if admission.is_user { "user" } else { "key" };
+    if !is_judgeable_target(request.as_ref().unparsed_uri.as_bytes()) {
+        let message = "a request target may not contain \"#\"".to_string();
+        return refuse(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
+    }
     if options.is_some_and(|options| options.is_expired_at(now())) {
         let message = if admission.is_user { "this user's access has expired" } else { "this API key has expired" };
         return refuse(NGX_HTTP_UNAUTHORIZED, "unauthorized", message.into(), RefusalReason::Expired);
@@ -111,10 +117,34 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
         }
         return refuse(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenScope);
     }
+    let web_search = match endpoint.extra {
+        extra @ BodyExtra::WebSearchTools { .. } if !scopes.contains(Scopes::SEARCH) => Some((extra, who)),
+        _ => None,
+    };
     let Some(options) = options.filter(|_| restricted_models) else {
-        return Judgement::Allow;
+        return match web_search {
+            Some(_) => Judgement::ReadBody(BodyCheck { models: None, web_search, add_usage: false }),
+            None => Judgement::Allow,
+        };
     };
     let models = options.models.as_ref().expect("filtered on models");
+    if endpoint.extra == BodyExtra::FormModel {
+        // Go's FormValue("model"): the query string's comes before the multipart field's.
+        return match query_value(request.as_ref().args.as_bytes(), "model") {
+            Ok(Some(text)) if !text.is_empty() => {
+                check_model(&text, models, who).map_or_else(refuse_model, |()| Judgement::Allow)
+            }
+            Ok(None) => {
+                let models = Some(ModelCheck { rule: BodyRule::of(&endpoint), options: options.clone(), who });
+                Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false })
+            }
+            Ok(Some(_)) => refuse_model(ModelRefusal::BadRequest("\"model\" must be a model name".into())),
+            Err(_) => {
+                let message = "the query string cannot be read as Ollama reads it (a \";\" or a bad escape)";
+                refuse(NGX_HTTP_BAD_REQUEST, "bad request", message.into(), RefusalReason::BadRequest)
+            }
+        };
+    }
     if let Some(text) = endpoint.path_model {
         return match std::str::from_utf8(text).map_err(|_| ModelRefusal::BadRequest("invalid model name".into())) {
             Ok(text) => check_model(text, models, who).map_or_else(refuse_model, |()| Judgement::Allow),
@@ -122,10 +152,8 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
         };
     }
     if !endpoint.model_members.is_empty() {
-        let rule =
-            BodyRule { model_members: endpoint.model_members, uncheckable_members: endpoint.uncheckable_members };
-        let models = Some(ModelCheck { rule, options: options.clone(), who });
-        return Judgement::ReadBody(BodyCheck { models, add_usage: false });
+        let models = Some(ModelCheck { rule: BodyRule::of(&endpoint), options: options.clone(), who });
+        return Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false });
     }
     if endpoint.access == Access::OnlyAll {
         let message = format!("this {who} may use only some models, and this endpoint's model cannot be checked");

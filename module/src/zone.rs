@@ -84,9 +84,18 @@ pub struct LimitEntry {
     limits: KeyLimits,
 }
 
-/// What one usage series takes in the zone, about: the tree node with its counts (a 256-byte
-/// slab slot) and its key (a 64-byte one for short labels).
-const SERIES_BYTES: usize = 320;
+/// The slab slot of a usage series' tree node with its counts; its key takes a slot of its own,
+/// of the key's length rounded up to a power of two (see [`series_bytes`]).
+const SERIES_NODE_BYTES: usize = 256;
+const _: () = assert!(std::mem::size_of::<SeriesCounts>() + 80 <= SERIES_NODE_BYTES);
+
+/// What a series with a key of `key_len` bytes takes in the zone: its node's slot and its key's.
+fn series_bytes(key_len: usize) -> usize {
+    SERIES_NODE_BYTES + key_len.max(8).next_power_of_two()
+}
+
+/// Room past the series' half for their `__other__` series (one per status code).
+const OTHER_SERIES_SLACK: usize = OVERFLOW_SLOTS * 2 * SERIES_NODE_BYTES;
 
 // The node (nginx's tree node, the key's handle, the counts) must stay in that 256-byte slot.
 const _: () = assert!(
@@ -110,10 +119,10 @@ struct ZoneData {
     full_warned: bool,
     /// When the state file was last written (or read), milliseconds since the epoch.
     state_written_ms: u64,
-    /// Usage series made, and how many may be: half the zone, so that they can never crowd
-    /// out the counters of limited keys (a series' model is whatever the answer names).
-    series_count: usize,
-    max_series: usize,
+    /// What the usage series take, in bytes, and what they may: half the zone, so that they
+    /// can never crowd out the counters of limited keys, whatever labels clients bring.
+    series_bytes: usize,
+    max_series_bytes: usize,
     /// When the counters of idle keys were last freed (at most once a second, under the lock
     /// every worker needs).
     forgot_ms: u64,
@@ -150,7 +159,8 @@ pub type OwnedSeries = (String, String, u16, SeriesCounts);
 
 /// A limited key's request, counted or refused; either way, what its rate-limit headers say.
 pub enum LimitVerdict {
-    Admitted(RateInfo, Counters),
+    /// With the tokens reserved for the request (see `KeyLimits::reserve_tokens`).
+    Admitted(RateInfo, Counters, u64),
     Refused(Refusal, RateInfo),
 }
 
@@ -200,45 +210,50 @@ impl Locked<'_> {
         user: &str,
         model: &str,
         code: u16,
-        tokens: Option<(u64, u64)>,
-        micros: u64,
+        counts: &SeriesCounts,
         scratch: &mut Vec<u8>,
     ) -> bool {
         series_key(user, model, code, scratch);
-        if let Some(counts) = self.data.series.get_mut(scratch.as_slice()) {
-            counts.add(tokens, micros);
+        if let Some(series) = self.data.series.get_mut(scratch.as_slice()) {
+            series.merge(counts);
             return false;
         }
-        if self.data.series_count < self.data.max_series && self.insert_series(scratch, tokens, micros) {
+        let room = self.data.max_series_bytes.saturating_sub(self.data.series_bytes);
+        if series_bytes(scratch.len()) <= room && self.insert_series(scratch, counts) {
             return false;
         }
         // No room: one `__other__` series per status code; then a fixed slot by code.
         series_key(OTHER_USER, "", code, scratch);
         let folded = match self.data.series.get_mut(scratch.as_slice()) {
-            Some(counts) => {
-                counts.add(tokens, micros);
+            Some(series) => {
+                series.merge(counts);
                 true
             }
-            None => self.insert_series(scratch, tokens, micros),
+            // A few of these may go past the series' half, not more: then the fixed slots.
+            None if self.data.series_bytes < self.data.max_series_bytes + OTHER_SERIES_SLACK => {
+                self.insert_series(scratch, counts)
+            }
+            None => false,
         };
         if !folded {
             let slots = &mut self.data.overflow;
             let index = slots.iter().position(|(c, _)| *c == code).or_else(|| slots.iter().position(|(c, _)| *c == 0));
-            let (slot_code, counts) = &mut slots[index.unwrap_or(OVERFLOW_SLOTS - 1)];
+            let (slot_code, slot) = &mut slots[index.unwrap_or(OVERFLOW_SLOTS - 1)];
             if *slot_code == 0 {
                 *slot_code = code;
             }
-            counts.add(tokens, micros);
+            slot.merge(counts);
         }
         !std::mem::replace(&mut self.data.full_warned, true)
     }
 
-    fn insert_series(&mut self, key: &[u8], tokens: Option<(u64, u64)>, micros: u64) -> bool {
+    fn insert_series(&mut self, key: &[u8], counts: &SeriesCounts) -> bool {
+        let bytes = series_bytes(key.len());
         let Some(key) = self.key(key) else { return false };
-        let mut counts = SeriesCounts::default();
-        counts.add(tokens, micros);
-        let made = self.data.series.try_insert(key, counts).is_ok();
-        self.data.series_count += usize::from(made);
+        let made = self.data.series.try_insert(key, *counts).is_ok();
+        if made {
+            self.data.series_bytes += bytes;
+        }
         made
     }
 
@@ -259,7 +274,13 @@ impl Locked<'_> {
     /// Admits a request of a limited key (`id`: its fingerprint or user name), counting it;
     /// makes the key's counters if it has none yet, and takes changed options. An admitted
     /// request gets its key's counters, for [`Self::leave`] and [`Self::charge_tokens`].
-    pub fn admit(&mut self, id: &[u8], options: &EntryOptions, now_ms: u64) -> Result<LimitVerdict, Unenforceable> {
+    pub fn admit(
+        &mut self,
+        id: &[u8],
+        options: &EntryOptions,
+        now_ms: u64,
+        reserve_tokens: u64,
+    ) -> Result<LimitVerdict, Unenforceable> {
         let wanted = signature(options);
         let entry = match self.data.limits.get_mut(id) {
             Some(entry) => entry,
@@ -279,7 +300,10 @@ impl Locked<'_> {
             entry.signature = wanted;
         }
         Ok(match entry.limits.admit(now_ms) {
-            Ok(rate) => LimitVerdict::Admitted(rate, Counters(NonNull::from(&mut *entry))),
+            Ok(rate) => {
+                let reserved = entry.limits.reserve_tokens(reserve_tokens);
+                LimitVerdict::Admitted(rate, Counters(NonNull::from(&mut *entry)), reserved)
+            }
             Err(refusal) => LimitVerdict::Refused(refusal, entry.limits.rate_info(now_ms)),
         })
     }
@@ -317,10 +341,11 @@ impl Locked<'_> {
         unsafe { (*counters.0.as_ptr()).limits.leave() };
     }
 
-    /// Charges an answer's tokens to the key of a request admitted by [`Self::admit`].
-    pub fn charge_tokens(&mut self, counters: Counters, now_ms: u64, tokens: u64) {
+    /// Gives back a request's reservation and charges its tokens to the key of a request
+    /// admitted by [`Self::admit`].
+    pub fn settle(&mut self, counters: Counters, now_ms: u64, reserved: u64, tokens: u64) {
         // SAFETY: see Counters; the lock is held (self).
-        unsafe { (*counters.0.as_ptr()).limits.charge_tokens(now_ms, tokens) };
+        unsafe { (*counters.0.as_ptr()).limits.settle(now_ms, reserved, tokens) };
     }
 
     /// The limit counters as the state file holds them, if it is time to write them.
@@ -348,9 +373,9 @@ unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_l
         overflow: [(0, SeriesCounts::default()); OVERFLOW_SLOTS],
         full_warned: false,
         state_written_ms: 0,
-        series_count: 0,
+        series_bytes: 0,
         // SAFETY: start and end bound the pool's pages, set by ngx_slab_init.
-        max_series: unsafe { ((*pool).end as usize).saturating_sub((*pool).start as usize) } / 2 / SERIES_BYTES,
+        max_series_bytes: unsafe { ((*pool).end as usize).saturating_sub((*pool).start as usize) } / 2,
         forgot_ms: 0,
     };
     let place = ngx::allocator::allocate(data, &alloc).ok()?.as_ptr();

@@ -15,7 +15,7 @@ Usage:
   ollama-auth <command> --help
 
 OPTIONS (checked by the module's own parser before anything is written):
-  --scopes LIST       read, infer, manage, all; comma-separated
+  --scopes LIST       read, infer, manage, search, all; comma-separated
   --models LIST       model patterns, comma-separated: llama3*,myorg/*
   --expires TIME      YYYY-MM-DD (start of that day, UTC) or an RFC 3339 time
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
@@ -62,7 +62,7 @@ characters, nor look like a fingerprint (`sha256:...`). Another key may carry th
 (to rotate: make the new key, move the clients, revoke the old one by its fingerprint).
 
 OPTIONS:
-  --scopes LIST       read, infer, manage, all; comma-separated
+  --scopes LIST       read, infer, manage, search, all; comma-separated
   --models LIST       model patterns, comma-separated: llama3*,myorg/*
   --expires TIME      YYYY-MM-DD (start of that day, UTC) or an RFC 3339 time; not in the past
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
@@ -129,7 +129,7 @@ with white space. An existing user is refused (use `user passwd`). Passwords may
 hold a NUL byte, or be longer than 72 bytes (bcrypt would ignore the rest).
 
 OPTIONS:
-  --scopes LIST       read, infer, manage, all; comma-separated
+  --scopes LIST       read, infer, manage, search, all; comma-separated
   --models LIST       model patterns, comma-separated: llama3*,myorg/*
   --expires TIME      YYYY-MM-DD (start of that day, UTC) or an RFC 3339 time; not in the past
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d

@@ -638,7 +638,7 @@ mod tests {
     #[test]
     fn refused_option_flags_name_the_flag_and_give_a_hint() {
         let error = words(&[("scopes", "write")]).unwrap_err();
-        assert_eq!(error, "--scopes: item 1 is not one of read, infer, manage, all (e.g. --scopes read,infer)");
+        assert_eq!(error, "--scopes: item 1 is not one of read, infer, manage, search, all (e.g. --scopes read,infer)");
         assert!(words(&[("tokens", "100")]).unwrap_err().starts_with("--tokens: item 1: expected <n>/<period>"));
         assert!(words(&[("parallel", "0")]).unwrap_err().starts_with("--parallel: must be at least 1"));
         assert!(words(&[("expires", "tomorrow")]).unwrap_err().starts_with("--expires: not a date"));
