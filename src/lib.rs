@@ -14,9 +14,12 @@
 //!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,
 //!   rate-limit headers and the state file, as fixed-size data for a shared zone), `state_file`
 //!   (that file on disk: atomic, owner only);
+//! - caps on what one request may ask (`num_ctx`, answer lengths, `keep_alive`) and the body
+//!   rewrite that enforces them: `caps`;
 //! - the gate's own error answers in each API's shape: `errors`.
 
 pub mod cache;
+pub mod caps;
 pub mod credentials;
 pub mod errors;
 pub mod hashes;
