@@ -148,10 +148,8 @@ fn parse_range(text: &str) -> Result<KeepAliveRange, String> {
     if min.is_none() && max.is_none() {
         return Err("needs a duration: 30m, 5m..30m, 5m.. or ..1h".into());
     }
-    let range = KeepAliveRange {
-        min: min.map(parse_cap_duration).transpose()?,
-        max: max.map(parse_cap_duration).transpose()?,
-    };
+    let range =
+        KeepAliveRange { min: min.map(parse_cap_duration).transpose()?, max: max.map(parse_cap_duration).transpose()? };
     if let (Some(min), Some(max)) = (range.min, range.max) {
         if min > max {
             return Err("the shortest keep_alive is longer than the longest".into());
@@ -345,7 +343,8 @@ impl Edits {
             // The body was checked to be one object: its last non-blank byte is its `}`.
             let close = body.iter().rposition(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')).unwrap_or(0);
             out.extend_from_slice(&body[at..close]);
-            let empty = body[..close].iter().rev().find(|&&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{');
+            let empty =
+                body[..close].iter().rev().find(|&&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{');
             out.extend_from_slice(if empty { &self.append[1..] } else { &self.append });
             out.extend_from_slice(&body[close..]);
         }
@@ -381,7 +380,13 @@ pub fn apply_caps(body: &[u8], target: Target, caps: &Caps, may_unload: bool) ->
 /// A `/v1` answer length: a top-level integer, every occurrence over the cap (or negative, which
 /// asks for no limit) set to the cap; a missing or `null` one (no limit, where `missing_is_unlimited`)
 /// added.
-fn answer_length(body: &[u8], member: &str, missing_is_unlimited: bool, caps: &Caps, edits: &mut Edits) -> Result<(), CapRefusal> {
+fn answer_length(
+    body: &[u8],
+    member: &str,
+    missing_is_unlimited: bool,
+    caps: &Caps,
+    edits: &mut Edits,
+) -> Result<(), CapRefusal> {
     let Some(cap) = caps.num_predict else {
         return Ok(());
     };
@@ -648,7 +653,8 @@ mod tests {
         assert_eq!(sent, r#"{"model":"m", "options": {"num_ctx": 8192, "temperature":0.1},"prompt":"hi"}"#);
         assert_eq!(header, "num_ctx=8192");
         let under = r#"{"model":"m","options":{"num_ctx":4096,"num_predict":10},"keep_alive":"10m"}"#;
-        let clamped = apply_caps(under.as_bytes(), CHAT, &caps("num_ctx=8192 num_predict=4096 keep_alive=5m..30m"), false);
+        let clamped =
+            apply_caps(under.as_bytes(), CHAT, &caps("num_ctx=8192 num_predict=4096 keep_alive=5m..30m"), false);
         assert_eq!(clamped, Ok(Clamped::default()));
     }
 
@@ -659,8 +665,14 @@ mod tests {
             ("{}", r#"{"options":{"num_predict":64}}"#),
             (r#"{"options":{"num_predict":-1}}"#, r#"{"options":{"num_predict":64}}"#),
             (r#"{"options":{"num_predict":1e9}}"#, r#"{"options":{"num_predict":64}}"#),
-            (r#"{"options":{"num_predict":5},"options":null}"#, r#"{"options":{"num_predict":5},"options":null,"options":{"num_predict":64}}"#),
-            (r#"{"options":{"num_predict":5,"num_predict":null} }"#, r#"{"options":{"num_predict":5,"num_predict":null} ,"options":{"num_predict":64}}"#),
+            (
+                r#"{"options":{"num_predict":5},"options":null}"#,
+                r#"{"options":{"num_predict":5},"options":null,"options":{"num_predict":64}}"#,
+            ),
+            (
+                r#"{"options":{"num_predict":5,"num_predict":null} }"#,
+                r#"{"options":{"num_predict":5,"num_predict":null} ,"options":{"num_predict":64}}"#,
+            ),
         ] {
             assert_eq!(clamp(body, CHAT, "num_predict=64"), (sent.to_string(), "num_predict=64".to_string()), "{body}");
         }
@@ -749,7 +761,10 @@ mod tests {
             (r#"{"keep_alive":"forever"}"#, CHAT),
             (r#"{"max_tokens":"99999"}"#, Target::OpenAiMaxTokens),
         ] {
-            assert!(matches!(apply_caps(body.as_bytes(), target, &all, true), Err(CapRefusal::BadRequest(_))), "{body}");
+            assert!(
+                matches!(apply_caps(body.as_bytes(), target, &all, true), Err(CapRefusal::BadRequest(_))),
+                "{body}"
+            );
         }
     }
 

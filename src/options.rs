@@ -159,17 +159,8 @@ pub fn options_in_comment(field: &[u8]) -> Vec<&[u8]> {
     words(field).filter(|word| is_option(word)).collect()
 }
 
-const OPTION_NAMES: [&str; 9] = [
-    "scopes",
-    "models",
-    "expires",
-    "tokens",
-    "requests",
-    "parallel",
-    CAP_NAMES[0],
-    CAP_NAMES[1],
-    CAP_NAMES[2],
-];
+const OPTION_NAMES: [&str; 9] =
+    ["scopes", "models", "expires", "tokens", "requests", "parallel", CAP_NAMES[0], CAP_NAMES[1], CAP_NAMES[2]];
 
 /// Reads option words (`name=value`). Option names are case-sensitive.
 pub fn parse_options(words: &[&[u8]]) -> Result<EntryOptions, OptionError> {

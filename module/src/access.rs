@@ -128,7 +128,7 @@ fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> n
     let Some(add_usage) = accounting::start(request, conf) else { return Status::NGX_ERROR.0 };
     match check {
         Some(check) => start_reading(r, BodyCheck { add_usage, ..check }),
-        None if add_usage => start_reading(r, BodyCheck { models: None, add_usage }),
+        None if add_usage => start_reading(r, BodyCheck { models: None, add_usage, caps: None }),
         None => {
             ngx_log_debug_http!(request, "ollama auth: access granted");
             limit::admit(request, conf)

@@ -1,5 +1,5 @@
-//! Reads a request body in the access phase, for the model it names (and, when usage is counted,
-//! to ask Ollama for a streamed `/v1` answer's usage), before the request goes on to
+//! Reads a request body in the access phase, for the model it names, to clamp it to the caps
+//! (see `caps`), and, when usage is counted, to ask Ollama for a streamed `/v1` answer's usage, before the request goes on to
 //! `proxy_pass`; as nginx's mirror module does: read it with
 //! `ngx_http_read_client_request_body`, answer `NGX_DONE`, and run the phases again from the
 //! callback, where the access handler finds the verdict in the request context.
@@ -18,6 +18,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::accounting::ask_for_usage;
 use super::buffers::{append_chain, single_memory_buffer};
+use super::caps::clamp_body;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
@@ -25,7 +26,7 @@ use super::{limit, Module};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::check_body_models;
 
-/// Larger bodies from a key limited to some models are refused (413) rather than copied and
+/// Larger bodies read for models or caps are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
 const MAX_SCANNED_BODY: usize = 64 << 20;
 
@@ -93,26 +94,37 @@ fn verdict(request: &mut Request) -> ngx_int_t {
         }
         ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
     }
+    if let Err(rc) = rewrite(request, conf, &check, body) {
+        return rc;
+    }
+    limit::admit(request, conf)
+}
+
+/// Rewrites the body for `proxy_pass`: clamped to the caps, then (where usage is counted)
+/// asking for a streamed `/v1` answer's usage. `Err` is the access phase's answer.
+fn rewrite(request: &mut Request, conf: &LocConf, check: &BodyCheck, body: &[u8]) -> Result<(), ngx_int_t> {
+    let mut rewritten = None;
+    if let Some(caps) = &check.caps {
+        rewritten = clamp_body(request, caps, body).map_err(|refused| {
+            answer(request, conf, refuse_with(refused.status, refused.kind, refused.message, refused.why))
+        })?;
+    }
     if check.add_usage {
-        match ask_for_usage(request, body) {
-            Ok(Some(asked)) => {
-                if replace_body(request, &asked).is_none() {
-                    return Status::NGX_ERROR.0;
-                }
-            }
+        match ask_for_usage(request, rewritten.as_deref().unwrap_or(body)) {
+            Ok(Some(asked)) => rewritten = Some(asked),
             Ok(None) => {}
             Err(error) => {
                 // Ollama would read the first value and stream its answer without the counts.
                 let message = format!("the body must be one JSON object: {error}");
-                return answer(
-                    request,
-                    conf,
-                    refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest),
-                );
+                let why = RefusalReason::BadRequest;
+                return Err(answer(request, conf, refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, why)));
             }
         }
     }
-    limit::admit(request, conf)
+    match rewritten {
+        Some(bytes) if replace_body(request, &bytes).is_none() => Err(Status::NGX_ERROR.0),
+        _ => Ok(()),
+    }
 }
 
 /// Carries out a refusal judged on the body.

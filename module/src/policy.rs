@@ -1,5 +1,6 @@
 //! What an admitted request may do: its entry's expiry, scopes and models against the endpoint
-//! it asks for (the rules themselves are plain Rust in `ngx_ollama_auth::policy`).
+//! it asks for, and the caps on what it asks (the rules themselves are plain Rust in
+//! `ngx_ollama_auth::policy` and `ngx_ollama_auth::caps`).
 
 use std::rc::Rc;
 
@@ -7,6 +8,7 @@ use ngx::ffi::{ngx_cached_time, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HT
 use ngx::http::Request;
 
 use super::authenticate::Admission;
+use super::caps::{cap_check, CapCheck};
 use super::conf::LocConf;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
@@ -20,6 +22,8 @@ use ngx_ollama_auth::policy::{
 pub struct BodyCheck {
     pub models: Option<ModelCheck>,
     pub add_usage: bool,
+    /// The caps to clamp the body to (see `caps`).
+    pub caps: Option<CapCheck>,
 }
 
 pub struct ModelCheck {
@@ -61,6 +65,20 @@ pub fn refuse_model(refusal: ModelRefusal) -> Judgement {
     }
 }
 
+/// Adds the caps to a judgement that lets the request through: its body must then be read.
+fn with_caps(judgement: Judgement, request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
+    if !matches!(judgement, Judgement::Allow | Judgement::ReadBody(_)) {
+        return judgement;
+    }
+    let Some(check) = cap_check(request, conf, admission) else {
+        return judgement;
+    };
+    match judgement {
+        Judgement::ReadBody(body) => Judgement::ReadBody(BodyCheck { caps: Some(check), ..body }),
+        _ => Judgement::ReadBody(BodyCheck { models: None, add_usage: false, caps: Some(check) }),
+    }
+}
+
 /// The endpoint a request asks for: its method, and nginx's normalized URI (decoded, no query,
 /// no `//` or `/./`) after this location's `ollama_auth_path_prefix`.
 fn endpoint<'r>(request: &'r Request, conf: &LocConf) -> Endpoint<'r> {
@@ -77,7 +95,13 @@ fn now() -> i64 {
     unsafe { (*ngx_cached_time).sec }
 }
 
+/// The verdict on an admitted request: its entry's expiry, scopes and models, then the caps on
+/// what it asks.
 pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
+    with_caps(judge_access(request, conf, admission), request, conf, admission)
+}
+
+fn judge_access(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
     let options = admission.options.as_ref();
     let who = if admission.is_user { "user" } else { "key" };
     if options.is_some_and(|options| options.is_expired_at(now())) {
@@ -125,7 +149,7 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
         let rule =
             BodyRule { model_members: endpoint.model_members, uncheckable_members: endpoint.uncheckable_members };
         let models = Some(ModelCheck { rule, options: options.clone(), who });
-        return Judgement::ReadBody(BodyCheck { models, add_usage: false });
+        return Judgement::ReadBody(BodyCheck { models, add_usage: false, caps: None });
     }
     if endpoint.access == Access::OnlyAll {
         let message = format!("this {who} may use only some models, and this endpoint's model cannot be checked");

@@ -19,6 +19,9 @@ pub struct OptionFlags {
     pub tokens: Option<String>,
     pub requests: Option<String>,
     pub parallel: Option<String>,
+    pub num_ctx: Option<String>,
+    pub num_predict: Option<String>,
+    pub keep_alive: Option<String>,
 }
 
 impl OptionFlags {
@@ -31,6 +34,9 @@ impl OptionFlags {
             ("tokens", &self.tokens),
             ("requests", &self.requests),
             ("parallel", &self.parallel),
+            ("num_ctx", &self.num_ctx),
+            ("num_predict", &self.num_predict),
+            ("keep_alive", &self.keep_alive),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
@@ -99,7 +105,8 @@ fn usage(command: &'static str, message: impl Into<String>) -> UsageError {
     UsageError { message: message.into(), command }
 }
 
-const OPTION_FLAGS: [&str; 6] = ["scopes", "models", "expires", "tokens", "requests", "parallel"];
+const OPTION_FLAGS: [&str; 9] =
+    ["scopes", "models", "expires", "tokens", "requests", "parallel", "num-ctx", "num-predict", "keep-alive"];
 
 /// What one command's flags turned out to be.
 #[derive(Debug, Default)]
@@ -223,6 +230,9 @@ fn option_flags(command: &'static str, flags: &Flags) -> Result<OptionFlags, Usa
         tokens: get("tokens")?,
         requests: get("requests")?,
         parallel: get("parallel")?,
+        num_ctx: get("num-ctx")?,
+        num_predict: get("num-predict")?,
+        keep_alive: get("keep-alive")?,
     })
 }
 

@@ -21,6 +21,9 @@ OPTIONS (checked by the module's own parser before anything is written):
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --num-ctx N         caps: at most N tokens of context (options.num_ctx)
+  --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
+  --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
 
 Files (--file, else the environment, else the shipped configuration's path):
   keys    $OLLAMA_AUTH_KEYS   /etc/nginx/auth/api_keys.txt
@@ -68,6 +71,9 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --num-ctx N         caps: at most N tokens of context (options.num_ctx)
+  --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
+  --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
   --plain             store the key itself rather than its SHA-256
   --file PATH         keys file (default $OLLAMA_AUTH_KEYS, else /etc/nginx/auth/api_keys.txt)
 
@@ -135,6 +141,9 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --num-ctx N         caps: at most N tokens of context (options.num_ctx)
+  --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
+  --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
   --cost N            bcrypt cost, 4 to 12 (default 10; the module skips costs above 12)
   --file PATH         htpasswd file (default $OLLAMA_AUTH_USERS, else /etc/nginx/auth/htpasswd)
 

@@ -155,6 +155,9 @@ fn option_hint(option: &str) -> &'static str {
         "expires" => "e.g. --expires 2026-12-31 or --expires 2026-12-31T18:00:00+01:00",
         "tokens" => "e.g. --tokens 20000/1m,500000/1d; periods <n>s, <n>m, <n>h, <n>d, at most 366 days",
         "requests" => "e.g. --requests 60/1m; periods <n>s, <n>m, <n>h, <n>d, at most 366 days",
+        "num_ctx" => "e.g. --num-ctx 32768",
+        "num_predict" => "e.g. --num-predict 4096",
+        "keep_alive" => "e.g. --keep-alive 5m..30m, --keep-alive 1h (the longest) or --keep-alive 1m.. (the shortest)",
         _ => "e.g. --parallel 2",
     }
 }
@@ -167,7 +170,9 @@ fn option_words(flags: &OptionFlags) -> Result<(Vec<String>, EntryOptions), Fail
     let word_bytes: Vec<&[u8]> = words.iter().map(|word| word.as_bytes()).collect();
     let options = parse_options(&word_bytes).map_err(|error| {
         let message = match &error {
-            OptionError::Invalid { option, reason } => format!("--{option}: {reason} ({})", option_hint(option)),
+            OptionError::Invalid { option, reason } => {
+                format!("--{}: {reason} ({})", option.replace('_', "-"), option_hint(option))
+            }
             other => other.to_string(),
         };
         Failure::new(USAGE, message)
@@ -604,6 +609,8 @@ mod tests {
                 "expires" => &mut flags.expires,
                 "tokens" => &mut flags.tokens,
                 "requests" => &mut flags.requests,
+                "num_ctx" => &mut flags.num_ctx,
+                "keep_alive" => &mut flags.keep_alive,
                 _ => &mut flags.parallel,
             };
             *slot = Some(value.to_string());
@@ -641,6 +648,10 @@ mod tests {
         assert_eq!(error, "--scopes: item 1 is not one of read, infer, manage, all (e.g. --scopes read,infer)");
         assert!(words(&[("tokens", "100")]).unwrap_err().starts_with("--tokens: item 1: expected <n>/<period>"));
         assert!(words(&[("parallel", "0")]).unwrap_err().starts_with("--parallel: must be at least 1"));
+        assert_eq!(words(&[("num_ctx", "32768"), ("keep_alive", "30m")]).unwrap(), ["num_ctx=32768", "keep_alive=30m"]);
+        assert!(words(&[("keep_alive", "0s")])
+            .unwrap_err()
+            .starts_with("--keep-alive: must be a whole number of seconds"));
         assert!(words(&[("expires", "tomorrow")]).unwrap_err().starts_with("--expires: not a date"));
         assert!(words(&[("expires", "2001-01-01")]).unwrap_err().contains("has passed"));
         assert!(words(&[("models", "a, b")]).unwrap_err().starts_with("--models: "));
