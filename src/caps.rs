@@ -556,6 +556,19 @@ fn options(body: &[u8], range: Range<usize>, generates: bool, caps: &Caps, scan:
     }
 }
 
+/// The promise of [`apply_caps`], checked (panics if broken), for the fuzz target and the unit
+/// tests: a rewritten body names what changed, is one JSON object, and the same caps leave it as
+/// it is (every value Ollama would read is within them).
+pub fn check_clamp_consistency(body: &[u8], target: Target, caps: &Caps, may_unload: bool) {
+    let Ok(clamped) = apply_caps(body, target, caps, may_unload) else { return };
+    if let Some(rewritten) = clamped.body {
+        assert!(!clamped.changed.is_empty(), "a rewrite names what it changed");
+        assert_eq!(crate::json::validate(&rewritten), Ok(ValueKind::Object), "a clamped body is one object");
+        let again = apply_caps(&rewritten, target, caps, may_unload).expect("a clamped body is accepted");
+        assert!(again.body.is_none(), "clamping a clamped body changes nothing");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,6 +778,33 @@ mod tests {
                 matches!(apply_caps(body.as_bytes(), target, &all, true), Err(CapRefusal::BadRequest(_))),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn clamping_a_clamped_body_changes_nothing() {
+        // The fuzz target's property, over seeds cut short and with one byte replaced.
+        let caps = caps("num_ctx=8192 num_predict=512 keep_alive=5m..30m");
+        let seeds: [&[u8]; 5] = [
+            br#"{"model":"m","options":{"num_ctx":131072,"num_predict":-1},"keep_alive":-1}"#,
+            br#"{"OPTIONS":{"num\u005fctx":99999},"options":null,"KEEP_ALIVE":"2h","keep_alive":0}"#,
+            br#"{"model":"m","max_tokens":100000,"max_output_tokens":null}"#,
+            br#"{ "options" : { "num_predict" : 1e9 } , "keep_alive" : "1m" }"#,
+            b"{}",
+        ];
+        let targets = [CHAT, EMBED, Target::OpenAiMaxTokens, Target::Responses, Target::Messages];
+        for seed in seeds {
+            for at in 0..seed.len() {
+                for byte in *b"{}[]\",:0-9en " {
+                    let mut body = seed.to_vec();
+                    body[at] = byte;
+                    for target in targets {
+                        check_clamp_consistency(&body, target, &caps, false);
+                        check_clamp_consistency(&body, target, &caps, true);
+                        check_clamp_consistency(&seed[..at], target, &caps, false);
+                    }
+                }
+            }
         }
     }
 
