@@ -809,6 +809,33 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "a measurement, run by make bench"]
+    fn measure_caps_costs() {
+        let image = "QUJD".repeat(5_000_000);
+        let caps = caps("num_ctx=8192 num_predict=4096 keep_alive=5m..30m");
+        let body = |options: &str| {
+            format!(
+                r#"{{"model":"gemma3","prompt":"what is this?","images":["{image}"],"options":{options},"keep_alive":"10m"}}"#
+            )
+        };
+        let unchanged = body(r#"{"num_ctx":4096,"num_predict":100}"#);
+        let rewritten = body(r#"{"num_ctx":131072,"num_predict":100}"#);
+        assert!(unchanged.len() > 20_000_000);
+        for (name, body, changes) in
+            [("20_MB_image_body_caps_check", &unchanged, false), ("20_MB_image_body_caps_rewrite", &rewritten, true)]
+        {
+            let mut best_ms = f64::INFINITY;
+            for _ in 0..5 {
+                let start = std::time::Instant::now();
+                let clamped = apply_caps(body.as_bytes(), CHAT, &caps, false).unwrap();
+                best_ms = best_ms.min(start.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(clamped.body.is_some(), changes);
+            }
+            println!("MEASURE {name} {best_ms:.3}");
+        }
+    }
+
+    #[test]
     fn finds_the_targets() {
         assert_eq!(target(Method::Post, b"/api/chat"), Some(CHAT));
         assert_eq!(target(Method::Post, b"/api/embeddings/"), Some(EMBED));

@@ -373,3 +373,20 @@ def test_real_clients_get_their_answers(gate, ollama):
                                          max_tokens=100000)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert go_reads(forwarded(ollama, before)["body"], "max_tokens") == 512
+
+
+def test_caps_and_the_usage_rewrite_compose(gate, ollama):
+    """Where usage is counted the gate also adds stream_options.include_usage to a streamed /v1
+    request: both rewrites reach Ollama, and the client's answer has no usage it did not ask for."""
+    start(gate, keys=KEYS + "k-counted counted scopes=infer requests=100/1m\n",
+          location_extra="ollama_auth_usage lim;", http_extra="ollama_auth_zone lim 1m;")
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 100000}
+    before = len(ollama.seen)
+    response = send(gate, "k-counted", "/v1/chat/completions", body)
+    assert response.status == 200
+    assert response.header("x-ollama-clamped") == "max_tokens=512"
+    raw = forwarded(ollama, before)["body"]
+    assert go_reads(raw, "max_tokens") == 512
+    assert json.loads(raw)["stream_options"] == {"include_usage": True}
+    assert b'"usage"' not in response.body, "the usage the gate asked for is taken out again"
+    assert response.header("x-ratelimit-remaining-requests") == "99"
