@@ -390,3 +390,32 @@ def test_caps_and_the_usage_rewrite_compose(gate, ollama):
     assert json.loads(raw)["stream_options"] == {"include_usage": True}
     assert b'"usage"' not in response.body, "the usage the gate asked for is taken out again"
     assert response.header("x-ratelimit-remaining-requests") == "99"
+
+
+def test_the_cli_writes_caps_and_key_set_changes_them_without_a_reload(gate, ollama):
+    from test_cli import cli, fingerprint, new_key
+
+    start(gate)
+    path = gate.path("keys.txt")
+    key, _ = new_key(path, "long context", "--scopes", "infer", "--num-ctx", "32768", "--keep-alive", "1m..1h")
+    assert path.read_text().endswith(" long context scopes=infer num_ctx=32768 keep_alive=1m..1h\n")
+    body = {"model": "m", "input": "x", "options": {"num_ctx": 131072}}
+
+    def num_ctx_read():
+        before = len(ollama.seen)
+        assert send(gate, key, "/api/embed", body).status == 200
+        return go_reads(forwarded(ollama, before)["body"], "num_ctx", True)
+
+    assert wait_until(lambda: num_ctx_read() == 32768, 3)
+    before_set = path.read_text()
+    result = cli("key", "set", fingerprint(key), "--num-ctx", "2048", "--file", path)
+    assert result.returncode == 0, result.stderr
+    assert path.read_text() == before_set.replace(" long context scopes=infer num_ctx=32768", " long context scopes=infer num_ctx=2048"), \
+        "other lines and options stay"
+    assert wait_until(lambda: num_ctx_read() == 2048, 3), "key set counts without a reload"
+    refused = cli("key", "set", "long context", "--keep-alive", "0s", "--file", path)
+    assert refused.returncode == 2 and "--keep-alive: must be a whole number of seconds" in refused.stderr
+    assert cli("key", "set", "nobody", "--num-ctx", "1", "--file", path).returncode == 1
+    listed = json.loads(cli("key", "list", "--json", "--file", path).stdout)
+    assert [entry["caps"] for entry in listed["keys"] if entry["name"] == "long context"] == \
+        ["num_ctx=2048 keep_alive=1m..1h"]

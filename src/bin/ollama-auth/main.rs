@@ -86,6 +86,7 @@ fn help_name(text: &str) -> &'static str {
     [
         (help::KEY, "ollama-auth key"),
         (help::KEY_NEW, "ollama-auth key new"),
+        (help::KEY_SET, "ollama-auth key set"),
         (help::KEY_REVOKE, "ollama-auth key revoke"),
         (help::KEY_LIST, "ollama-auth key list"),
         (help::USER, "ollama-auth user"),
@@ -111,6 +112,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::KeyNew { name, options, plain, file } => key_new(&name, &options, plain, &keys_path(file)),
+        Command::KeySet { target, options, file } => key_set(&target, &options, &keys_path(file)),
         Command::KeyRevoke { target, all, file } => key_revoke(&target, all, &keys_path(file)),
         Command::KeyList { json, file } => list::key_list(json, &keys_path(file)),
         Command::UserAdd { name, options, cost, file } => user_add(&name, &options, cost, &users_path(file)),
@@ -283,6 +285,49 @@ fn describe_key(entry: &KeyLine) -> String {
     match &entry.digest {
         Some(digest) => format!("line {} ({name}, {})", entry.line, fingerprint_of(digest)),
         None => format!("line {} ({name})", entry.line),
+    }
+}
+
+/// `key set`: the given options replace the same options on every line of the one key named.
+fn key_set(target_text: &str, flags: &OptionFlags, path: &Path) -> Result<u8, Failure> {
+    let target = RevokeTarget::parse(target_text);
+    if target == RevokeTarget::Name(Vec::new()) {
+        return Err(Failure::new(USAGE, "the key name is empty"));
+    }
+    let (given, _) = option_words(flags)?;
+    let result = store::update(path, false, |content| {
+        let content = content.unwrap_or_default();
+        let entries = edit::key_lines(content);
+        let matched: Vec<&edit::KeyLine> = entries.iter().filter(|entry| target.matches(entry)).collect();
+        let mut digests: Vec<_> = matched.iter().map(|entry| entry.digest).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        if matched.is_empty() || digests.len() > 1 {
+            let why = if matched.is_empty() { "no key" } else { "several different keys" };
+            return Err(Failure::new(
+                PROBLEM,
+                format!("{why} with that name or fingerprint in {}; nothing set", path.display()),
+            ));
+        }
+        let mut out = content.to_vec();
+        for entry in &matched {
+            out = match edit::set_line_options(&out, entry.line, &given) {
+                Some(Ok(changed)) => changed,
+                Some(Err(error)) => {
+                    return Err(Failure::new(USAGE, format!("line {}: {error}; nothing set", entry.line)))
+                }
+                None => return Err(Failure::new(IO, "the file changed while it was read; nothing set")),
+            };
+        }
+        let described: Vec<String> = matched.iter().map(|entry| describe_key(entry)).collect();
+        Ok((out, described))
+    });
+    match result {
+        Ok(described) => {
+            eprintln!("ollama-auth: set {} on {} in {}", given.join(" "), described.join(", "), path.display());
+            Ok(0)
+        }
+        Err(error) => Err(store_failure(error, path, |path| format!("nothing was changed in {}", path.display()))),
     }
 }
 
