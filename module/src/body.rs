@@ -1,6 +1,6 @@
 //! Reads a request body in the access phase, for the model it names, to clamp it to the caps
-//! (see `caps`), and, when usage is counted, to ask Ollama for a streamed `/v1` answer's usage, before the request goes on to
-//! `proxy_pass`; as nginx's mirror module does: read it with
+//! (see `caps`), and, when usage is counted, to ask Ollama for a streamed `/v1` answer's usage,
+//! before the request goes on to `proxy_pass`; as nginx's mirror module does: read it with
 //! `ngx_http_read_client_request_body`, answer `NGX_DONE`, and run the phases again from the
 //! callback, where the access handler finds the verdict in the request context.
 //!
