@@ -419,3 +419,14 @@ def test_the_cli_writes_caps_and_key_set_changes_them_without_a_reload(gate, oll
     listed = json.loads(cli("key", "list", "--json", "--file", path).stdout)
     assert [entry["caps"] for entry in listed["keys"] if entry["name"] == "long context"] == \
         ["num_ctx=2048 keep_alive=1m..1h"]
+
+
+def test_a_key_with_models_gets_both_checks_on_one_read(gate, ollama):
+    start(gate, keys=KEYS + "k-gemma gemma-only scopes=infer models=gemma3\n")
+    before = len(ollama.seen)
+    response = send(gate, "k-gemma", "/api/embed", {"model": "llama3", "options": {"num_ctx": 131072}})
+    assert response.status == 403 and "llama3" in response.json()["error"]
+    assert len(ollama.seen) == before
+    response = send(gate, "k-gemma", "/api/embed", {"model": "gemma3", "options": {"num_ctx": 131072}})
+    assert response.status == 200 and response.header("x-ollama-clamped") == "num_ctx=8192"
+    assert go_reads(forwarded(ollama, before)["body"], "num_ctx", True) == 8192
