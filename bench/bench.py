@@ -101,6 +101,13 @@ def prepare_files():
     chat = {"model": "gemma3", "stream": False, "messages": [{"role": "user", "content": ""}]}
     chat["messages"][0]["content"] = "x" * (1024 - len(json.dumps(chat)))
     (WORK / "chat-1k.json").write_text(json.dumps(chat))
+    # The same 1 KB chat with options and keep_alive, for the caps rows (issue 19): within the
+    # caps below, or with a num_ctx over them.
+    options = dict(chat, options={"num_ctx": 4096, "num_predict": 100}, keep_alive="10m")
+    options["messages"] = [{"role": "user", "content": ""}]
+    options["messages"][0]["content"] = "x" * (1024 - len(json.dumps(options)))
+    (WORK / "chat-1k-options.json").write_text(json.dumps(options))
+    (WORK / "chat-1k-over.json").write_text(json.dumps(options).replace('"num_ctx": 4096', '"num_ctx": 65536'))
     (WORK / "apr1.htpasswd").write_text(sh("htpasswd", "-nbm", USER, PASSWORD).stdout)
     (WORK / "bcrypt.htpasswd").write_text(sh("htpasswd", "-nbB", "-C", "5", USER, PASSWORD).stdout)
     for path in WORK.rglob("*"):
@@ -133,6 +140,7 @@ STREAM_PORT = PORT + 2
 STREAM = (f"proxy_pass http://127.0.0.1:{STREAM_PORT}; proxy_buffering off; proxy_http_version 1.1; "
           f"proxy_set_header X-Fake-Words 500; proxy_set_header X-Fake-Delay 0.0005;")
 LIMITED_KEYS = 100_000
+CAPS = "ollama_auth_caps num_ctx=8192 num_predict=4096 keep_alive=5m..30m;"
 
 
 def variants(quick, baseline):
@@ -168,6 +176,14 @@ def variants(quick, baseline):
                        bearer_header(2), 2, path="/api/chat", body=chat))
     out.append(variant("chat 1 KB proxied, key with models=", f"ollama_bearer_keys_file {WORK}/keys-models.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
+    options, over = WORK / "chat-1k-options.json", WORK / "chat-1k-over.json"
+    scoped = f"ollama_bearer_keys_file {WORK}/keys-scoped.txt;"
+    out.append(variant("chat 1 KB with options proxied, no caps", f"{scoped} {PROXY}",
+                       bearer_header(2), 2, path="/api/chat", body=options))
+    out.append(variant("chat 1 KB with options proxied, caps that change nothing", f"{scoped} {CAPS} {PROXY}",
+                       bearer_header(2), 2, path="/api/chat", body=options))
+    out.append(variant("chat 1 KB with options proxied, caps that rewrite num_ctx", f"{scoped} {CAPS} {PROXY}",
+                       bearer_header(2), 2, path="/api/chat", body=over))
     out.append(variant("module Bearer, 2 keys, usage counted", f"ollama_bearer_keys_file {WORK}/keys-2.txt; {ALL} {USAGE}",
                        bearer_header(2), 2, http=ZONE))
     out.append(variant("module Bearer, key with requests= and parallel=",
@@ -513,6 +529,12 @@ def report(rows, scale, micro, args):
                         "target: within 1%", "cached Basic against the baseline module")
     lines += ratio_line(rows, "chat 1 KB proxied, key with models=", "chat 1 KB proxied, unrestricted key",
                         "target: at least 0.95", "POST /api/chat, 1 KB body, key with models= against an unrestricted key")
+    lines += ratio_line(rows, "chat 1 KB with options proxied, caps that change nothing",
+                        "chat 1 KB with options proxied, no caps", "target: at least 0.90",
+                        "POST /api/chat, 1 KB body, caps that change nothing, against no caps")
+    lines += ratio_line(rows, "chat 1 KB with options proxied, caps that rewrite num_ctx",
+                        "chat 1 KB with options proxied, no caps", "the cost of a rewrite",
+                        "POST /api/chat, 1 KB body, num_ctx clamped, against no caps")
     lines += ratio_line(rows, "module Bearer, 2 keys, usage counted", "no auth", "target: at least 0.95",
                         "Bearer with usage counted in a zone, static file, against no auth")
     lines += ratio_line(rows, "stream 500 chunks, usage counted", "stream 500 chunks, usage not counted",

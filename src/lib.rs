@@ -16,9 +16,12 @@
 //!   rate-limit headers and the state file, as fixed-size data for a shared zone), `state_file`
 //!   (that file on disk: atomic, owner only), `estimate` (a request's tokens by the gate's own
 //!   rule, reserved at admission and charged when Ollama's counts never arrive);
+//! - caps on what one request may ask (`num_ctx`, answer lengths, `keep_alive`) and the body
+//!   rewrite that enforces them: `caps`;
 //! - the gate's own error answers in each API's shape: `errors`.
 
 pub mod cache;
+pub mod caps;
 pub mod compressed;
 pub mod credentials;
 pub mod errors;

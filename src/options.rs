@@ -1,5 +1,6 @@
 //! The options an entry may carry after its key (or in an htpasswd line's comment field):
-//! `scopes=`, `models=`, `expires=`, `tokens=`, `requests=` and `parallel=`.
+//! `scopes=`, `models=`, `expires=`, `tokens=`, `requests=`, `parallel=`, and the caps
+//! `num_ctx=`, `num_predict=`, `keep_alive=` (see `caps`).
 //!
 //! A word holding `=` is an option; the other words are the entry's name. An option that is
 //! unknown, repeated or malformed makes the whole entry unusable (the line is skipped with a
@@ -7,6 +8,7 @@
 
 use std::fmt;
 
+use crate::caps::{Caps, CAP_NAMES};
 use crate::models::ModelPatterns;
 use crate::policy::Scopes;
 
@@ -43,6 +45,8 @@ pub struct EntryOptions {
     pub tokens: Vec<Window>,
     pub requests: Vec<Window>,
     pub parallel: Option<u32>,
+    /// The entry's own caps, over its location's.
+    pub caps: Caps,
 }
 
 impl EntryOptions {
@@ -77,6 +81,7 @@ impl EntryOptions {
         if let Some(parallel) = self.parallel {
             words.push(format!("parallel={parallel}"));
         }
+        words.extend(self.caps.to_words());
         words
     }
 }
@@ -154,7 +159,8 @@ pub fn options_in_comment(field: &[u8]) -> Vec<&[u8]> {
     words(field).filter(|word| is_option(word)).collect()
 }
 
-const OPTION_NAMES: [&str; 6] = ["scopes", "models", "expires", "tokens", "requests", "parallel"];
+const OPTION_NAMES: [&str; 9] =
+    ["scopes", "models", "expires", "tokens", "requests", "parallel", CAP_NAMES[0], CAP_NAMES[1], CAP_NAMES[2]];
 
 /// Reads option words (`name=value`). Option names are case-sensitive.
 pub fn parse_options(words: &[&[u8]]) -> Result<EntryOptions, OptionError> {
@@ -184,7 +190,8 @@ pub fn parse_options(words: &[&[u8]]) -> Result<EntryOptions, OptionError> {
             }
             "tokens" => options.tokens = parse_windows(value).map_err(invalid)?,
             "requests" => options.requests = parse_windows(value).map_err(invalid)?,
-            _ => options.parallel = Some(parse_parallel(value).map_err(invalid)?),
+            "parallel" => options.parallel = Some(parse_parallel(value).map_err(invalid)?),
+            _ => options.caps.set(option, value).map_err(invalid)?,
         }
     }
     // What the zone cannot count (more windows than a key's counters hold) is a bad line too.
@@ -438,6 +445,18 @@ mod tests {
         let (name, options) = split_name_and_options(b"caf\xc3\xa9 = x=");
         assert_eq!(name, "café".as_bytes());
         assert_eq!(options, [&b"="[..], b"x="]);
+    }
+
+    #[test]
+    fn caps_are_options_checked_by_the_caps_parser() {
+        let options = parse("scopes=infer num_ctx=32768 keep_alive=1m..1h").unwrap();
+        assert_eq!(options.caps.num_ctx, Some(32768));
+        assert_eq!(options.caps.keep_alive.map(|range| (range.min, range.max)), Some((Some(60), Some(3600))));
+        assert_eq!(options.to_words(), ["scopes=infer", "num_ctx=32768", "keep_alive=1m..1h"]);
+        assert!(!options.has_limits());
+        assert_eq!(error("num_predict=0"), "option \"num_predict\": must be at least 1");
+        assert_eq!(error("num_ctx=1 num_ctx=2"), "repeated option \"num_ctx\"");
+        assert_eq!(error("keep_alive=forever"), "option \"keep_alive\": not a duration such as 90s, 5m or 1h30m");
     }
 
     #[test]

@@ -139,7 +139,9 @@ fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> n
     let reserves = accounting::reserves_tokens(request, conf);
     match check {
         Some(check) => start_reading(r, BodyCheck { add_usage, ..check }),
-        None if add_usage || reserves => start_reading(r, BodyCheck { models: None, web_search: None, add_usage }),
+        None if add_usage || reserves => {
+            start_reading(r, BodyCheck { models: None, web_search: None, add_usage, caps: None })
+        }
         None => {
             ngx_log_debug_http!(request, "ollama auth: access granted");
             limit::admit(request, conf)

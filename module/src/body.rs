@@ -1,6 +1,6 @@
-//! Reads a request body in the access phase, for the model it names (and, when usage is counted,
-//! to ask Ollama for a streamed `/v1` answer's usage), before the request goes on to
-//! `proxy_pass`; as nginx's mirror module does: read it with
+//! Reads a request body in the access phase, for the model it names, to clamp it to the caps
+//! (see `caps`), and, when usage is counted, to ask Ollama for a streamed `/v1` answer's usage,
+//! before the request goes on to `proxy_pass`; as nginx's mirror module does: read it with
 //! `ngx_http_read_client_request_body`, answer `NGX_DONE`, and run the phases again from the
 //! callback, where the access handler finds the verdict in the request context.
 //!
@@ -19,6 +19,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::accounting::{self, ask_for_usage};
 use super::buffers::{append_chain, single_memory_buffer};
+use super::caps::clamp_body;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
@@ -27,7 +28,7 @@ use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, Deco
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
 
-/// Larger bodies from a key limited to some models are refused (413) rather than copied and
+/// Larger bodies read for models or caps are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
 const MAX_SCANNED_BODY: usize = 64 << 20;
 
@@ -40,7 +41,7 @@ pub fn start_reading(r: *mut ngx_http_request_t, check: BodyCheck) -> ngx_int_t 
         // SAFETY: nginx's request, valid for this call; the borrow ends with this block.
         let request = unsafe { Request::from_ngx_http_request(r) };
         let Some(ctx) = ctx_or_new(request) else { return Status::NGX_ERROR.0 };
-        ctx.body = Some(BodyState::Reading(check));
+        ctx.body = Some(BodyState::Reading(Box::new(check)));
     }
     // SAFETY: a valid main request in the access phase; nginx calls body_read when the whole
     // body is in (maybe at once, before this returns).
@@ -76,10 +77,8 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     if let Some(refusal) = body_refusal(request, &check, body) {
         return answer(request, conf, refusal);
     }
-    if check.add_usage {
-        if let Err(rc) = add_usage(request, conf, body, zstd.as_ref().map(|&(_, encoding)| encoding)) {
-            return rc;
-        }
+    if let Err(rc) = rewrite(request, conf, &check, body, zstd.as_ref().map(|&(_, encoding)| encoding)) {
+        return rc;
     }
     limit::admit(request, conf)
 }
@@ -172,34 +171,43 @@ fn body_refusal(request: &Request, check: &BodyCheck, body: &[u8]) -> Option<Jud
     }
 }
 
-/// Asks Ollama for a streamed `/v1` answer's usage (see `accounting::ask_for_usage`), putting
-/// the rewritten body in place; a zstd body goes on decoded, its `Content-Encoding` made
-/// `identity`. `Err` with what the access phase answers.
-fn add_usage(
+/// Rewrites the body for `proxy_pass`: clamped to the caps, then (where usage is counted)
+/// asking for a streamed `/v1` answer's usage. A rewritten zstd body goes on decoded, its
+/// `Content-Encoding` made `identity` (Ollama decodes only `zstd` and reads the rest as is).
+/// `Err` is the access phase's answer.
+fn rewrite(
     request: &mut Request,
     conf: &LocConf,
+    check: &BodyCheck,
     body: &[u8],
     zstd_encoding: Option<*mut ngx_table_elt_t>,
 ) -> Result<(), ngx_int_t> {
-    match ask_for_usage(request, body) {
-        Ok(Some(asked)) => {
-            replace_body(request, &asked).ok_or(Status::NGX_ERROR.0)?;
-            // The body goes on decoded: Ollama decodes only `zstd` and reads the rest as is.
-            if let Some(encoding) = zstd_encoding {
-                // SAFETY: an entry of this request's header list, in its pool; the static
-                // text outlives the request.
-                unsafe { (*encoding).value = ngx::ffi::ngx_str_t { len: 8, data: b"identity".as_ptr().cast_mut() } };
+    let mut rewritten = None;
+    if let Some(caps) = &check.caps {
+        rewritten = clamp_body(request, caps, body).map_err(|refused| {
+            answer(request, conf, refuse_with(refused.status, refused.kind, refused.message, refused.why))
+        })?;
+    }
+    if check.add_usage {
+        match ask_for_usage(request, rewritten.as_deref().unwrap_or(body)) {
+            Ok(Some(asked)) => rewritten = Some(asked),
+            Ok(None) => {}
+            Err(error) => {
+                // Ollama would read the first value and stream its answer without the counts.
+                let message = format!("the body must be one JSON object: {error}");
+                let why = RefusalReason::BadRequest;
+                return Err(answer(request, conf, refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, why)));
             }
-            Ok(())
-        }
-        Ok(None) => Ok(()),
-        Err(error) => {
-            // Ollama would read the first value and stream its answer without the counts.
-            let message = format!("the body must be one JSON object: {error}");
-            let refusal = refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
-            Err(answer(request, conf, refusal))
         }
     }
+    let Some(bytes) = rewritten else { return Ok(()) };
+    replace_body(request, &bytes).ok_or(Status::NGX_ERROR.0)?;
+    if let Some(encoding) = zstd_encoding {
+        // SAFETY: an entry of this request's header list, in its pool; the static text outlives
+        // the request.
+        unsafe { (*encoding).value = ngx::ffi::ngx_str_t { len: 8, data: b"identity".as_ptr().cast_mut() } };
+    }
+    Ok(())
 }
 
 /// A `Content-Encoding: zstd` body on the `/v1` paths where Ollama decodes one, decoded as

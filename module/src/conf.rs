@@ -1,6 +1,6 @@
 //! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
 //! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`, `ollama_auth_usage`,
-//! `ollama_auth_metrics` (and `ollama_auth_zone`, in `zone`); the registry of watched files;
+//! `ollama_auth_metrics`, `ollama_auth_caps` (and `ollama_auth_zone`, in `zone`); the registry of watched files;
 //! and the worker-start readability check.
 
 use std::borrow::Cow;
@@ -13,7 +13,7 @@ use std::rc::Rc;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
@@ -21,6 +21,7 @@ use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use super::zone::{set_zone, zone_reference, Zone};
 use super::{conf_error, Module};
+use ngx_ollama_auth::caps::Caps;
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::KeySet;
 use ngx_ollama_auth::policy::{outside_ollama_roots, Scopes};
@@ -81,6 +82,9 @@ pub struct LocConf {
     pub metrics: Option<Zone>,
     /// From `ollama_auth_json_errors`: nginx's own error pages here answer JSON.
     pub json_errors: Option<bool>,
+    /// From `ollama_auth_caps`: the caps of every entry here (an entry's own beat them);
+    /// `off` is an empty set.
+    pub caps: Option<Caps>,
 }
 
 /// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
@@ -156,6 +160,9 @@ impl Merge for LocConf {
         }
         if self.json_errors.is_none() {
             self.json_errors = parent.json_errors;
+        }
+        if self.caps.is_none() {
+            self.caps = parent.caps;
         }
         Ok(())
     }
@@ -452,6 +459,33 @@ extern "C" fn set_metrics(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *
     NGX_CONF_OK
 }
 
+extern "C" fn set_caps(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in set_keys_file; NGX_CONF_1MORE guarantees at least one argument after the
+    // directive's name.
+    let (conf, args) = unsafe { (&mut *(conf as *mut LocConf), &(*(*cf).args).as_slice::<ngx_str_t>()[1..]) };
+    if conf.caps.is_some() {
+        return conf_error(c"is duplicate");
+    }
+    if let [only] = args {
+        if only.as_bytes() == b"off" {
+            conf.caps = Some(Caps::default());
+            return NGX_CONF_OK;
+        }
+    }
+    let words: Option<Vec<&str>> = args.iter().map(|arg| arg.to_str().ok()).collect();
+    let parsed = words.ok_or_else(|| "not UTF-8".to_string()).and_then(Caps::parse_words);
+    match parsed {
+        Ok(caps) => {
+            conf.caps = Some(caps);
+            NGX_CONF_OK
+        }
+        Err(reason) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid \"ollama_auth_caps\" value {}", reason);
+            NGX_CONF_ERROR
+        }
+    }
+}
+
 /// Merges a location's settings, then refuses entries with limits where nothing counts them.
 pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes the configuration being merged and two of this module's LocConfs.
@@ -521,7 +555,7 @@ unsafe fn warn_of_missing_prefix(cf: *mut ngx_conf_t, conf: &LocConf) {
 const FILE_DIRECTIVE_CONTEXTS: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
 
-pub static mut COMMANDS: [ngx_command_t; 10] = [
+pub static mut COMMANDS: [ngx_command_t; 11] = [
     ngx_command_t {
         name: ngx_string!("ollama_bearer_keys_file"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
@@ -590,6 +624,14 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
         name: ngx_string!("ollama_auth_metrics"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_metrics),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_caps"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_caps),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: std::ptr::null_mut(),

@@ -100,7 +100,7 @@ impl Drop for InFlight {
 /// Where reading the request body for its model stands.
 pub enum BodyState {
     /// Being read, for this check.
-    Reading(BodyCheck),
+    Reading(Box<BodyCheck>),
     /// Read and judged: the access phase's answer.
     Judged(isize),
 }
@@ -127,6 +127,10 @@ pub struct RequestCtx {
     pub body_sent: bool,
     /// Reading the request body for its model (see `body`).
     pub body: Option<BodyState>,
+    /// What the caps changed in the request body (`num_ctx=8192, ...`), for `x-ollama-clamped`
+    /// and `$ollama_clamped`; the header went out once `clamped_sent`.
+    pub clamped: Option<String>,
+    pub clamped_sent: bool,
     /// A listing answer to cut down to the models these options allow.
     pub listing: Option<(Listing, Rc<EntryOptions>)>,
     /// The listing answer, gathered until its last buffer, its header held back till then.

@@ -29,6 +29,7 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::accounting::path;
 use super::buffers::{append_chain, for_each_piece};
+use super::caps::CLAMPED_HEADER;
 use super::conf::{Challenges, LocConf};
 use super::ctx::{
     ctx_mut, ctx_or_new, error_shape, Accounting, Refusal, RequestCtx, CHALLENGE_BASIC, CHALLENGE_BEARER,
@@ -202,6 +203,18 @@ fn add_rate_headers(request: &mut Request) -> Option<()> {
     added
 }
 
+/// Names what the caps changed in the request (`x-ollama-clamped`), once.
+fn add_clamped_header(request: &mut Request) -> Option<()> {
+    let summary = match ctx_mut(request) {
+        Some(ctx) if !ctx.clamped_sent && ctx.clamped.is_some() => {
+            ctx.clamped_sent = true;
+            ctx.clamped.clone()?
+        }
+        _ => return Some(()),
+    };
+    push_header_copy(request, CLAMPED_HEADER, summary.as_bytes())
+}
+
 /// Sets up the reading of a counted answer, once its header says what it is.
 fn start_scanning(request: &mut Request) {
     let counted_and_new = |ctx: &mut RequestCtx| ctx.accounting.as_ref().is_some_and(|a| a.scanner.is_none());
@@ -278,7 +291,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     if ctx_mut(request).is_none() {
         return next_header(r); // the common case: nothing of this module's to do
     }
-    if request.is_main() && add_rate_headers(request).is_none() {
+    if request.is_main() && (add_rate_headers(request).is_none() || add_clamped_header(request).is_none()) {
         return Status::NGX_ERROR.0;
     }
     match role(request) {

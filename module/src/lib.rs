@@ -5,18 +5,19 @@
 //! ngx_ollama_auth crate and back. One file per nginx mechanism: `conf` (directives and the
 //! watched files), `ctx` (the per-request context and its decision), `authenticate` (the
 //! credential check), `policy` (what an admitted entry may do), `access` (the access-phase
-//! handler), `body` (reading a request body for its model), `buffers` (copying nginx buffer
-//! chains), `filters` (this module's refusals, cut-down model listings, counted answers),
-//! `zone` (the shared-memory zone and its state file), `accounting` (counting a finished
-//! request, the log phase), `limit` (admitting a limited key's request), `metrics` (the
-//! Prometheus endpoint), `variables` (`$ollama_auth_user` and the usage variables). Every
-//! `unsafe` block says what makes it sound.
+//! handler), `body` (reading a request body for its model), `caps` (clamping it to the caps),
+//! `buffers` (copying nginx buffer chains), `filters` (this module's refusals, cut-down model
+//! listings, counted answers), `zone` (the shared-memory zone and its state file), `accounting`
+//! (counting a finished request, the log phase), `limit` (admitting a limited key's request),
+//! `metrics` (the Prometheus endpoint), `variables` (`$ollama_auth_user`, the usage variables
+//! and `$ollama_clamped`). Every `unsafe` block says what makes it sound.
 
 mod access;
 mod accounting;
 mod authenticate;
 mod body;
 mod buffers;
+mod caps;
 mod conf;
 mod ctx;
 mod filters;

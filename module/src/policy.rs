@@ -1,5 +1,6 @@
 //! What an admitted request may do: its entry's expiry, scopes and models against the endpoint
-//! it asks for (the rules themselves are plain Rust in `ngx_ollama_auth::policy`).
+//! it asks for, and the caps on what it asks (the rules themselves are plain Rust in
+//! `ngx_ollama_auth::policy` and `ngx_ollama_auth::caps`).
 
 use std::rc::Rc;
 
@@ -7,6 +8,7 @@ use ngx::ffi::{ngx_cached_time, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HT
 use ngx::http::Request;
 
 use super::authenticate::Admission;
+use super::caps::{cap_check, CapCheck};
 use super::conf::LocConf;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
@@ -22,6 +24,8 @@ pub struct BodyCheck {
     pub models: Option<ModelCheck>,
     pub web_search: Option<(BodyExtra, &'static str)>,
     pub add_usage: bool,
+    /// The caps to clamp the body to (see `caps`).
+    pub caps: Option<CapCheck>,
 }
 
 pub struct ModelCheck {
@@ -63,6 +67,20 @@ pub fn refuse_model(refusal: ModelRefusal) -> Judgement {
     }
 }
 
+/// Adds the caps to a judgement that lets the request through: its body must then be read.
+fn with_caps(judgement: Judgement, request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
+    if !matches!(judgement, Judgement::Allow | Judgement::ReadBody(_)) {
+        return judgement;
+    }
+    let Some(check) = cap_check(request, conf, admission) else {
+        return judgement;
+    };
+    match judgement {
+        Judgement::ReadBody(body) => Judgement::ReadBody(BodyCheck { caps: Some(check), ..body }),
+        _ => Judgement::ReadBody(BodyCheck { models: None, web_search: None, add_usage: false, caps: Some(check) }),
+    }
+}
+
 /// The endpoint a request asks for: its method, and nginx's normalized URI (decoded, no query,
 /// no `//` or `/./`) after this location's `ollama_auth_path_prefix`.
 fn endpoint<'r>(request: &'r Request, conf: &LocConf) -> Endpoint<'r> {
@@ -79,7 +97,13 @@ fn now() -> i64 {
     unsafe { (*ngx_cached_time).sec }
 }
 
+/// The verdict on an admitted request: its entry's expiry, scopes and models, then the caps on
+/// what it asks.
 pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
+    with_caps(judge_access(request, conf, admission), request, conf, admission)
+}
+
+fn judge_access(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
     let options = admission.options.as_ref();
     let who = if admission.is_user { "user" } else { "key" };
     if !is_judgeable_target(request.as_ref().unparsed_uri.as_bytes()) {
@@ -123,7 +147,7 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     };
     let Some(options) = options.filter(|_| restricted_models) else {
         return match web_search {
-            Some(_) => Judgement::ReadBody(BodyCheck { models: None, web_search, add_usage: false }),
+            Some(_) => Judgement::ReadBody(BodyCheck { models: None, web_search, add_usage: false, caps: None }),
             None => Judgement::Allow,
         };
     };
@@ -136,7 +160,7 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
             }
             Ok(None) => {
                 let models = Some(ModelCheck { rule: BodyRule::of(&endpoint), options: options.clone(), who });
-                Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false })
+                Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false, caps: None })
             }
             Ok(Some(_)) => refuse_model(ModelRefusal::BadRequest("\"model\" must be a model name".into())),
             Err(_) => {
@@ -153,7 +177,7 @@ pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgem
     }
     if !endpoint.model_members.is_empty() {
         let models = Some(ModelCheck { rule: BodyRule::of(&endpoint), options: options.clone(), who });
-        return Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false });
+        return Judgement::ReadBody(BodyCheck { models, web_search, add_usage: false, caps: None });
     }
     if endpoint.access == Access::OnlyAll {
         let message = format!("this {who} may use only some models, and this endpoint's model cannot be checked");

@@ -3,6 +3,9 @@
 //!
 //! `$ollama_model`, `$ollama_prompt_tokens`, `$ollama_completion_tokens`: what the answer to an
 //! admitted request said, for the log phase; empty when it said nothing (see `accounting`).
+//!
+//! `$ollama_clamped`: what the caps changed in the request (`num_ctx=8192, keep_alive=30m`),
+//! as the `x-ollama-clamped` header says it; empty when nothing was changed.
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -16,6 +19,7 @@ use super::ctx::{ctx_mut, decided_with_label};
 use super::Module;
 
 const NAME: &str = "ollama_auth_user";
+const CLAMPED: &str = "ollama_clamped";
 
 type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
 
@@ -28,7 +32,7 @@ const USAGE_VARIABLES: [(&str, usize); 3] =
 /// # Safety
 /// `cf` must be the configuration being loaded.
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let all = [(NAME, 0, get_user as Getter)]
+    let all = [(NAME, 0, get_user as Getter), (CLAMPED, 0, get_clamped as Getter)]
         .into_iter()
         .chain(USAGE_VARIABLES.map(|(name, which)| (name, which, get_usage as Getter)));
     for (name, data, getter) in all {
@@ -91,6 +95,23 @@ unsafe extern "C" fn get_usage(
     });
     // SAFETY: the request pool outlives the variable's use in this request.
     let text = unsafe { ngx_str_t::from_bytes(pool, text.unwrap_or_default().as_bytes()) };
+    // SAFETY: nginx hands variable handlers a valid value slot to fill.
+    fill(unsafe { &mut *value }, text)
+}
+
+/// Evaluates `$ollama_clamped`.
+unsafe extern "C" fn get_clamped(
+    r: *mut ngx_http_request_t,
+    value: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
+    // for as long as it is.
+    let main = unsafe { Request::from_ngx_http_request((*r).main) };
+    let pool = main.as_ref().pool;
+    let text = ctx_mut(main).and_then(|ctx| ctx.clamped.clone()).unwrap_or_default();
+    // SAFETY: the request pool outlives the variable's use in this request.
+    let text = unsafe { ngx_str_t::from_bytes(pool, text.as_bytes()) };
     // SAFETY: nginx hands variable handlers a valid value slot to fill.
     fill(unsafe { &mut *value }, text)
 }

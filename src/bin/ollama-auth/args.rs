@@ -19,6 +19,9 @@ pub struct OptionFlags {
     pub tokens: Option<String>,
     pub requests: Option<String>,
     pub parallel: Option<String>,
+    pub num_ctx: Option<String>,
+    pub num_predict: Option<String>,
+    pub keep_alive: Option<String>,
 }
 
 impl OptionFlags {
@@ -31,6 +34,9 @@ impl OptionFlags {
             ("tokens", &self.tokens),
             ("requests", &self.requests),
             ("parallel", &self.parallel),
+            ("num_ctx", &self.num_ctx),
+            ("num_predict", &self.num_predict),
+            ("keep_alive", &self.keep_alive),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
@@ -52,6 +58,11 @@ pub enum Command {
         name: String,
         options: OptionFlags,
         plain: bool,
+        file: Option<PathBuf>,
+    },
+    KeySet {
+        target: String,
+        options: OptionFlags,
         file: Option<PathBuf>,
     },
     KeyRevoke {
@@ -99,7 +110,8 @@ fn usage(command: &'static str, message: impl Into<String>) -> UsageError {
     UsageError { message: message.into(), command }
 }
 
-const OPTION_FLAGS: [&str; 6] = ["scopes", "models", "expires", "tokens", "requests", "parallel"];
+const OPTION_FLAGS: [&str; 9] =
+    ["scopes", "models", "expires", "tokens", "requests", "parallel", "num-ctx", "num-predict", "keep-alive"];
 
 /// What one command's flags turned out to be.
 #[derive(Debug, Default)]
@@ -223,6 +235,9 @@ fn option_flags(command: &'static str, flags: &Flags) -> Result<OptionFlags, Usa
         tokens: get("tokens")?,
         requests: get("requests")?,
         parallel: get("parallel")?,
+        num_ctx: get("num-ctx")?,
+        num_predict: get("num-predict")?,
+        keep_alive: get("keep-alive")?,
     })
 }
 
@@ -276,7 +291,7 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
 /// `key <command> ...`
 fn parse_key(args: &[OsString]) -> Result<Command, UsageError> {
     let Some(sub) = args.first() else {
-        return Err(usage(help::KEY, "missing key command: new, revoke or list"));
+        return Err(usage(help::KEY, "missing key command: new, set, revoke or list"));
     };
     let rest = &args[1..];
     match sub.to_string_lossy().as_ref() {
@@ -287,6 +302,18 @@ fn parse_key(args: &[OsString]) -> Result<Command, UsageError> {
                 name: joined_words(help::KEY_NEW, "key name", &flags)?,
                 options: option_flags(help::KEY_NEW, &flags)?,
                 plain: flags.switch("plain"),
+                file: flags.path("file"),
+            })
+        }
+        "set" => {
+            let flags = flags!(help::KEY_SET, rest, &with_options(&["file"]), &[]);
+            let options = option_flags(help::KEY_SET, &flags)?;
+            if options.given().is_empty() {
+                return Err(usage(help::KEY_SET, "nothing to set: give at least one option, e.g. --num-ctx 32768"));
+            }
+            Ok(Command::KeySet {
+                target: joined_words(help::KEY_SET, "key name or fingerprint", &flags)?,
+                options,
                 file: flags.path("file"),
             })
         }
@@ -303,7 +330,7 @@ fn parse_key(args: &[OsString]) -> Result<Command, UsageError> {
             no_positional(help::KEY_LIST, &flags)?;
             Ok(Command::KeyList { json: flags.switch("json"), file: flags.path("file") })
         }
-        other => Err(usage(help::KEY, format!("unknown key command {other:?}: new, revoke or list"))),
+        other => Err(usage(help::KEY, format!("unknown key command {other:?}: new, set, revoke or list"))),
     }
 }
 
@@ -431,8 +458,8 @@ mod tests {
     fn usage_errors() {
         assert_eq!(error(&[]), "missing command");
         assert_eq!(error(&["keys"]), "unknown command \"keys\": key, user or check");
-        assert_eq!(error(&["key"]), "missing key command: new, revoke or list");
-        assert_eq!(error(&["key", "delete"]), "unknown key command \"delete\": new, revoke or list");
+        assert_eq!(error(&["key"]), "missing key command: new, set, revoke or list");
+        assert_eq!(error(&["key", "delete"]), "unknown key command \"delete\": new, set, revoke or list");
         assert_eq!(error(&["key", "new"]), "missing key name");
         assert_eq!(error(&["key", "new", "x", "--scopes"]), "--scopes needs a value");
         assert_eq!(error(&["key", "new", "x", "--scopes", "read", "--scopes=infer"]), "--scopes given twice");

@@ -101,6 +101,41 @@ pub fn replace_hash(content: &[u8], number: usize, hash: &[u8]) -> Option<Vec<u8
     Some(out)
 }
 
+/// Line `number` with its options replaced by `given` (`name=value` words): an option given
+/// replaces the line's own in its place (or is added at the end), the others stay; the key and the name stay (joined by single
+/// spaces), and so does the line's ending. `Err` if the options would not be read, naming why.
+pub fn set_line_options(content: &[u8], number: usize, given: &[String]) -> Option<Result<Vec<u8>, OptionError>> {
+    let span = line_spans(content).into_iter().nth(number.checked_sub(1)?)?;
+    let line = &content[span.clone()];
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    let (key, rest) = first_field(body.trim_ascii());
+    let (name, old) = split_name_and_options(rest);
+    let option_name = |word: &[u8]| word.split(|&b| b == b'=').next().unwrap_or_default().to_vec();
+    let replaced: Vec<Vec<u8>> = given.iter().map(|word| option_name(word.as_bytes())).collect();
+    // A given option takes the place of the line's own, so the line reads as before.
+    let mut words: Vec<&[u8]> = old
+        .into_iter()
+        .map(|word| replaced.iter().position(|name| *name == option_name(word)).map_or(word, |i| given[i].as_bytes()))
+        .collect();
+    let added: Vec<&[u8]> = given.iter().map(|word| word.as_bytes()).filter(|word| !words.contains(word)).collect();
+    words.extend(added);
+    if let Err(error) = parse_options(&words) {
+        return Some(Err(error));
+    }
+    let lead = &line[..line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0)];
+    let mut out = content[..span.start].to_vec();
+    out.extend_from_slice(lead);
+    out.extend_from_slice(key);
+    for part in std::iter::once(&name[..]).filter(|name| !name.is_empty()).chain(words) {
+        out.push(b' ');
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&line[body.len()..]);
+    out.extend_from_slice(&content[span.end..]);
+    Some(Ok(out))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -154,7 +189,7 @@ impl RevokeTarget {
         RevokeTarget::Name(normalized.into_bytes())
     }
 
-    fn matches(&self, entry: &KeyLine) -> bool {
+    pub fn matches(&self, entry: &KeyLine) -> bool {
         match self {
             RevokeTarget::Fingerprint(hex_prefix) => {
                 entry.digest.is_some_and(|digest| hex(&digest).starts_with(hex_prefix.as_str()))
@@ -293,6 +328,19 @@ pub fn user_options(text: &[u8]) -> Result<EntryOptions, OptionError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn set_line_options_replaces_in_place_and_keeps_the_rest() {
+        let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let content = b"\xef\xbb\xbfk1  CI   bot scopes=read num_ctx=1\r\n# c\r\n  k2 other\r\n";
+        let set = set_line_options(content, 1, &words(&["num_ctx=32768", "keep_alive=5m..30m"])).unwrap().unwrap();
+        assert_eq!(set, b"\xef\xbb\xbfk1 CI bot scopes=read num_ctx=32768 keep_alive=5m..30m\r\n# c\r\n  k2 other\r\n");
+        let set = set_line_options(content, 3, &words(&["scopes=infer"])).unwrap().unwrap();
+        assert_eq!(&set[content.len() - 12..], b"  k2 other scopes=infer\r\n");
+        let refused = set_line_options(content, 1, &words(&["num_ctx=0"])).unwrap();
+        assert_eq!(refused.unwrap_err().to_string(), "option \"num_ctx\": must be at least 1");
+        assert!(set_line_options(content, 9, &words(&["num_ctx=1"])).is_none());
+    }
     use super::*;
 
     fn text(bytes: &[u8]) -> &str {

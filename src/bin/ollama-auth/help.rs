@@ -5,6 +5,7 @@ ollama-auth: manage the keys file and the htpasswd file of the ngx-ollama-auth n
 
 Usage:
   ollama-auth key new <name> [OPTIONS] [--plain] [--file PATH]
+  ollama-auth key set <name|fingerprint> [OPTIONS] [--file PATH]
   ollama-auth key revoke <name|fingerprint> [--all] [--file PATH]
   ollama-auth key list [--json] [--file PATH]
   ollama-auth user add <name> [OPTIONS] [--cost N] [--file PATH]
@@ -21,6 +22,9 @@ OPTIONS (checked by the module's own parser before anything is written):
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --num-ctx N         caps: at most N tokens of context (options.num_ctx)
+  --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
+  --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
 
 Files (--file, else the environment, else the shipped configuration's path):
   keys    $OLLAMA_AUTH_KEYS   /etc/nginx/auth/api_keys.txt
@@ -43,6 +47,7 @@ Exit status:
 pub const KEY: &str = "\
 Usage:
   ollama-auth key new <name> [OPTIONS] [--plain] [--file PATH]
+  ollama-auth key set <name|fingerprint> [OPTIONS] [--file PATH]
   ollama-auth key revoke <name|fingerprint> [--all] [--file PATH]
   ollama-auth key list [--json] [--file PATH]
 
@@ -68,11 +73,30 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --num-ctx N         caps: at most N tokens of context (options.num_ctx)
+  --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
+  --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
   --plain             store the key itself rather than its SHA-256
   --file PATH         keys file (default $OLLAMA_AUTH_KEYS, else /etc/nginx/auth/api_keys.txt)
 
 Exit status: 0 written; 2 usage error; 3 the file cannot be written: the key is printed all the
 same, with the line to add yourself on stderr; 4 other I/O error.
+";
+
+pub const KEY_SET: &str = "\
+Usage: ollama-auth key set <name|fingerprint> [OPTIONS] [--file PATH]
+
+Sets options on the key named exactly <name>, or whose fingerprint is <fingerprint> (as
+`key revoke` takes them): each option given replaces the line's own, the others stay. The
+options are checked by the module's own parser before anything is written; the change counts
+within a second, without a reload. Comments and other lines are kept byte for byte.
+
+OPTIONS: as for `key new` (--scopes, --models, --expires, --tokens, --requests, --parallel,
+--num-ctx, --num-predict, --keep-alive), at least one.
+  --file PATH         keys file (default $OLLAMA_AUTH_KEYS, else /etc/nginx/auth/api_keys.txt)
+
+Exit status: 0 set; 1 no such key, or a name several different keys carry; 2 usage error; 3
+the file cannot be written (nothing changed); 4 other I/O error.
 ";
 
 pub const KEY_REVOKE: &str = "\
@@ -135,6 +159,9 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --num-ctx N         caps: at most N tokens of context (options.num_ctx)
+  --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
+  --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
   --cost N            bcrypt cost, 4 to 12 (default 10; the module skips costs above 12)
   --file PATH         htpasswd file (default $OLLAMA_AUTH_USERS, else /etc/nginx/auth/htpasswd)
 

@@ -113,6 +113,7 @@ fn print_json(path: &Path, what: &str, rows: &[Row], skipped: &[(usize, String)]
                 format!("\"tokens\":{}", json_or_null(windows(&o.tokens))),
                 format!("\"requests\":{}", json_or_null(windows(&o.requests))),
                 format!("\"parallel\":{}", o.parallel.map_or_else(|| "null".to_string(), |n| n.to_string())),
+                format!("\"caps\":{}", json_or_null((!o.caps.is_empty()).then(|| o.caps.to_words().join(" ")))),
             ]);
             format!("{{{}}}", fields.join(","))
         })
@@ -129,7 +130,7 @@ fn print_json(path: &Path, what: &str, rows: &[Row], skipped: &[(usize, String)]
     );
 }
 
-/// Columns padded to their widest cell; the last one (limits, of varying length) is not.
+/// Columns padded to their widest cell; the last one (limits and caps, of varying length) is not.
 fn print_table(rows: &[Row]) {
     let Some(first) = rows.first() else { return };
     let now = now();
@@ -151,6 +152,7 @@ fn print_table(rows: &[Row]) {
             if let Some(parallel) = o.parallel {
                 limits.push(format!("parallel={parallel}"));
             }
+            limits.extend(o.caps.to_words());
             let expires = o.expires.map(|time| {
                 if o.is_expired_at(now) {
                     format!("{} (expired)", format_time(time))

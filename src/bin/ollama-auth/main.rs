@@ -86,6 +86,7 @@ fn help_name(text: &str) -> &'static str {
     [
         (help::KEY, "ollama-auth key"),
         (help::KEY_NEW, "ollama-auth key new"),
+        (help::KEY_SET, "ollama-auth key set"),
         (help::KEY_REVOKE, "ollama-auth key revoke"),
         (help::KEY_LIST, "ollama-auth key list"),
         (help::USER, "ollama-auth user"),
@@ -111,6 +112,7 @@ fn run(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::KeyNew { name, options, plain, file } => key_new(&name, &options, plain, &keys_path(file)),
+        Command::KeySet { target, options, file } => key_set(&target, &options, &keys_path(file)),
         Command::KeyRevoke { target, all, file } => key_revoke(&target, all, &keys_path(file)),
         Command::KeyList { json, file } => list::key_list(json, &keys_path(file)),
         Command::UserAdd { name, options, cost, file } => user_add(&name, &options, cost, &users_path(file)),
@@ -155,6 +157,9 @@ fn option_hint(option: &str) -> &'static str {
         "expires" => "e.g. --expires 2026-12-31 or --expires 2026-12-31T18:00:00+01:00",
         "tokens" => "e.g. --tokens 20000/1m,500000/1d; periods <n>s, <n>m, <n>h, <n>d, at most 366 days",
         "requests" => "e.g. --requests 60/1m; periods <n>s, <n>m, <n>h, <n>d, at most 366 days",
+        "num_ctx" => "e.g. --num-ctx 32768",
+        "num_predict" => "e.g. --num-predict 4096",
+        "keep_alive" => "e.g. --keep-alive 5m..30m, --keep-alive 1h (the longest) or --keep-alive 1m.. (the shortest)",
         _ => "e.g. --parallel 2",
     }
 }
@@ -167,7 +172,9 @@ fn option_words(flags: &OptionFlags) -> Result<(Vec<String>, EntryOptions), Fail
     let word_bytes: Vec<&[u8]> = words.iter().map(|word| word.as_bytes()).collect();
     let options = parse_options(&word_bytes).map_err(|error| {
         let message = match &error {
-            OptionError::Invalid { option, reason } => format!("--{option}: {reason} ({})", option_hint(option)),
+            OptionError::Invalid { option, reason } => {
+                format!("--{}: {reason} ({})", option.replace('_', "-"), option_hint(option))
+            }
             other => other.to_string(),
         };
         Failure::new(USAGE, message)
@@ -278,6 +285,49 @@ fn describe_key(entry: &KeyLine) -> String {
     match &entry.digest {
         Some(digest) => format!("line {} ({name}, {})", entry.line, fingerprint_of(digest)),
         None => format!("line {} ({name})", entry.line),
+    }
+}
+
+/// `key set`: the given options replace the same options on every line of the one key named.
+fn key_set(target_text: &str, flags: &OptionFlags, path: &Path) -> Result<u8, Failure> {
+    let target = RevokeTarget::parse(target_text);
+    if target == RevokeTarget::Name(Vec::new()) {
+        return Err(Failure::new(USAGE, "the key name is empty"));
+    }
+    let (given, _) = option_words(flags)?;
+    let result = store::update(path, false, |content| {
+        let content = content.unwrap_or_default();
+        let entries = edit::key_lines(content);
+        let matched: Vec<&edit::KeyLine> = entries.iter().filter(|entry| target.matches(entry)).collect();
+        let mut digests: Vec<_> = matched.iter().map(|entry| entry.digest).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        if matched.is_empty() || digests.len() > 1 {
+            let why = if matched.is_empty() { "no key" } else { "several different keys" };
+            return Err(Failure::new(
+                PROBLEM,
+                format!("{why} with that name or fingerprint in {}; nothing set", path.display()),
+            ));
+        }
+        let mut out = content.to_vec();
+        for entry in &matched {
+            out = match edit::set_line_options(&out, entry.line, &given) {
+                Some(Ok(changed)) => changed,
+                Some(Err(error)) => {
+                    return Err(Failure::new(USAGE, format!("line {}: {error}; nothing set", entry.line)))
+                }
+                None => return Err(Failure::new(IO, "the file changed while it was read; nothing set")),
+            };
+        }
+        let described: Vec<String> = matched.iter().map(|entry| describe_key(entry)).collect();
+        Ok((out, described))
+    });
+    match result {
+        Ok(described) => {
+            eprintln!("ollama-auth: set {} on {} in {}", given.join(" "), described.join(", "), path.display());
+            Ok(0)
+        }
+        Err(error) => Err(store_failure(error, path, |path| format!("nothing was changed in {}", path.display()))),
     }
 }
 
@@ -604,6 +654,8 @@ mod tests {
                 "expires" => &mut flags.expires,
                 "tokens" => &mut flags.tokens,
                 "requests" => &mut flags.requests,
+                "num_ctx" => &mut flags.num_ctx,
+                "keep_alive" => &mut flags.keep_alive,
                 _ => &mut flags.parallel,
             };
             *slot = Some(value.to_string());
@@ -641,6 +693,10 @@ mod tests {
         assert_eq!(error, "--scopes: item 1 is not one of read, infer, manage, search, all (e.g. --scopes read,infer)");
         assert!(words(&[("tokens", "100")]).unwrap_err().starts_with("--tokens: item 1: expected <n>/<period>"));
         assert!(words(&[("parallel", "0")]).unwrap_err().starts_with("--parallel: must be at least 1"));
+        assert_eq!(words(&[("num_ctx", "32768"), ("keep_alive", "30m")]).unwrap(), ["num_ctx=32768", "keep_alive=30m"]);
+        assert!(words(&[("keep_alive", "0s")])
+            .unwrap_err()
+            .starts_with("--keep-alive: must be a whole number of seconds"));
         assert!(words(&[("expires", "tomorrow")]).unwrap_err().starts_with("--expires: not a date"));
         assert!(words(&[("expires", "2001-01-01")]).unwrap_err().contains("has passed"));
         assert!(words(&[("models", "a, b")]).unwrap_err().starts_with("--models: "));
