@@ -14,11 +14,14 @@
 //!   their Prometheus text exposition), `limits` (per-key sliding windows, in-flight counts,
 //!   rate-limit headers and the state file, as fixed-size data for a shared zone), `state_file`
 //!   (that file on disk: atomic, owner only);
-//! - the gate's own error answers in each API's shape: `errors`.
+//! - the gate's own error answers in each API's shape: `errors`;
+//! - several Ollama servers behind one gate: `fleet` (the request's model, poll answers, the
+//!   choice of a member).
 
 pub mod cache;
 pub mod credentials;
 pub mod errors;
+pub mod fleet;
 pub mod hashes;
 pub mod htpasswd;
 pub mod json;
