@@ -9,7 +9,8 @@
 //! chains), `filters` (this module's refusals, cut-down model listings, counted answers),
 //! `zone` (the shared-memory zone and its state file), `accounting` (counting a finished
 //! request, the log phase), `limit` (admitting a limited key's request), `metrics` (the
-//! Prometheus endpoint), `variables` (`$ollama_auth_user` and the usage variables). Every
+//! Prometheus endpoint), `variables` (`$ollama_auth_user` and the usage variables), `fleet`
+//! (several Ollama servers: `$ollama_request_model`, routing by model, polling). Every
 //! `unsafe` block says what makes it sound.
 
 mod access;
@@ -20,6 +21,7 @@ mod buffers;
 mod conf;
 mod ctx;
 mod filters;
+mod fleet;
 mod limit;
 mod metrics;
 mod policy;
@@ -43,11 +45,18 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx calls this with the configuration being loaded, as register requires.
-        unsafe { variables::register(cf) }
+        let rc = unsafe { variables::register(cf) };
+        if rc != ngx::core::Status::NGX_OK.0 {
+            return rc;
+        }
+        // SAFETY: as above.
+        unsafe { fleet::register(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
-        for step in [variables::note_use, access::install, accounting::install_if_used, filters::install] {
+        for step in
+            [variables::note_use, fleet::install, access::install, accounting::install_if_used, filters::install]
+        {
             // SAFETY: nginx calls this with the configuration being loaded, in
             // postconfiguration, as all of them require.
             let rc = unsafe { step(cf) };
@@ -81,10 +90,17 @@ pub static mut ngx_http_ollama_auth_module: ngx_module_t = ngx_module_t {
     // nginx only reads the commands array, which lives as long as the module.
     commands: addr_of!(conf::COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
-    init_process: Some(conf::check_files_in_worker),
+    init_process: Some(init_process),
     exit_process: Some(zone::save_on_exit),
     ..ngx_module_t::default()
 };
+
+/// At worker start: the file check, then the fleets' poller.
+extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    let rc = conf::check_files_in_worker(cycle);
+    fleet::start_in_worker(cycle);
+    rc
+}
 
 /// The `char *` nginx expects from a directive handler that fails with a message.
 fn conf_error(message: &'static std::ffi::CStr) -> *mut c_char {
