@@ -43,12 +43,16 @@ def conf(ports):
 
 
 SERVER = """
+    ollama_bearer_keys_file keys.txt;
+    ollama_auth_use_fleet gpus;
+    proxy_set_header X-Model $ollama_request_model;
+    proxy_set_header X-By-Map $by_map;
+    proxy_set_header Authorization "";
     location / {
-        ollama_bearer_keys_file keys.txt;
-        ollama_auth_use_fleet gpus;
-        proxy_set_header X-Model $ollama_request_model;
-        proxy_set_header X-By-Map $by_map;
-        proxy_set_header Authorization "";
+        proxy_pass http://$ollama_fleet_backend;
+        error_page 502 504 = @retry;
+    }
+    location @retry {
         proxy_pass http://$ollama_fleet_backend;
     }
 """
@@ -189,6 +193,13 @@ def test_a_stopped_member_is_routed_around_and_used_again_when_back(fleet):
     gate, fakes, ports = fleet["gate"], fleet["fakes"], fleet["ports"]
     fakes["b"].__exit__(None, None, None)
     try:
+        # At once, before any poll has failed: b still looks up and has gemma3 loaded; the try
+        # there fails to connect, and error_page sends the request again, to a, body and all.
+        before = marks(fleet)
+        answer = chat(gate, "gemma3:1b")
+        assert answer.status == 200, answer
+        assert who_answered(fleet, "/api/chat", before) == ["a"]
+        assert json.loads(fakes["a"].seen[-1]["body"])["messages"][0]["content"] == "hi"
         # Within the poll interval plus two failed polls: gemma3 goes to a, llama3.2 is nowhere.
         assert wait_until(lambda: chat(gate, "llama3.2").status == 404, 6)
         for _ in range(3):

@@ -2,8 +2,10 @@
 //! defines a fleet, polled for its models (`poll`) into a shared zone (`shared`);
 //! `ollama_auth_use_fleet <name>` (location) routes a location's requests through it
 //! (`route`), by the model the request names (`model`, which also gives
-//! `$ollama_request_model`). The plain rules are `ngx_ollama_auth::fleet`.
+//! `$ollama_request_model`); members that fail requests are marked down (`health`). The plain
+//! rules are `ngx_ollama_auth::fleet`.
 
+pub mod health;
 pub mod model;
 pub mod poll;
 pub mod route;
@@ -14,9 +16,10 @@ use std::ffi::{c_char, c_void};
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_push, ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_cycle_t, ngx_http_add_variable, ngx_http_handler_pt,
-    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t,
-    ngx_parse_size, ngx_parse_time, ngx_parse_url, ngx_pool_cleanup_add, ngx_shared_memory_add, ngx_str_t, ngx_url_t,
-    ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_int_t, ngx_parse_size, ngx_parse_time,
+    ngx_parse_url, ngx_pool_cleanup_add, ngx_shared_memory_add, ngx_str_t, ngx_url_t, ngx_variable_value_t,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_conf_log_error;
@@ -128,7 +131,11 @@ pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
     if fleets {
         let phase = ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE;
         // SAFETY: as above.
-        return unsafe { add_handler(cf, phase, Some(route::precontent_handler)) };
+        if unsafe { add_handler(cf, phase, Some(route::precontent_handler)) } != Status::NGX_OK.0 {
+            return Status::NGX_ERROR.0;
+        }
+        // SAFETY: as above.
+        return unsafe { add_handler(cf, ngx_http_phases_NGX_HTTP_LOG_PHASE, Some(health::log_handler)) };
     }
     Status::NGX_OK.0
 }

@@ -33,6 +33,8 @@ pub struct FleetCtx {
     pub model: Option<Option<String>>,
     /// The member chosen for the request, counted busy until the request ends.
     pub chosen: Option<super::route::Chosen>,
+    /// Members tried before and failed (a retry through `error_page`): not chosen again.
+    pub tried: Vec<usize>,
 }
 
 /// The request's fleet context, made if there is none yet.

@@ -62,12 +62,13 @@ fn next_round() -> usize {
     }
 }
 
-/// The member for a request for `model` (`None`: any member that is up).
-fn pick(members: &[MemberState], model: Option<u64>) -> Option<usize> {
+/// The member for a request for `model` (`None`: any member that is up), other than `tried`.
+fn pick(members: &[MemberState], model: Option<u64>, tried: &[usize]) -> Option<usize> {
     let candidates: Vec<Candidate> = members
         .iter()
-        .map(|m| Candidate {
-            up: m.up,
+        .enumerate()
+        .map(|(i, m)| Candidate {
+            up: m.up && !tried.contains(&i),
             has: model.is_none_or(|key| m.tags().binary_search(&key).is_ok()),
             loaded: model.is_some_and(|key| m.ps().binary_search(&key).is_ok()),
             busy: m.busy,
@@ -85,12 +86,10 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     let Some(conf) = Module::location_conf(request) else { return Status::NGX_DECLINED.0 };
     let Some(fleet) = conf.fleet else { return Status::NGX_DECLINED.0 };
-    if ctx_mut(request)
-        .and_then(|ctx| ctx.fleet.as_ref()?.downcast_ref::<super::model::FleetCtx>()?.chosen.as_ref())
-        .is_some()
-    {
-        return Status::NGX_DECLINED.0;
-    }
+    let tried = match retry(request) {
+        Ok(tried) => tried,
+        Err(rc) => return rc,
+    };
     let method = Method::from_name(request.as_ref().method_name.as_bytes());
     let Some(path) = strip_prefix(request.as_ref().uri.as_bytes(), conf.path_prefix()).map(<[u8]>::to_vec) else {
         return Status::NGX_DECLINED.0;
@@ -108,7 +107,7 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let model = model_of(request, conf);
         let key = model.as_deref().map(model_key);
         let Some(held) = fleet.get().lock() else { return Status::NGX_ERROR.0 };
-        match pick(held.members, key) {
+        match pick(held.members, key, &tried) {
             Some(member) => member,
             None => {
                 let any_up = held.members.iter().any(|m| m.up);
@@ -129,6 +128,31 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(ctx) = fleet_ctx(request) else { return Status::NGX_ERROR.0 };
     ctx.chosen = Some(Chosen::new(fleet, chosen));
     Status::NGX_DECLINED.0
+}
+
+/// The members tried already: none on a request's first pass; on a pass after its upstream try
+/// failed (`error_page 502 504 = @retry` into a fleet location), the failed ones, counted as
+/// failures. `Err(NGX_DECLINED)` when a member is chosen already and stands.
+fn retry(request: &mut Request) -> Result<Vec<usize>, ngx_int_t> {
+    let log = request.log();
+    let internal = request.as_ref().internal() != 0;
+    let status = super::health::upstream_status(request);
+    let Some(ctx) = ctx_mut(request).and_then(|ctx| ctx.fleet.as_mut()?.downcast_mut::<super::model::FleetCtx>())
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(chosen) = ctx.chosen.take() else { return Ok(ctx.tried.clone()) };
+    match status {
+        Some(status) if internal && !(1..500).contains(&status) => {
+            super::health::count(&chosen, status, log);
+            ctx.tried.push(chosen.member);
+            Ok(ctx.tried.clone())
+        }
+        _ => {
+            ctx.chosen = Some(chosen);
+            Err(Status::NGX_DECLINED.0)
+        }
+    }
 }
 
 /// The path without one trailing `/`, as Ollama's router takes it.
