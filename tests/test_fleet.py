@@ -300,3 +300,21 @@ def test_using_an_unknown_fleet_fails_nginx_t(make_gate):
     gate.configure("location / { ollama_auth_use_fleet nope; }")
     code, output = gate.test_config()
     assert code != 0 and '"nope"' in output and "ollama_auth_use_fleet" in output, output
+
+
+def test_the_shipped_fleet_conf_and_compose_stack(tmp_path):
+    """docker/fleet/nginx.conf, made local as the shipped confs are, passes nginx -t; the compose
+    stack runs two Ollama servers behind it."""
+    import subprocess
+    import yaml
+    from conftest import ROOT
+    subprocess.run([str(ROOT / "nginx-conf/localize.sh"), str(ROOT / "docker/fleet/nginx.conf"), str(tmp_path),
+                    module_path(), "127.0.0.1:1", "127.0.0.1:11434"], check=True)
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth/api_keys.txt").write_text("fleet-key team\n")
+    result = subprocess.run([nginx_binary(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-t"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+    stack = yaml.safe_load((ROOT / "docker/compose.fleet.yml").read_text())["services"]
+    assert {"ollama-a", "ollama-b", "nginx"} <= set(stack)
+    assert "./fleet/nginx.conf:/etc/nginx/nginx.conf:ro" in stack["nginx"]["volumes"]
