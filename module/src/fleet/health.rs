@@ -49,13 +49,13 @@ pub fn upstream_status(request: &Request) -> Option<usize> {
 
 /// Counts one request's outcome against its member.
 pub fn count(chosen: &Chosen, status: usize, log: *mut ngx_log_t) {
-    let fleet = chosen.fleet.get();
-    let Some(held) = fleet.lock() else { return };
-    let member = &mut held.members[chosen.member];
     if (1..500).contains(&status) {
         return; // only a poll that answers resets the count: a member that answers requests
                 // but not its polls cannot route on a stale listing for ever
     }
+    let fleet = chosen.fleet.get();
+    let Some(held) = fleet.lock() else { return };
+    let member = &mut held.members[chosen.member];
     // 0: no answer at all (the connection failed or timed out before a status).
     member.failures = member.failures.saturating_add(1);
     if member.up && member.failures >= fleet.fails {

@@ -14,7 +14,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, Request};
 
 use super::model::{fleet_ctx, model_of};
-use super::shared::{FleetRef, MemberState};
+use super::shared::{FleetRef, MemberState, MAX_MEMBERS};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, refuse};
 use crate::Module;
@@ -35,10 +35,9 @@ pub struct Chosen {
 }
 
 impl Chosen {
-    fn new(fleet: FleetRef, member: usize) -> Chosen {
-        if let Some(held) = fleet.get().lock() {
-            held.members[member].busy = held.members[member].busy.saturating_add(1);
-        }
+    /// Counts the member busy, under the lock its choice was made with.
+    fn counted(fleet: FleetRef, members: &mut [MemberState], member: usize) -> Chosen {
+        members[member].busy = members[member].busy.saturating_add(1);
         Chosen { fleet, member }
     }
 }
@@ -64,17 +63,16 @@ fn next_round() -> usize {
 
 /// The member for a request for `model` (`None`: any member that is up), other than `tried`.
 fn pick(members: &[MemberState], model: Option<u64>, tried: &[usize]) -> Option<usize> {
-    let candidates: Vec<Candidate> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Candidate {
+    let mut candidates = [Candidate::default(); MAX_MEMBERS];
+    for (i, (candidate, m)) in candidates.iter_mut().zip(members).enumerate() {
+        *candidate = Candidate {
             up: m.up && !tried.contains(&i),
             has: model.is_none_or(|key| m.tags().binary_search(&key).is_ok()),
             loaded: model.is_some_and(|key| m.ps().binary_search(&key).is_ok()),
             busy: m.busy,
-        })
-        .collect();
-    choose(&candidates, next_round())
+        };
+    }
+    choose(&candidates[..members.len().min(MAX_MEMBERS)], next_round())
 }
 
 /// The precontent handler: chooses the member, or answers the request itself.
@@ -100,7 +98,10 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let management = MANAGEMENT.iter().any(|known| route_path(&path) == *known) || path.starts_with(b"/api/blobs/");
     let chosen = if management {
         match target(request, fleet) {
-            Ok(member) => member,
+            Ok(member) => {
+                let Some(held) = fleet.get().lock() else { return Status::NGX_ERROR.0 };
+                Chosen::counted(fleet, held.members, member)
+            }
             Err(message) => return refuse_here(request, conf, NGX_HTTP_BAD_REQUEST, "bad request", message),
         }
     } else {
@@ -108,7 +109,7 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let key = model.as_deref().map(model_key);
         let Some(held) = fleet.get().lock() else { return Status::NGX_ERROR.0 };
         match pick(held.members, key, &tried) {
-            Some(member) => member,
+            Some(member) => Chosen::counted(fleet, held.members, member),
             None => {
                 let any_up = held.members.iter().any(|m| m.up);
                 drop(held);
@@ -126,7 +127,7 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     };
     let Some(ctx) = fleet_ctx(request) else { return Status::NGX_ERROR.0 };
-    ctx.chosen = Some(Chosen::new(fleet, chosen));
+    ctx.chosen = Some(chosen);
     Status::NGX_DECLINED.0
 }
 
