@@ -318,3 +318,34 @@ def test_the_shipped_fleet_conf_and_compose_stack(tmp_path):
     stack = yaml.safe_load((ROOT / "docker/compose.fleet.yml").read_text())["services"]
     assert {"ollama-a", "ollama-b", "nginx"} <= set(stack)
     assert "./fleet/nginx.conf:/etc/nginx/nginx.conf:ro" in stack["nginx"]["volumes"]
+
+
+def test_request_model_keys_limit_req_before_the_access_phase(make_gate):
+    """`limit_req` runs before the access phase: the body is read for it (after the key is
+    admitted), so each model has its own bucket."""
+    with FakeOllama(models=["x:latest", "y:latest"]) as one:
+        gate = make_gate()
+        gate.write("keys.txt", KEYS)
+        gate.configure(f"""
+            location / {{
+                ollama_bearer_keys_file keys.txt;
+                limit_req zone=per_model nodelay;
+                limit_req_status 429;
+                proxy_pass http://127.0.0.1:{one.port};
+            }}
+        """, http_extra="limit_req_zone $ollama_request_model zone=per_model:1m rate=1r/m;", workers=2)
+        gate.start()
+        assert chat(gate, "x").status == 200
+        assert chat(gate, "X:latest").status == 429, "the same model, spelled otherwise"
+        assert chat(gate, "y").status == 200, "another model, another bucket"
+        assert chat(gate, "x", key="nobody").status == 401, "a stranger is refused, not counted or read"
+
+
+def test_a_reload_keeps_routing(fleet):
+    gate = fleet["gate"]
+    gate.reload()
+    assert wait_until(lambda: chat(gate, "qwen3").status == 200, 5)
+    before = marks(fleet)
+    assert chat(gate, "llama3.2").status == 200
+    assert who_answered(fleet, "/api/chat", before) == ["b"]
+    assert listed(gate) == ALL_MODELS
