@@ -21,8 +21,9 @@ use crate::Module;
 use ngx_ollama_auth::fleet::request_model;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Method};
 
-/// A body larger than this is not read for its model (the variable is empty then).
-const MAX_READ_BODY: usize = 16 << 20;
+/// A body larger than this is not read for its model (the variable is empty then): as much as
+/// `body` scans for a key limited to some models.
+const MAX_READ_BODY: usize = 64 << 20;
 
 /// What this module's fleet code keeps for one request (in the request context's `fleet` slot).
 #[derive(Default)]
