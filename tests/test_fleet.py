@@ -349,3 +349,40 @@ def test_a_reload_keeps_routing(fleet):
     assert chat(gate, "llama3.2").status == 200
     assert who_answered(fleet, "/api/chat", before) == ["b"]
     assert listed(gate) == ALL_MODELS
+
+
+def test_usage_and_limits_count_per_request_through_a_fleet(make_gate):
+    """A fleet location counts usage and enforces a key's limits as a single-Ollama one does."""
+    import re
+    with FakeOllama(models=["x:latest"]) as one, FakeOllama(models=["y:latest"]) as two:
+        gate = make_gate()
+        gate.write("keys.txt", KEYS + "k-once once requests=1/1m\n")
+        gate.configure("""
+            location / {
+                ollama_bearer_keys_file keys.txt;
+                ollama_auth_usage usage;
+                ollama_auth_use_fleet pair;
+                proxy_pass http://$ollama_fleet_backend;
+            }
+            location = /metrics { ollama_auth_metrics usage; }
+        """, http_extra=f"""
+            ollama_auth_zone usage 1m;
+            ollama_auth_fleet pair interval=1s timeout=500ms {{
+                server 127.0.0.1:{one.port};
+                server 127.0.0.1:{two.port};
+            }}
+        """, workers=2)
+        gate.start()
+        assert wait_until(lambda: listed(gate) == ["x:latest", "y:latest"], 10)
+        assert chat(gate, "x", headers={"X-Fake-Model": "x:latest"}).status == 200
+        assert chat(gate, "y", headers={"X-Fake-Model": "y:latest"}).status == 200
+        assert [s["path"] for s in one.seen if s["method"] == "POST"] == ["/api/chat"]
+        assert [s["path"] for s in two.seen if s["method"] == "POST"] == ["/api/chat"]
+        assert chat(gate, "y", key="k-once").status == 200
+        assert chat(gate, "x", key="k-once").status == 429, "the key's limit holds across members"
+
+        def counted():
+            text = gate.request("/metrics").body.decode()
+            found = re.findall(r'ollama_auth_requests_total\{user="admin",model="([xy]:latest)",code="200"\} (\d+)', text)
+            return sorted(found) == [("x:latest", "1"), ("y:latest", "1")]
+        assert wait_until(counted, 5), gate.request("/metrics").body.decode()
