@@ -1,6 +1,7 @@
 //! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
 //! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`, `ollama_auth_usage`,
-//! `ollama_auth_metrics` (and `ollama_auth_zone`, in `zone`); the registry of watched files;
+//! `ollama_auth_metrics` (and `ollama_auth_zone`, in `zone`; `ollama_auth_fleet` and
+//! `ollama_auth_use_fleet`, in `fleet`); the registry of watched files;
 //! and the worker-start readability check.
 
 use std::borrow::Cow;

@@ -16,7 +16,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-use super::shared::{Fleet, FleetRef, MemberState, NAMES_BYTES};
+use super::shared::{FleetRef, MemberState, NAMES_BYTES};
 use ngx_ollama_auth::fleet::{parse_poll_answer, PollError, PolledModels};
 
 /// How often a worker looks for a member due for a poll.
@@ -325,7 +325,3 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
         ngx::ffi::ngx_add_timer(event, TICK_MS as _);
     }
 }
-
-/// Unused in release builds; keeps `Fleet` named for the docs.
-#[allow(dead_code)]
-fn _fleet(_: &Fleet) {}
