@@ -97,6 +97,8 @@ def prepare_files():
     limited = WORK / f"keys-limited-{LIMITED_KEYS}.txt"
     if not limited.exists():
         limited.write_text("".join(f"{KEY % i} scopes=all requests=1000/1d parallel=4\n" for i in range(LIMITED_KEYS)))
+    (WORK / "fleet/api").mkdir(parents=True, exist_ok=True)
+    (WORK / "fleet/api/tags").write_text(FLEET_TAGS)
     (WORK / "generate.json").write_text(json.dumps({"model": "gemma3", "prompt": "Why is the sky blue?"}))
     chat = {"model": "gemma3", "stream": False, "messages": [{"role": "user", "content": ""}]}
     chat["messages"][0]["content"] = "x" * (1024 - len(json.dumps(chat)))
@@ -141,6 +143,27 @@ STREAM = (f"proxy_pass http://127.0.0.1:{STREAM_PORT}; proxy_buffering off; prox
           f"proxy_set_header X-Fake-Words 500; proxy_set_header X-Fake-Delay 0.0005;")
 LIMITED_KEYS = 100_000
 CAPS = "ollama_auth_caps num_ctx=8192 num_predict=4096 keep_alive=5m..30m;"
+# A fleet of three members (issue 21), each a server of the same nginx answering /api/tags with
+# 200 models (gemma3 among them), /api/ps with none, and the chat as the stand-in does; each
+# reached through an upstream of its name= with keepalive, as the fixed proxy_pass is.
+FLEET_PORTS = [PORT + 10, PORT + 11, PORT + 12]
+FLEET_TAGS = json.dumps({"models": [{"name": f"model-{i}:latest", "model": f"model-{i}:latest"} for i in range(199)]
+                        + [{"name": "gemma3:latest", "model": "gemma3:latest"}]})
+
+
+def fleet_http():
+    """The fleet and its three members (their /api/tags a file: too long for a `return`)."""
+    members = "".join(f" server 127.0.0.1:{p} name=m{p};" for p in FLEET_PORTS)
+    servers = "".join(f" upstream m{p} {{ server 127.0.0.1:{p}; keepalive 16; }}"
+                      f" server {{ listen 127.0.0.1:{p}; location = /api/tags {{ root {WORK}/fleet; }}"
+                      f" location = /api/ps {{ return 200 '{{\"models\":[]}}'; }}"
+                      f" location / {{ return 200 '{{\"model\":\"gemma3\",\"done\":true}}'; }} }}"
+                      for p in FLEET_PORTS)
+    return f"ollama_auth_fleet bench {{{members} }}{servers}"
+
+
+FLEET = ("ollama_auth_use_fleet bench; proxy_pass http://$ollama_fleet_backend; proxy_http_version 1.1; "
+         "proxy_set_header Connection \"\";")
 
 
 def variants(quick, baseline):
@@ -174,6 +197,9 @@ def variants(quick, baseline):
     out.append(variant("chat 1 KB proxied, no auth", PROXY, bearer_header(2), path="/api/chat", body=chat))
     out.append(variant("chat 1 KB proxied, unrestricted key", f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
+    out.append(variant("chat 1 KB proxied by model, fleet of 3 (200 models each)",
+                       f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {FLEET}", bearer_header(2), 2, path="/api/chat",
+                       body=chat, http=fleet_http()))
     out.append(variant("chat 1 KB proxied, key with models=", f"ollama_bearer_keys_file {WORK}/keys-models.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
     options, over = WORK / "chat-1k-options.json", WORK / "chat-1k-over.json"
@@ -535,6 +561,8 @@ def report(rows, scale, micro, args):
     lines += ratio_line(rows, "chat 1 KB with options proxied, caps that rewrite num_ctx",
                         "chat 1 KB with options proxied, no caps", "the cost of a rewrite",
                         "POST /api/chat, 1 KB body, num_ctx clamped, against no caps")
+    lines += ratio_line(rows, "chat 1 KB proxied by model, fleet of 3 (200 models each)", "chat 1 KB proxied, unrestricted key",
+                        "target: at least 0.85", "routing a 1 KB chat by its model in a fleet, against a fixed proxy_pass")
     lines += ratio_line(rows, "module Bearer, 2 keys, usage counted", "no auth", "target: at least 0.95",
                         "Bearer with usage counted in a zone, static file, against no auth")
     lines += ratio_line(rows, "stream 500 chunks, usage counted", "stream 500 chunks, usage not counted",

@@ -18,7 +18,9 @@
 //!   rule, reserved at admission and charged when Ollama's counts never arrive);
 //! - caps on what one request may ask (`num_ctx`, answer lengths, `keep_alive`) and the body
 //!   rewrite that enforces them: `caps`;
-//! - the gate's own error answers in each API's shape: `errors`.
+//! - the gate's own error answers in each API's shape: `errors`;
+//! - several Ollama servers behind one gate: `fleet` (the request's model, poll answers, the
+//!   choice of a member).
 
 pub mod cache;
 pub mod caps;
@@ -26,6 +28,7 @@ pub mod compressed;
 pub mod credentials;
 pub mod errors;
 pub mod estimate;
+pub mod fleet;
 pub mod form;
 pub mod hashes;
 pub mod htpasswd;

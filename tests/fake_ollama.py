@@ -26,7 +26,12 @@ Request headers steer an answer (the gate passes them on; absent, the defaults):
     X-Fake-Wait           seconds to wait before the answer's headers (default 0)
     X-Fake-Embed-Bytes    about this many bytes of vectors in /api/embed's answer (default: small)
     X-Fake-Status         answer an inference endpoint with this error status instead
-    X-Fake-Tag            requests in flight are counted per tag: `in_flight(tag)`, `max_in_flight(tag)`"""
+    X-Fake-Tag            requests in flight are counted per tag: `in_flight(tag)`, `max_in_flight(tag)`
+
+For a fleet's poller (all optional; without them the answers are as above): `loaded` is what
+/api/ps lists (default: `models`); `tags_raw` (bytes) replaces the whole /api/tags answer,
+status line and headers included, for hostile or broken members; `tags_delay` seconds pass before
+/api/tags answers. All three are attributes of `FakeOllama`, changeable while it runs."""
 
 import json
 import threading
@@ -171,12 +176,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif self.path == "/api/tags" and (self.server.tags_raw is not None or self.server.tags_delay):
+            self._hostile_tags()
         elif self.path == "/api/tags":
             self._send_json(200, {"models": [{"name": m, "model": m, "size": 815319791, "digest": "e0a42594d802",
                                               "details": {"family": m.split(":")[0]}} for m in self.server.models]})
         elif self.path == "/api/ps":
+            loaded = self.server.models if self.server.loaded is None else self.server.loaded
             self._send_json(200, {"models": [{"name": m, "model": m, "size": 1, "expires_at": "2026-01-01T00:00:00Z"}
-                                             for m in self.server.models]})
+                                             for m in loaded]})
         elif self.path == "/api/version":
             self._send_json(200, {"version": "0.12.0"})
         elif self.path.startswith("/v1/models/"):
@@ -195,6 +203,20 @@ class Handler(BaseHTTPRequestHandler):
                                   "data": [{"id": m, "object": "model", "owned_by": "library"} for m in self.server.models]})
         else:
             self._send_json(404, {"error": "not found"})
+
+    def _hostile_tags(self):
+        """/api/tags as `tags_raw` says (raw bytes, then the connection closes), after `tags_delay`."""
+        time.sleep(self.server.tags_delay)
+        raw = self.server.tags_raw
+        self.close_connection = True
+        try:
+            if raw is None:
+                data = json.dumps({"models": [{"name": m, "model": m} for m in self.server.models]}).encode()
+                raw = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+            self.wfile.write(raw)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def do_POST(self):
         self._record()
@@ -405,11 +427,14 @@ class Server(ThreadingHTTPServer):
 
 
 class FakeOllama:
-    def __init__(self, port=0, chunk_delay=0.02, models=(MODEL,)):
+    def __init__(self, port=0, chunk_delay=0.02, models=(MODEL,), loaded=None):
         self.server = Server(("127.0.0.1", port), Handler)
         self.server.seen = []
         self.server.models = list(models)
         self.server.gzip_answers = False
+        self.server.loaded = None if loaded is None else list(loaded)
+        self.server.tags_raw = None
+        self.server.tags_delay = 0.0
         self.server.chunk_delay = chunk_delay
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -431,6 +456,30 @@ class FakeOllama:
     def __enter__(self):
         self.thread.start()
         return self
+
+    @property
+    def loaded(self):
+        return self.server.loaded
+
+    @loaded.setter
+    def loaded(self, models):
+        self.server.loaded = None if models is None else list(models)
+
+    @property
+    def tags_raw(self):
+        return self.server.tags_raw
+
+    @tags_raw.setter
+    def tags_raw(self, raw):
+        self.server.tags_raw = raw
+
+    @property
+    def tags_delay(self):
+        return self.server.tags_delay
+
+    @tags_delay.setter
+    def tags_delay(self, seconds):
+        self.server.tags_delay = seconds
 
     def __exit__(self, *exc):
         self.server.shutdown()

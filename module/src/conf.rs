@@ -1,6 +1,7 @@
 //! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
 //! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`, `ollama_auth_usage`,
-//! `ollama_auth_metrics`, `ollama_auth_caps` (and `ollama_auth_zone`, in `zone`); the registry of watched files;
+//! `ollama_auth_metrics`, `ollama_auth_caps` (and `ollama_auth_zone`, in `zone`;
+//! `ollama_auth_fleet` and `ollama_auth_use_fleet`, in `fleet`); the registry of watched files;
 //! and the worker-start readability check.
 
 use std::borrow::Cow;
@@ -13,12 +14,15 @@ use std::rc::Rc;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    NGX_CONF_1MORE, NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
+use super::fleet::shared::FleetRef;
+use super::fleet::{set_fleet, set_use_fleet};
 use super::zone::{set_zone, zone_reference, Zone};
 use super::{conf_error, Module};
 use ngx_ollama_auth::caps::Caps;
@@ -85,6 +89,8 @@ pub struct LocConf {
     /// From `ollama_auth_caps`: the caps of every entry here (an entry's own beat them);
     /// `off` is an empty set.
     pub caps: Option<Caps>,
+    /// From `ollama_auth_use_fleet`: requests here are routed to the fleet's members.
+    pub fleet: Option<FleetRef>,
 }
 
 /// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
@@ -164,6 +170,9 @@ impl Merge for LocConf {
         if self.caps.is_none() {
             self.caps = parent.caps;
         }
+        if self.fleet.is_none() {
+            self.fleet = parent.fleet;
+        }
         Ok(())
     }
 }
@@ -191,6 +200,10 @@ pub struct MainConf {
     pub usage_variables_used: bool,
     /// The zones `ollama_auth_zone` defines, for the state-file timer.
     pub zones: Vec<Zone>,
+    /// The fleets `ollama_auth_fleet` defines, for the poller.
+    pub fleets: Vec<FleetRef>,
+    /// Whether the configuration reads `$ollama_request_model` (see `fleet::model`).
+    pub request_model_used: bool,
 }
 
 // SAFETY: the configuration types match the ones create_*_conf allocate for this module.
@@ -555,7 +568,7 @@ unsafe fn warn_of_missing_prefix(cf: *mut ngx_conf_t, conf: &LocConf) {
 const FILE_DIRECTIVE_CONTEXTS: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
 
-pub static mut COMMANDS: [ngx_command_t; 11] = [
+pub static mut COMMANDS: [ngx_command_t; 13] = [
     ngx_command_t {
         name: ngx_string!("ollama_bearer_keys_file"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
@@ -632,6 +645,22 @@ pub static mut COMMANDS: [ngx_command_t; 11] = [
         name: ngx_string!("ollama_auth_caps"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE) as ngx_uint_t,
         set: Some(set_caps),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_fleet"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_fleet),
+        conf: 0,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_use_fleet"),
+        type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_use_fleet),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: std::ptr::null_mut(),

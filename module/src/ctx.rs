@@ -145,6 +145,9 @@ pub struct RequestCtx {
     pub rate_sent: bool,
     /// A 429's `Retry-After`, in seconds.
     pub retry_after: Option<u64>,
+    /// What the fleet code keeps for the request (`fleet::model::FleetCtx`); opaque here, so
+    /// that this file does not depend on it.
+    pub fleet: Option<Box<dyn std::any::Any>>,
 }
 
 impl RequestCtx {

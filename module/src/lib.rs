@@ -10,7 +10,8 @@
 //! listings, counted answers), `zone` (the shared-memory zone and its state file), `accounting`
 //! (counting a finished request, the log phase), `limit` (admitting a limited key's request),
 //! `metrics` (the Prometheus endpoint), `variables` (`$ollama_auth_user`, the usage variables
-//! and `$ollama_clamped`). Every `unsafe` block says what makes it sound.
+//! and `$ollama_clamped`), `fleet` (several Ollama servers: `$ollama_request_model`, routing by
+//! model, polling). Every `unsafe` block says what makes it sound.
 
 mod access;
 mod accounting;
@@ -21,6 +22,7 @@ mod caps;
 mod conf;
 mod ctx;
 mod filters;
+mod fleet;
 mod limit;
 mod metrics;
 mod policy;
@@ -44,11 +46,18 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx calls this with the configuration being loaded, as register requires.
-        unsafe { variables::register(cf) }
+        let rc = unsafe { variables::register(cf) };
+        if rc != ngx::core::Status::NGX_OK.0 {
+            return rc;
+        }
+        // SAFETY: as above.
+        unsafe { fleet::register(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
-        for step in [variables::note_use, access::install, accounting::install_if_used, filters::install] {
+        for step in
+            [variables::note_use, fleet::install, access::install, accounting::install_if_used, filters::install]
+        {
             // SAFETY: nginx calls this with the configuration being loaded, in
             // postconfiguration, as all of them require.
             let rc = unsafe { step(cf) };
@@ -82,10 +91,17 @@ pub static mut ngx_http_ollama_auth_module: ngx_module_t = ngx_module_t {
     // nginx only reads the commands array, which lives as long as the module.
     commands: addr_of!(conf::COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
-    init_process: Some(conf::check_files_in_worker),
+    init_process: Some(init_process),
     exit_process: Some(zone::save_on_exit),
     ..ngx_module_t::default()
 };
+
+/// At worker start: the file check, then the fleets' poller.
+extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    let rc = conf::check_files_in_worker(cycle);
+    fleet::start_in_worker(cycle);
+    rc
+}
 
 /// The `char *` nginx expects from a directive handler that fails with a message.
 fn conf_error(message: &'static std::ffi::CStr) -> *mut c_char {
