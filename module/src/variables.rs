@@ -116,8 +116,9 @@ unsafe extern "C" fn get_clamped(
     fill(unsafe { &mut *value }, text)
 }
 
-/// Fills a variable's value with `text` (pool or configuration bytes), or the empty string.
-fn fill(value: &mut ngx_variable_value_t, text: Option<ngx_str_t>) -> ngx_int_t {
+/// Fills a variable's value with `text` (pool or configuration bytes), or the empty string:
+/// every variable of this module's, `fleet`'s too, answers through it.
+pub fn fill(value: &mut ngx_variable_value_t, text: Option<ngx_str_t>) -> ngx_int_t {
     let text = text.unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
     value.set_len(text.len as u32);
     value.data = text.data;

@@ -45,13 +45,8 @@ pub fn reads_model_here(request: &Request, conf: &LocConf) -> bool {
 /// # Safety
 /// `text` must live as long as the request.
 unsafe fn fill(value: &mut ngx_variable_value_t, text: Option<&[u8]>) -> ngx_int_t {
-    let text = text.unwrap_or(b"");
-    value.set_len(text.len() as u32);
-    value.data = text.as_ptr().cast_mut();
-    value.set_valid(1);
-    value.set_no_cacheable(1);
-    value.set_not_found(0);
-    Status::NGX_OK.0
+    let text = text.map(|text| ngx_str_t { len: text.len(), data: text.as_ptr().cast_mut() });
+    super::variables::fill(value, text)
 }
 
 unsafe extern "C" fn get_request_model(
