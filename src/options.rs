@@ -30,7 +30,7 @@ impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (count, unit) = [(SECONDS_PER_DAY, 'd'), (3600, 'h'), (60, 'm')]
             .into_iter()
-            .find(|&(size, _)| self.seconds % size == 0)
+            .find(|&(size, _)| self.seconds.is_multiple_of(size))
             .map_or((self.seconds, 's'), |(size, unit)| (self.seconds / size, unit));
         write!(f, "{}/{count}{unit}", self.limit)
     }
