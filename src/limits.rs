@@ -524,6 +524,7 @@ impl KeyLimits {
         for window in &mut next.windows[..count] {
             if let Some(kept) = self.windows().iter().find(|old| old.is_same_period(window)) {
                 window.slots = kept.slots;
+                window.latest_charge = kept.latest_charge;
             }
         }
         *self = next;
@@ -1549,6 +1550,18 @@ mod tests {
         let checksum = fnv1a_64(&content);
         content.extend_from_slice(&checksum.to_le_bytes());
         content
+    }
+
+    #[test]
+    fn a_reconfigured_window_forgets_its_counts_no_sooner() {
+        let mut key = limits(&[(1, 60)], &[], None);
+        key.admit_request(T0 + 3_000).unwrap();
+        key.reconfigure(&options(&[(1, 60)], &[(500, 60)], None), T0 + 3_500).unwrap();
+        assert!(
+            key.admit_request(T0 + 62_999).is_err(),
+            "a minute after the request, not after its sub-interval began"
+        );
+        assert!(key.admit_request(T0 + 63_000).is_ok());
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn body_bytes<'a>(request: &Request, copied: &'a mut Vec<u8>) -> Result<Option<&
 /// What a body too large to scan gets: an estimate by its length where it was read only for
 /// that (`tokens=`), else a refusal.
 fn too_large(request: &mut Request, conf: &LocConf, check: &BodyCheck) -> ngx_int_t {
-    if check.models.is_none() && check.web_search.is_none() && !check.add_usage {
+    if check.models.is_none() && check.web_search.is_none() && !check.add_usage && check.caps.is_none() {
         accounting::estimate_from_length(request, conf);
         return limit::admit(request, conf);
     }
