@@ -126,6 +126,29 @@ pub fn default_retry_after(status: u16) -> Option<&'static str> {
     }
 }
 
+/// What nginx says of a response, for [`answers_as_json`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NginxResponse {
+    pub status: u16,
+    /// nginx's `r->err_status`: the error its special-response path is answering, or 0.
+    pub err_status: u16,
+    /// nginx's `r->error_page`: `error_page` directives were in scope when the error came.
+    pub error_pages_in_scope: bool,
+    /// The request went through an internal redirect (an `error_page`, `try_files`, ...).
+    pub redirected: bool,
+    /// The location answering has an `error_page` for this status.
+    pub location_has_page: bool,
+}
+
+/// Whether `ollama_auth_json_errors` answers this response in JSON: it is nginx's own error
+/// page (its special response, 400 to 599), not a 401 (whose challenges are another module's),
+/// and no `error_page` of the configuration's own is, or may be, answering it.
+pub fn answers_as_json(response: NginxResponse) -> bool {
+    let nginx_error = response.err_status != 0 && response.status == response.err_status;
+    let own_page = response.location_has_page || (response.error_pages_in_scope && response.redirected);
+    nginx_error && (400..600).contains(&response.status) && response.status != 401 && !own_page
+}
+
 /// The kind word and message for an error nginx itself answers in front of Ollama (an
 /// `error_page` location of this module's), by status.
 pub fn nginx_error_text(status: u16) -> (&'static str, &'static str) {
@@ -194,6 +217,24 @@ mod tests {
                 assert!(body[..body.len() - 1].iter().all(|&b| b >= 0x20));
             }
         }
+    }
+
+    #[test]
+    fn only_nginx_s_own_error_pages_answer_json() {
+        let error = |status| NginxResponse { status, err_status: status, ..NginxResponse::default() };
+        for status in [400, 403, 404, 413, 429, 500, 502, 503, 504] {
+            assert!(answers_as_json(error(status)), "{status}");
+        }
+        assert!(!answers_as_json(error(401)), "a 401's challenges are another module's");
+        assert!(!answers_as_json(NginxResponse { status: 502, ..NginxResponse::default() }), "an upstream's own");
+        assert!(!answers_as_json(NginxResponse { status: 200, err_status: 502, ..NginxResponse::default() }));
+        // error_page directives in scope that do not take this status leave it to the gate...
+        assert!(answers_as_json(NginxResponse { error_pages_in_scope: true, ..error(429) }));
+        // ...but a page of the location's own for it, or one reached by a redirect, is kept.
+        assert!(!answers_as_json(NginxResponse { location_has_page: true, ..error(502) }));
+        assert!(!answers_as_json(NginxResponse { error_pages_in_scope: true, redirected: true, ..error(502) }));
+        // A redirect with no error_page in scope (try_files, say) is not a page of the user's.
+        assert!(answers_as_json(NginxResponse { redirected: true, ..error(502) }));
     }
 
     #[test]

@@ -377,3 +377,29 @@ def test_each_client_library_shows_the_message_of_a_413_and_a_503(gate):
         with pytest.raises(Exception) as error:
             call()
         assert getattr(error.value, "status_code", None) == 503 and busy in str(error.value), error.value
+
+
+def test_json_errors_live_beside_a_stock_error_page(gate):
+    """nginx's stock `error_page 500 502 503 504 /50x.html` at server level: its pages stay for
+    their statuses, and limit_req's 429 (no page of its own) is still answered in JSON."""
+    gate.write("keys.txt", KEYS)
+    gate.configure(f"""
+        error_page 500 502 503 504 /50x.html;
+        location = /50x.html {{ }}
+        location / {{
+            ollama_bearer_keys_file keys.txt;
+            ollama_auth_json_errors on;
+            limit_req zone=per_user burst=1 nodelay;
+            limit_req_status 429;
+            proxy_pass http://127.0.0.1:{free_port()};
+        }}
+    """, http_extra="ollama_auth_zone lim 1m; ollama_auth_usage lim; "
+                    "limit_req_zone $ollama_auth_user zone=per_user:1m rate=1r/m;")
+    gate.write("html/50x.html", "the operator's page\n")
+    gate.start()
+    down = send(gate, "k-all", "/api/chat", {"model": "gemma3"})
+    assert down.status == 502 and down.body == b"the operator's page\n", down
+    send(gate, "k-all", "/api/chat", {"model": "gemma3"})
+    limited = send(gate, "k-all", "/v1/chat/completions", {"model": "gemma3"})
+    assert limited.status == 429 and limited.header("Retry-After") == "1", limited
+    assert limited.error_message("/v1/chat/completions") == "rate limited: too many requests; retry later"

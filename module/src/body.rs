@@ -218,33 +218,53 @@ fn zstd_decoded(
     conf: &LocConf,
     body: &[u8],
 ) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ngx_int_t> {
-    let headers = request_headers_named(request, b"content-encoding");
-    // SAFETY: entries of this request's header list, in its pool.
-    let values: Vec<&[u8]> = headers.iter().map(|&header| unsafe { (*header).value.as_bytes() }).collect();
-    let path = accounting::path(request, conf).unwrap_or_default();
-    match body_encoding(path, &values) {
-        BodyEncoding::AsIs => return Ok(None),
-        BodyEncoding::Zstd => {}
-        BodyEncoding::Ambiguous => {
+    let path = accounting::path(request, conf).unwrap_or_default().as_bytes();
+    let refusal = match as_ollama_decodes(request, path, body) {
+        Ok(decoded) => return Ok(decoded),
+        Err(ZstdRefusal::Ambiguous) => {
             let message = "at most one Content-Encoding".to_string();
-            let refusal = refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
-            return Err(answer(request, conf, refusal));
+            refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
         }
-    }
-    let encoding = headers[0];
-    let refusal = match decode_zstd(body, MAX_DECODED_BYTES) {
-        Ok(decoded) => return Ok(Some((decoded, encoding))),
-        Err(DecodeError::TooLarge) => {
+        Err(ZstdRefusal::TooLarge) => {
             let message = format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20);
             let status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
             refuse_with(status, "request entity too large", message, RefusalReason::TooLarge)
         }
-        Err(DecodeError::Invalid) => {
+        Err(ZstdRefusal::Invalid) => {
             let message = "the zstd body cannot be decoded".to_string();
             refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
         }
     };
     Err(answer(request, conf, refusal))
+}
+
+/// Why a zstd body is not read.
+pub enum ZstdRefusal {
+    Ambiguous,
+    TooLarge,
+    Invalid,
+}
+
+/// A body as Ollama reads it at `path` (after the location's prefix): decoded, with its
+/// `Content-Encoding` header, where Ollama decodes zstd; `None` where it takes the bytes as
+/// they are. Every reader of a body's model goes through this, so none reads it otherwise.
+pub fn as_ollama_decodes(
+    request: &Request,
+    path: &[u8],
+    body: &[u8],
+) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ZstdRefusal> {
+    let headers = request_headers_named(request, b"content-encoding");
+    // SAFETY: entries of this request's header list, in its pool.
+    let values: Vec<&[u8]> = headers.iter().map(|&header| unsafe { (*header).value.as_bytes() }).collect();
+    match body_encoding(std::str::from_utf8(path).unwrap_or_default(), &values) {
+        BodyEncoding::AsIs => Ok(None),
+        BodyEncoding::Ambiguous => Err(ZstdRefusal::Ambiguous),
+        BodyEncoding::Zstd => match decode_zstd(body, MAX_DECODED_BYTES) {
+            Ok(decoded) => Ok(Some((decoded, headers[0]))),
+            Err(DecodeError::TooLarge) => Err(ZstdRefusal::TooLarge),
+            Err(DecodeError::Invalid) => Err(ZstdRefusal::Invalid),
+        },
+    }
 }
 
 /// The request's headers named `name` (any case), in the order sent.

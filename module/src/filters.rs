@@ -19,12 +19,12 @@ use std::ptr;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_conf_t,
-    ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter,
-    ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pcalloc, ngx_pnalloc, ngx_str_t,
-    ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_OK, NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR,
-    NGX_LOG_WARN,
+    ngx_http_err_page_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t,
+    ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pcalloc,
+    ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_MAX_URI_CHANGES, NGX_HTTP_OK,
+    NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModuleLocationConf, Request};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::accounting::path;
@@ -35,7 +35,7 @@ use super::ctx::{
     ctx_mut, ctx_or_new, error_shape, Accounting, Refusal, RequestCtx, CHALLENGE_BASIC, CHALLENGE_BEARER,
 };
 use super::Module;
-use ngx_ollama_auth::errors::{default_retry_after, error_body, nginx_error_text};
+use ngx_ollama_auth::errors::{answers_as_json, default_retry_after, error_body, nginx_error_text, NginxResponse};
 use ngx_ollama_auth::policy::cut_listing;
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
 
@@ -248,8 +248,14 @@ fn start_scanning(request: &mut Request) {
 fn adopt_nginx_error(request: &mut Request) -> Option<()> {
     let r = request.as_ref();
     let status = r.headers_out.status;
-    let nginx_error = r.err_status != 0 && status == r.err_status && r.error_page() == 0;
-    if !nginx_error || !(400..600).contains(&status) || status == NGX_HTTP_UNAUTHORIZED as usize {
+    let response = NginxResponse {
+        status: status.min(999) as u16,
+        err_status: r.err_status.min(999) as u16,
+        error_pages_in_scope: r.error_page() != 0,
+        redirected: r.uri_changes() <= NGX_HTTP_MAX_URI_CHANGES,
+        location_has_page: location_has_error_page(request, status),
+    };
+    if !answers_as_json(response) {
         return Some(());
     }
     let Some(conf) = Module::location_conf(request).filter(|conf| conf.json_errors()) else { return Some(()) };
@@ -280,6 +286,18 @@ fn warn_unreadable_once(log: *mut ngx::ffi::ngx_log_t) {
             "a counted answer came with a Content-Encoding and cannot be read: it is charged the gate's estimate (clear Accept-Encoding towards Ollama)"
         );
     }
+}
+
+/// Whether the location answering has an `error_page` for `status`.
+fn location_has_error_page(request: &Request, status: usize) -> bool {
+    let Some(core) = NgxHttpCoreModule::location_conf(request) else { return false };
+    if core.error_pages.is_null() {
+        return false;
+    }
+    // SAFETY: a location's error_pages is NULL or nginx's array of ngx_http_err_page_t, made at
+    // configuration time and alive for the cycle.
+    let pages = unsafe { (*core.error_pages).as_slice::<ngx_http_err_page_t>() };
+    pages.iter().any(|page| page.status == status as ngx_int_t)
 }
 
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -536,8 +554,11 @@ fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_
     // SAFETY: the input's bytes are all in `out` now; its buffers go back to their producer.
     unsafe { consume(input) };
     if out.is_empty() && !flush && !last {
-        // Only part of an event came: nothing to send yet, but what the writer holds may go.
-        return next_body(r, ptr::null_mut());
+        // Only part of an event came: nothing to send yet, but what the writer holds may go,
+        // and with it the answer's end.
+        let rc = next_body(r, ptr::null_mut());
+        note_end_delivered(request);
+        return rc;
     }
     let Some(mut chain) = stripped_chain(pool, &out, flush, last, ctx_mut(request)) else {
         return Status::NGX_ERROR.0;

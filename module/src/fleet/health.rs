@@ -1,6 +1,8 @@
 //! Failure marking from the requests themselves (the log phase): a request the gate sent to a
-//! member that ended in a connect error, a timeout or a 5xx counts as one of the member's
-//! failures in a row, as a failed poll does; `fails=` of them mark it down until a poll finds it
+//! member that ended in a connect error or a timeout before any answer (nginx's own 502 or 504)
+//! counts as one of the member's failures in a row, as a failed poll does; a client that leaves
+//! and an answer of Ollama's own (a 503 "server busy" a client can provoke) do not, so no client
+//! can mark a member down; `fails=` of them mark it down until a poll finds it
 //! answering again (polls go on at the fleet's interval). Only a poll that answers resets the
 //! count.
 //! A request sent again through `error_page ... @retry` counts its failed try here too (see
@@ -20,7 +22,7 @@ use crate::ctx::ctx_mut;
 pub extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx runs log handlers with a valid request, the main one here.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    let Some(status) = upstream_status(request) else { return Status::NGX_OK.0 };
+    let Some(status) = failed_try(request) else { return Status::NGX_OK.0 };
     let log = request.log();
     let Some(chosen) = ctx_mut(request)
         .and_then(|ctx| ctx.fleet.as_ref()?.downcast_ref::<FleetCtx>())
@@ -32,31 +34,35 @@ pub extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     Status::NGX_OK.0
 }
 
-/// The last upstream try's status: 0 for no answer (a failed connection, a timeout), `None`
-/// when the request was never sent upstream.
-pub fn upstream_status(request: &Request) -> Option<usize> {
+/// The status of the last upstream try if it failed before any answer came: nginx's own 502
+/// (connect error, reset) or 504 (timeout), with no header read from the member. `None` for
+/// an answer of the member's own, a client gone, or a request never sent upstream.
+pub fn failed_try(request: &Request) -> Option<usize> {
     let upstream = request.as_ref().upstream;
     if upstream.is_null() {
         return None;
     }
     // SAFETY: a non-null r->upstream is the request's upstream, alive until the request ends;
     // its state is NULL or the last try's record.
-    unsafe {
+    let (status, header_time) = unsafe {
         let state = (*upstream).state;
-        (!state.is_null()).then(|| (*state).status)
-    }
+        if state.is_null() {
+            return None;
+        }
+        ((*state).status, (*state).header_time)
+    };
+    // nginx sets header_time to -1 when a try starts and to the time when a header arrives.
+    let no_answer = header_time == ngx::ffi::ngx_msec_t::MAX;
+    (no_answer && matches!(status, 502 | 504)).then_some(status)
 }
 
-/// Counts one request's outcome against its member.
+/// Counts a failed try (see [`failed_try`]) against its member. Only a poll that answers
+/// resets the count: a member that answers requests but not its polls cannot route on a stale
+/// listing for ever.
 pub fn count(chosen: &Chosen, status: usize, log: *mut ngx_log_t) {
-    if (1..500).contains(&status) {
-        return; // only a poll that answers resets the count: a member that answers requests
-                // but not its polls cannot route on a stale listing for ever
-    }
     let fleet = chosen.fleet.get();
     let Some(held) = fleet.lock() else { return };
     let member = &mut held.members[chosen.member];
-    // 0: no answer at all (the connection failed or timed out before a status).
     member.failures = member.failures.saturating_add(1);
     if member.up && member.failures >= fleet.fails {
         member.up = false;

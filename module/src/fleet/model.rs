@@ -14,6 +14,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
+use crate::body::as_ollama_decodes;
 use crate::buffers::{append_chain, single_memory_buffer};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, ctx_or_new, decided_with_label};
@@ -144,6 +145,13 @@ pub fn model_of(request: &mut Request, conf: &LocConf) -> Option<String> {
             // SAFETY: as above.
             None => unsafe { append_chain(chain, &mut copied, MAX_READ_BODY) }.ok().map(|_| &copied[..]),
         }
+    };
+    // Read as Ollama reads it: a zstd body decoded; one that cannot be names no model.
+    let decoded = body.map(|bytes| as_ollama_decodes(request, path, bytes));
+    let body = match &decoded {
+        Some(Ok(Some((decoded, _)))) => Some(&decoded[..]),
+        Some(Ok(None)) => body,
+        Some(Err(_)) | None => None,
     };
     let model = request_model(method, path, body);
     if read || !names_in_body {

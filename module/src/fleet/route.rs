@@ -137,14 +137,14 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn retry(request: &mut Request) -> Result<Vec<usize>, ngx_int_t> {
     let log = request.log();
     let internal = request.as_ref().internal() != 0;
-    let status = super::health::upstream_status(request);
+    let failed = super::health::failed_try(request);
     let Some(ctx) = ctx_mut(request).and_then(|ctx| ctx.fleet.as_mut()?.downcast_mut::<super::model::FleetCtx>())
     else {
         return Ok(Vec::new());
     };
     let Some(chosen) = ctx.chosen.take() else { return Ok(ctx.tried.clone()) };
-    match status {
-        Some(status) if internal && !(1..500).contains(&status) => {
+    match failed {
+        Some(status) if internal => {
             super::health::count(&chosen, status, log);
             ctx.tried.push(chosen.member);
             Ok(ctx.tried.clone())
@@ -237,6 +237,13 @@ fn union_listing(fleet: FleetRef, listing: Listing) -> Option<Vec<u8>> {
 /// to the key's models, as it cuts Ollama's own.
 fn answer_listing(r: *mut ngx_http_request_t, fleet: FleetRef, listing: Listing) -> ngx_int_t {
     let Some(body) = union_listing(fleet, listing) else { return Status::NGX_ERROR.0 };
+    // A body the client sent with its listing is read and dropped, as nginx's static module
+    // does, so that its bytes are never taken for the connection's next request.
+    // SAFETY: a valid main request in the precontent phase.
+    let discarded = unsafe { ngx::ffi::ngx_http_discard_request_body(r) };
+    if discarded != Status::NGX_OK.0 {
+        return discarded;
+    }
     // SAFETY: a valid main request in the precontent phase; the buffer and link are from its pool
     // and live as long as it; the answer is sent and the request finalized here, once.
     unsafe {
