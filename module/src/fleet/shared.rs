@@ -72,6 +72,9 @@ impl FleetRef {
 /// One member's shared record.
 #[repr(C)]
 pub struct MemberState {
+    /// Which configured member the record is for (see [`MemberConf::identity`]): a reload that
+    /// reorders or replaces members does not give one member another's state.
+    pub identity: u64,
     pub up: bool,
     /// A poll has answered at least once.
     pub polled: bool,
@@ -97,6 +100,18 @@ impl MemberState {
 
     pub fn names(&self) -> &[u8] {
         &self.names[..self.names_len as usize]
+    }
+}
+
+impl MemberConf {
+    /// The member's name and address, hashed (FNV-1a): what its zone record is matched by.
+    pub fn identity(&self) -> u64 {
+        self.name
+            .as_bytes()
+            .iter()
+            .chain(&[0])
+            .chain(&self.sockaddr)
+            .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
     }
 }
 
@@ -148,7 +163,14 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_vo
         let reused = !old.is_null() || (*shm_zone).shm.exists != 0;
         if reused && !(*pool).data.is_null() {
             if let Some(held) = fleet.lock() {
-                held.members.iter_mut().for_each(|member| member.next_poll_ms = 0);
+                for (record, conf) in held.members.iter_mut().zip(&fleet.members) {
+                    if record.identity != conf.identity() {
+                        // Another member at this place now: it starts as a new one.
+                        ptr::write_bytes(ptr::from_mut(record), 0, 1);
+                        record.identity = conf.identity();
+                    }
+                    record.next_poll_ms = 0;
+                }
             }
             return Status::NGX_OK.0;
         }
@@ -160,6 +182,10 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_vo
         }
         // All-zero is a valid record: down, never polled, nothing listed, due for a poll now.
         ptr::write_bytes(data.cast::<u8>(), 0, bytes);
+        let records = std::slice::from_raw_parts_mut(data.cast::<MemberState>(), fleet.members.len());
+        for (record, conf) in records.iter_mut().zip(&fleet.members) {
+            record.identity = conf.identity();
+        }
         (*pool).data = data;
         Status::NGX_OK.0
     }
