@@ -19,6 +19,8 @@ pub struct OptionFlags {
     pub tokens: Option<String>,
     pub requests: Option<String>,
     pub parallel: Option<String>,
+    pub share: Option<String>,
+    pub queue: Option<String>,
 }
 
 impl OptionFlags {
@@ -31,6 +33,8 @@ impl OptionFlags {
             ("tokens", &self.tokens),
             ("requests", &self.requests),
             ("parallel", &self.parallel),
+            ("share", &self.share),
+            ("queue", &self.queue),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
@@ -99,7 +103,7 @@ fn usage(command: &'static str, message: impl Into<String>) -> UsageError {
     UsageError { message: message.into(), command }
 }
 
-const OPTION_FLAGS: [&str; 6] = ["scopes", "models", "expires", "tokens", "requests", "parallel"];
+const OPTION_FLAGS: [&str; 8] = ["scopes", "models", "expires", "tokens", "requests", "parallel", "share", "queue"];
 
 /// What one command's flags turned out to be.
 #[derive(Debug, Default)]
@@ -223,6 +227,8 @@ fn option_flags(command: &'static str, flags: &Flags) -> Result<OptionFlags, Usa
         tokens: get("tokens")?,
         requests: get("requests")?,
         parallel: get("parallel")?,
+        share: get("share")?,
+        queue: get("queue")?,
     })
 }
 

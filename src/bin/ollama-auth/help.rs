@@ -21,6 +21,8 @@ OPTIONS (checked by the module's own parser before anything is written):
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --share N           weight in the fair queue (ollama_auth_queue), 1-1000, default 1
+  --queue N           most requests waiting in the fair queue, default 50; 0: never waits
 
 Files (--file, else the environment, else the shipped configuration's path):
   keys    $OLLAMA_AUTH_KEYS   /etc/nginx/auth/api_keys.txt
@@ -68,6 +70,8 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --share N           weight in the fair queue (ollama_auth_queue), 1-1000, default 1
+  --queue N           most requests waiting in the fair queue, default 50; 0: never waits
   --plain             store the key itself rather than its SHA-256
   --file PATH         keys file (default $OLLAMA_AUTH_KEYS, else /etc/nginx/auth/api_keys.txt)
 
@@ -135,6 +139,8 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --share N           weight in the fair queue (ollama_auth_queue), 1-1000, default 1
+  --queue N           most requests waiting in the fair queue, default 50; 0: never waits
   --cost N            bcrypt cost, 4 to 12 (default 10; the module skips costs above 12)
   --file PATH         htpasswd file (default $OLLAMA_AUTH_USERS, else /etc/nginx/auth/htpasswd)
 
