@@ -94,7 +94,14 @@ pub struct Header {
     heap_len: u32,
     next_seq: u64,
     vclock: u64,
+    /// The waits of dispatched requests (0 for those that went straight on): a histogram.
+    wait_buckets: [u64; WAIT_BUCKETS_MS.len()],
+    wait_count: u64,
+    wait_sum_ms: u64,
 }
+
+/// The upper bounds of the wait histogram's buckets, in milliseconds (then `+Inf`).
+pub const WAIT_BUCKETS_MS: [u64; 10] = [10, 100, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000];
 
 /// One key's place in the queue, kept while it is idle so that its `vtime` is remembered until
 /// the room is needed.
@@ -108,6 +115,8 @@ pub struct KeySlot {
     estimate_ms: u32,
     waiting: u32,
     running: u32,
+    /// The slot time this key used while it had its slot here, in milliseconds.
+    slot_ms: u64,
     head: u32,
     tail: u32,
     heap_pos: u32,
@@ -125,6 +134,7 @@ const EMPTY_KEY: KeySlot = KeySlot {
     estimate_ms: DEFAULT_ESTIMATE_MS,
     waiting: 0,
     running: 0,
+    slot_ms: 0,
     head: NONE,
     tail: NONE,
     heap_pos: NONE,
@@ -353,6 +363,23 @@ impl Queue<'_> {
         }
     }
 
+    /// The queue's series, copied out for the exposition.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut keys = Vec::new();
+        for key in self.keys.iter().filter(|key| key.used != 0) {
+            let label = String::from_utf8_lossy(&key.label[..(key.label_len as usize).min(LABEL_BYTES)]).into_owned();
+            keys.push((label, key.waiting, key.slot_ms));
+        }
+        Snapshot {
+            capacity: self.header.capacity,
+            in_flight: self.header.in_flight,
+            keys,
+            wait_buckets: self.header.wait_buckets,
+            wait_count: self.header.wait_count,
+            wait_sum_ms: self.header.wait_sum_ms,
+        }
+    }
+
     /// The state of a request's ticket, if it is still that request's.
     pub fn state(&self, ticket: TicketRef) -> Option<State> {
         let t = self.tickets.get(ticket.index as usize)?;
@@ -450,6 +477,7 @@ impl Queue<'_> {
                     let actual = slot_ms.min(MAX_ESTIMATE_MS) * VTIME_PER_MS / share;
                     key.vtime = key.vtime.saturating_sub(t.charge).saturating_add(actual);
                     key.estimate_ms = slot_ms.clamp(1, MAX_ESTIMATE_MS) as u32;
+                    key.slot_ms = key.slot_ms.saturating_add(slot_ms);
                     let pos = key.heap_pos;
                     self.sift(pos); // its vtime moved; it may be waiting too
                 }
@@ -579,6 +607,13 @@ impl Queue<'_> {
         let t = &mut self.tickets[ticket as usize];
         t.state = state;
         t.dispatched_ms = now_ms;
+        let waited = now_ms.saturating_sub(t.enqueued_ms);
+        let bucket = WAIT_BUCKETS_MS.iter().position(|&bound| waited <= bound);
+        if let Some(count) = bucket.and_then(|at| self.header.wait_buckets.get_mut(at)) {
+            *count = count.saturating_add(1);
+        }
+        self.header.wait_count = self.header.wait_count.saturating_add(1);
+        self.header.wait_sum_ms = self.header.wait_sum_ms.saturating_add(waited);
         let Some(key) = self.keys.get_mut(t.key as usize) else { return };
         let share = u64::from(key.share.clamp(1, MAX_SHARE));
         let charge = u64::from(key.estimate_ms).min(MAX_ESTIMATE_MS) * VTIME_PER_MS / share;
@@ -963,6 +998,96 @@ impl Queue<'_> {
         }
         Ok(())
     }
+}
+
+/// One queue's series: its capacity, in flight, each key's (label, waiting, slot time), waits.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub capacity: u32,
+    pub in_flight: u32,
+    pub keys: Vec<(String, u32, u64)>,
+    pub wait_buckets: [u64; WAIT_BUCKETS_MS.len()],
+    pub wait_count: u64,
+    pub wait_sum_ms: u64,
+}
+
+/// The queues' series in Prometheus' text format, labelled by capacity: `ollama_auth_in_flight`
+/// and `ollama_auth_queue_capacity` (gauges), `ollama_auth_queue_waiting{user}` (gauge),
+/// `ollama_auth_slot_seconds_total{user}` (the slot time each key used), and the histogram
+/// `ollama_auth_queue_wait_seconds`. Keys of one label (several unnamed keys) are added up.
+pub fn render(queues: &[Snapshot]) -> Vec<u8> {
+    use std::fmt::Write;
+    if queues.is_empty() {
+        return Vec::new();
+    }
+    let mut out = String::new();
+    let mut families: [(&str, &str, &str, String); 5] = [
+        ("ollama_auth_in_flight", "gauge", "Inference requests holding a slot of the fair queue.", String::new()),
+        (
+            "ollama_auth_queue_capacity",
+            "gauge",
+            "Slots of the fair queue (ollama_auth_queue capacity=).",
+            String::new(),
+        ),
+        ("ollama_auth_queue_waiting", "gauge", "Requests waiting in the fair queue, by user.", String::new()),
+        ("ollama_auth_slot_seconds_total", "counter", "Slot time (GPU time) used, by user.", String::new()),
+        ("ollama_auth_queue_wait_seconds", "histogram", "How long requests waited for a slot.", String::new()),
+    ];
+    for queue in queues {
+        let capacity = queue.capacity;
+        let _ = writeln!(families[0].3, "ollama_auth_in_flight{{capacity=\"{capacity}\"}} {}", queue.in_flight);
+        let _ = writeln!(families[1].3, "ollama_auth_queue_capacity{{capacity=\"{capacity}\"}} {capacity}");
+        let mut by_user: Vec<(String, u32, u64)> = Vec::new();
+        for (label, waiting, slot_ms) in &queue.keys {
+            match by_user.iter_mut().find(|(known, _, _)| known == label) {
+                Some(entry) => {
+                    entry.1 += waiting;
+                    entry.2 += slot_ms;
+                }
+                None => by_user.push((label.clone(), *waiting, *slot_ms)),
+            }
+        }
+        by_user.sort();
+        for (label, waiting, slot_ms) in &by_user {
+            let mut user = Vec::new();
+            crate::metrics::push_label_value(&mut user, label);
+            let user = String::from_utf8_lossy(&user);
+            let _ = writeln!(
+                families[2].3,
+                "ollama_auth_queue_waiting{{capacity=\"{capacity}\",user=\"{user}\"}} {waiting}"
+            );
+            let seconds = *slot_ms as f64 / 1000.0;
+            let _ = writeln!(
+                families[3].3,
+                "ollama_auth_slot_seconds_total{{capacity=\"{capacity}\",user=\"{user}\"}} {seconds}"
+            );
+        }
+        let mut cumulative = 0;
+        for (bound, count) in WAIT_BUCKETS_MS.iter().zip(queue.wait_buckets) {
+            cumulative += count;
+            let le = *bound as f64 / 1000.0;
+            let _ = writeln!(
+                families[4].3,
+                "ollama_auth_queue_wait_seconds_bucket{{capacity=\"{capacity}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let hist = &mut families[4].3;
+        let _ = writeln!(
+            hist,
+            "ollama_auth_queue_wait_seconds_bucket{{capacity=\"{capacity}\",le=\"+Inf\"}} {}",
+            queue.wait_count
+        );
+        let _ = writeln!(
+            hist,
+            "ollama_auth_queue_wait_seconds_sum{{capacity=\"{capacity}\"}} {}",
+            queue.wait_sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(hist, "ollama_auth_queue_wait_seconds_count{{capacity=\"{capacity}\"}} {}", queue.wait_count);
+    }
+    for (name, kind, help, lines) in &families {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{lines}");
+    }
+    out.into_bytes()
 }
 
 /// The key's identity in the queue: a keyed 64-bit hash of its limit id (`key:` and a

@@ -30,6 +30,8 @@ pub struct Admission {
     /// For an entry with limits: what the zone counts them under (`key:` and the key's
     /// fingerprint, or `user:` and the name), never the key.
     pub limit_id: Option<Vec<u8>>,
+    /// In a location with `ollama_auth_queue`: the same id, for the queue.
+    pub queue_id: Option<Vec<u8>>,
 }
 
 fn authorization_header(request: &Request) -> &[u8] {
@@ -71,7 +73,8 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
             None
         };
         let limit_id = options.filter(|options| options.has_limits()).map(|_| id());
-        Decision::Admitted(Admission { label, options: options.cloned(), is_user, limit_id })
+        let queue_id = conf.queue.is_some().then(id);
+        Decision::Admitted(Admission { label, options: options.cloned(), is_user, limit_id, queue_id })
     };
 
     match parse_authorization(authorization_header(request)) {

@@ -131,6 +131,8 @@ pub struct RequestCtx {
     pub rate_sent: bool,
     /// A 429's `Retry-After`, in seconds.
     pub retry_after: Option<u64>,
+    /// Its place in the location's fair queue (see `queue`), left when the context is dropped.
+    pub queued: Option<super::queue::Queued>,
 }
 
 impl RequestCtx {

@@ -23,6 +23,7 @@ mod filters;
 mod limit;
 mod metrics;
 mod policy;
+mod queue;
 mod variables;
 mod zone;
 
@@ -43,7 +44,12 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx calls this with the configuration being loaded, as register requires.
-        unsafe { variables::register(cf) }
+        let rc = unsafe { variables::register(cf) };
+        if rc != ngx::core::Status::NGX_OK.0 {
+            return rc;
+        }
+        // SAFETY: as above.
+        unsafe { queue::register_variable(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
@@ -81,10 +87,16 @@ pub static mut ngx_http_ollama_auth_module: ngx_module_t = ngx_module_t {
     // nginx only reads the commands array, which lives as long as the module.
     commands: addr_of!(conf::COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
-    init_process: Some(conf::check_files_in_worker),
+    init_process: Some(init_worker),
     exit_process: Some(zone::save_on_exit),
     ..ngx_module_t::default()
 };
+
+/// At worker start: the files' readability check, and a sweep of the queues.
+extern "C" fn init_worker(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    queue::start_in_worker(cycle);
+    conf::check_files_in_worker(cycle)
+}
 
 /// The `char *` nginx expects from a directive handler that fails with a message.
 fn conf_error(message: &'static std::ffi::CStr) -> *mut c_char {
