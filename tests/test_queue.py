@@ -4,6 +4,7 @@ over `share=`; a newcomer behind a deep backlog goes next; aborts, 502s, timeout
 crashed workers and reloads leave the in-flight gauge at the true number (scraped)."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -244,6 +245,44 @@ def test_ollama_python_and_openai_sdk_stream_through_a_full_queue(gate, ollama):
     results = in_parallel([native, v1, native, v1])
     assert all(isinstance(r, str) and "sky" in r for r in results), results
     settles_at_zero(gate, 1)
+
+
+# ==================================================================== the dashboard
+
+def test_the_dashboards_queue_panels_show_the_queue(gate, ollama, tmp_path):
+    """The queue's panels of the shipped dashboard, through a real Prometheus scraping a queued
+    gate (test_prometheus.py checks the others), and promtool on the exposition."""
+    from test_prometheus import Prometheus, check_scrape_with_promtool, grafana, panel
+    start(gate, capacity=1)
+    os.chmod(tmp_path, 0o755)
+    prometheus = Prometheus(tmp_path, gate.port)
+    try:
+        assert wait_until(lambda: prometheus.query("up"), 15, 0.2), prometheus.log_text()
+        began = time.time()
+        results = in_parallel([lambda k=k: send(gate, k, steer={"Wait": 0.5}) for k in "ab" * 4])
+        assert [r.status for r in results] == [200] * 8, results
+        time.sleep(2.5)
+        ended = time.time()
+        check_scrape_with_promtool(gate)
+
+        def rows(title, step="1s"):
+            series = {}
+            for target in panel(title)["targets"]:
+                expr = grafana(target["expr"], range_s=math.ceil(ended - began) + 2)
+                for key, values in prometheus.query_range(expr, began, ended, step).items():
+                    series[(target["legendFormat"], dict(key).get("user", ""))] = max(
+                        (v for v in values if not math.isnan(v)), default=0)
+            return series
+        flight = rows("Fair queue: slots in flight")
+        assert flight[("capacity", "")] == 1 and flight[("in flight", "")] == 1, flight
+        waiting = rows("Fair queue: requests waiting")
+        assert waiting[("{{user}}", "a")] >= 1 and waiting[("{{user}}", "b")] >= 1, waiting
+        slot = rows("GPU slot time per second")
+        assert set(slot) == {("{{user}}", "a"), ("{{user}}", "b")} and min(slot.values()) > 0, slot
+        wait = rows("Fair queue: wait for a slot")
+        assert wait[("p95", "")] > 0.4, wait
+    finally:
+        prometheus.stop()
 
 
 # ==================================================================== configuration and life
