@@ -133,6 +133,8 @@ STREAM_PORT = PORT + 2
 STREAM = (f"proxy_pass http://127.0.0.1:{STREAM_PORT}; proxy_buffering off; proxy_http_version 1.1; "
           f"proxy_set_header X-Fake-Words 500; proxy_set_header X-Fake-Delay 0.0005;")
 LIMITED_KEYS = 100_000
+# The fair queue (issue 22) with a slot always free: what queueing costs a request that never waits.
+QUEUE = "ollama_auth_queue bench capacity=64;"
 
 
 def variants(quick, baseline):
@@ -166,6 +168,9 @@ def variants(quick, baseline):
     out.append(variant("chat 1 KB proxied, no auth", PROXY, bearer_header(2), path="/api/chat", body=chat))
     out.append(variant("chat 1 KB proxied, unrestricted key", f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
+    out.append(variant("chat 1 KB proxied, unrestricted key, queued with a free slot",
+                       f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {QUEUE} {PROXY}", bearer_header(2), 2,
+                       path="/api/chat", body=chat, http=ZONE))
     out.append(variant("chat 1 KB proxied, key with models=", f"ollama_bearer_keys_file {WORK}/keys-models.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
     out.append(variant("module Bearer, 2 keys, usage counted", f"ollama_bearer_keys_file {WORK}/keys-2.txt; {ALL} {USAGE}",
@@ -513,6 +518,9 @@ def report(rows, scale, micro, args):
                         "target: within 1%", "cached Basic against the baseline module")
     lines += ratio_line(rows, "chat 1 KB proxied, key with models=", "chat 1 KB proxied, unrestricted key",
                         "target: at least 0.95", "POST /api/chat, 1 KB body, key with models= against an unrestricted key")
+    lines += ratio_line(rows, "chat 1 KB proxied, unrestricted key, queued with a free slot",
+                        "chat 1 KB proxied, unrestricted key", "target: at least 0.97",
+                        "POST /api/chat, 1 KB body, through the fair queue with a free slot, against no queue")
     lines += ratio_line(rows, "module Bearer, 2 keys, usage counted", "no auth", "target: at least 0.95",
                         "Bearer with usage counted in a zone, static file, against no auth")
     lines += ratio_line(rows, "stream 500 chunks, usage counted", "stream 500 chunks, usage not counted",

@@ -22,7 +22,7 @@ STREAM = {"model": "gemma3", "prompt": "x"}
 KEYS = """\
 key-a a share=3
 key-b b
-key-c c
+key-c c models=gemma3*
 key-one one queue=1
 """
 

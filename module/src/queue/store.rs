@@ -36,12 +36,12 @@ pub fn queue<'l>(locked: &'l mut Locked<'_>, conf: &QueueConf) -> Option<Queue<'
 }
 
 /// Gives back, in every queue of the zone, what workers that are gone held.
-pub fn sweep_zone(zone: Zone, alive: impl Fn(u32) -> bool, now_ms: u64) -> usize {
+pub fn sweep_zone(zone: Zone, mut alive: impl FnMut(u32) -> bool, now_ms: u64) -> usize {
     let Some(mut locked) = zone.lock() else { return 0 };
     let mut swept = 0;
     for (capacity, max_waiting) in locked.queue_bounds() {
         if let Some(mut queue) = queue_for(&mut locked, capacity, max_waiting) {
-            swept += queue.sweep(&alive, now_ms);
+            swept += queue.sweep(&mut alive, now_ms);
         }
     }
     swept

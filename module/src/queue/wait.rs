@@ -366,7 +366,7 @@ fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
     let Some(mut locked) = conf.zone.lock() else { return due };
     let Some(mut queue) = store::queue(&mut locked, conf) else { return due };
     if sweep {
-        queue.sweep(is_alive, now);
+        queue.sweep(alive_checker(), now);
     }
     let mut granted = Vec::new();
     queue.take_grants(pid(), |ticket| granted.push(ticket));
@@ -385,6 +385,19 @@ fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
         }
     }
     due
+}
+
+/// [`is_alive`], asked once per pid in one sweep.
+fn alive_checker() -> impl FnMut(u32) -> bool {
+    let mut known: Vec<(u32, bool)> = Vec::new();
+    move |owner| match known.iter().find(|(pid, _)| *pid == owner) {
+        Some(&(_, alive)) => alive,
+        None => {
+            let alive = is_alive(owner);
+            known.push((owner, alive));
+            alive
+        }
+    }
 }
 
 /// Whether a ticket's owner still runs (`kill(pid, 0)` says no such process only when it is
@@ -434,7 +447,7 @@ pub fn start_in_worker(cycle: *mut ngx_cycle_t) {
     let Some(main) = (unsafe { Module::main_conf(&*cycle) }) else { return };
     let now = now_ms();
     for zone in &main.zones {
-        let swept = store::sweep_zone(*zone, is_alive, now);
+        let swept = store::sweep_zone(*zone, alive_checker(), now);
         if swept > 0 {
             // SAFETY: the cycle's log is valid in init_process.
             let log = unsafe { (*cycle).log };
