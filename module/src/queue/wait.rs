@@ -105,13 +105,16 @@ impl Queued {
         }
     }
 
-    /// Leaves the queue, or gives the slot back.
+    /// Leaves the queue, or gives the slot back. When the slot went to a request of this
+    /// worker's, the tick runs as soon as this event is handled, not at the next timer.
     fn leave(&mut self) {
         let Some(ticket) = self.ticket.take() else { return };
         forget_waiter(&self.conf, ticket);
         let Some(mut locked) = self.conf.zone.lock() else { return };
-        if let Some(mut queue) = store::queue(&mut locked, &self.conf) {
-            queue.end(ticket, now_ms());
+        let Some(mut queue) = store::queue(&mut locked, &self.conf) else { return };
+        queue.end(ticket, now_ms());
+        if queue.has_grants_for(pid()) {
+            post_tick();
         }
     }
 }
@@ -299,6 +302,18 @@ fn arm_timer() {
         });
         if timer.timer_set() == 0 {
             ngx::ffi::ngx_add_timer(timer, TICK_MS as _);
+        }
+    }
+}
+
+/// Runs the tick after the events being handled now.
+fn post_tick() {
+    // SAFETY: the worker's own static timer event, on its thread (made by arm_timer when this
+    // worker's first request waited: a grant for it implies one did); ngx_posted_events is the
+    // worker's queue of posted events, and a posted event is queued once however often posted.
+    unsafe {
+        if let Some(timer) = (*ptr::addr_of_mut!(TIMER)).as_mut() {
+            ngx::ffi::ngx_post_event(timer, ptr::addr_of_mut!(ngx::ffi::ngx_posted_events));
         }
     }
 }
