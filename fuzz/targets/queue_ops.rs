@@ -18,7 +18,12 @@ fn main() {
             let owner = u32::from(arg >> 7);
             match op % 5 {
                 0 | 1 => {
-                    let who = Who { hash: u64::from(arg % 9), share: u32::from(op >> 4) + 1, max_queue: u32::from(op >> 5), label: &[arg] };
+                    let who = Who {
+                        hash: u64::from(arg % 9),
+                        share: u32::from(op >> 4) + 1,
+                        max_queue: u32::from(op >> 5),
+                        label: &[arg],
+                    };
                     if let Ok(Arrival::Dispatched(t) | Arrival::Waiting(t)) = queue.arrive(&who, owner, now) {
                         live.push(t);
                     }
