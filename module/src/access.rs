@@ -90,7 +90,7 @@ fn decide(r: *mut ngx_http_request_t, conf: &LocConf) -> ngx_int_t {
             // The common path: judged right here, nothing kept, nothing allocated, nothing
             // counted (no label was wanted, so nothing is accounted; no limits).
             Decision::Admitted(admission)
-                if admission.label.is_none() && admission.limit_id.is_none() && admission.queue_id.is_none() =>
+                if admission.label.is_none() && admission.limit_id.is_none() && admission.queue_key.is_none() =>
             {
                 return match judge(request, conf, &admission) {
                     Judgement::Allow => Status::NGX_OK.0,

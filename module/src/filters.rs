@@ -209,7 +209,7 @@ fn add_queue_headers(request: &mut Request) -> Option<()> {
     let (wait, retry_after) = match ctx_mut(request).and_then(|ctx| ctx.queued.as_mut()) {
         Some(queued) if !queued.headers_sent => {
             queued.headers_sent = true;
-            (queued.waited_ms.filter(|&ms| ms > 0).and(queued.wait_text()), queued.retry_after)
+            (queued.waited_ms.filter(|&ms| ms > 0).and_then(|_| queued.wait_text()), queued.retry_after)
         }
         _ => return Some(()),
     };

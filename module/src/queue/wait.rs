@@ -33,7 +33,7 @@ use crate::policy::is_inference;
 use crate::zone::now_ms;
 use crate::Module;
 use ngx_ollama_auth::metrics::RefusalReason;
-use ngx_ollama_auth::queue::{key_hash, Arrival, Ended, Refused, State, TicketRef, Who};
+use ngx_ollama_auth::queue::{Arrival, Ended, Refused, State, TicketRef, Who};
 use ngx_ollama_auth::queue::{DEFAULT_KEY_QUEUE, DEFAULT_SHARE};
 
 /// How often a worker with requests waiting looks for grants and deadlines.
@@ -144,14 +144,13 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
         return queued.answer(); // the phases ran again (resumed, or after a rewrite)
     }
     let Some(admission) = ctx.admission.as_ref() else { return Status::NGX_OK.0 };
-    let hash = key_hash(admission.queue_id.as_deref().unwrap_or_default());
     let options = admission.options.as_deref();
-    let label = admission.label.map(|label| label.as_bytes().to_vec()).unwrap_or_default();
+    let label = admission.label.unwrap_or_default();
     let who = Who {
-        hash,
+        hash: admission.queue_key.unwrap_or_default(),
         share: options.and_then(|o| o.share).unwrap_or(DEFAULT_SHARE),
         max_queue: options.and_then(|o| o.queue).unwrap_or(DEFAULT_KEY_QUEUE),
-        label: &label,
+        label: label.as_bytes(),
     };
     let now = now_ms();
     let arrival = queue_conf.zone.lock().and_then(|mut locked| {
