@@ -347,3 +347,16 @@ def test_requests_waiting_at_a_reload_are_served(gate, ollama):
         assert b"200 OK" in sock.recv(65536)
         sock.close()
     settles_at_zero(gate, 1)
+
+
+def test_reloads_to_other_capacities_never_fill_the_zone(gate, ollama):
+    """A zone holds 16 queues; the queues of capacities reloaded away are freed once idle."""
+    start(gate, capacity=1)
+    for capacity in range(2, 20):
+        start_conf = gate.path("nginx.conf").read_text()
+        gate.write("nginx.conf", start_conf.replace(f"capacity={capacity - 1} ", f"capacity={capacity} ").replace(
+            f"capacity={capacity - 1};", f"capacity={capacity};"))
+        gate.reload()
+        assert send(gate, "a").status == 200, capacity
+    assert in_flight(gate, 19) == 0
+    assert "has no room for the queue" not in gate.error_log()

@@ -353,6 +353,21 @@ impl Locked<'_> {
         Some((block, true))
     }
 
+    /// Frees the block of the queue of this capacity and bound (one no configuration uses any
+    /// more, and empty).
+    pub fn free_queue_block(&mut self, capacity: u32, max_waiting: u32) {
+        for queue in self.data.queues.iter_mut().filter(|q| (q.0, q.1) == (capacity, max_waiting) && !q.2.is_null()) {
+            // SAFETY: a block queue_block allocated from this pool; the mutex is held (self).
+            unsafe { ngx_slab_free_locked(self.pool, queue.2.cast()) };
+            *queue = (0, 0, ptr::null_mut());
+        }
+    }
+
+    /// Whether the queue of this capacity and bound was made.
+    pub fn has_queue(&self, (capacity, max_waiting): (u32, u32)) -> bool {
+        self.data.queues.iter().any(|q| (q.0, q.1) == (capacity, max_waiting) && !q.2.is_null())
+    }
+
     /// The (capacity, max_waiting) of every queue made in the zone.
     pub fn queue_bounds(&self) -> Vec<(u32, u32)> {
         self.data.queues.iter().filter(|q| !q.2.is_null()).map(|q| (q.0, q.1)).collect()

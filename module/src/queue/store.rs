@@ -32,7 +32,23 @@ fn carving(sizes: &Sizes) -> Carving {
 /// The queue of `conf` in its zone, made if it is new; `None` if the zone has no room for it.
 /// The borrow of the lock stands for the queue's: no one else touches it meanwhile.
 pub fn queue<'l>(locked: &'l mut Locked<'_>, conf: &QueueConf) -> Option<Queue<'l>> {
+    let bounds = (conf.capacity, conf.max_waiting);
+    if !locked.has_queue(bounds) && queue_for(locked, conf.capacity, conf.max_waiting).is_none() {
+        free_idle_queues(locked, bounds);
+    }
     queue_for(locked, conf.capacity, conf.max_waiting)
+}
+
+/// Frees the blocks of the other queues with nothing in flight and nothing waiting, when a new
+/// queue finds no room in the zone: those of configurations reloaded away (another capacity),
+/// so that reloads never fill it.
+fn free_idle_queues(locked: &mut Locked<'_>, keep: (u32, u32)) {
+    for (capacity, max_waiting) in locked.queue_bounds().into_iter().filter(|&bounds| bounds != keep) {
+        let idle = queue_for(locked, capacity, max_waiting).is_some_and(|q| q.in_flight() == 0 && q.waiting() == 0);
+        if idle {
+            locked.free_queue_block(capacity, max_waiting);
+        }
+    }
 }
 
 /// Gives back, in every queue of the zone, what workers that are gone held.
