@@ -360,3 +360,22 @@ def test_reloads_to_other_capacities_never_fill_the_zone(gate, ollama):
         assert send(gate, "a").status == 200, capacity
     assert in_flight(gate, 19) == 0
     assert "has no room for the queue" not in gate.error_log()
+
+
+def test_locations_naming_one_zone_and_capacity_share_one_queue(gate, ollama):
+    gate.write("keys.txt", KEYS)
+    queue = "ollama_bearer_keys_file keys.txt; ollama_auth_queue q capacity=1;"
+    gate.configure(f"""
+        location /api/ {{ {queue} {PROXY} }}
+        location /v1/ {{ {queue} {PROXY} }}
+        location = /metrics {{ ollama_auth_metrics q; allow 127.0.0.1; deny all; }}
+    """, http_extra="ollama_auth_zone q 1m;", workers=2)
+    gate.start()
+    tag = f"shared-{time.time()}"
+    steer = {"Wait": 0.3, "Tag": tag}
+    chat = {"model": "gemma3", "messages": [], "stream": False}
+    results = in_parallel([lambda: send(gate, "a", steer=steer),
+                           lambda: send(gate, "b", path="/v1/chat/completions", body=chat, steer=steer)] * 3)
+    assert [r.status for r in results] == [200] * 6, results
+    assert ollama.max_in_flight(tag) == 1, "one Ollama behind two locations: one queue"
+    settles_at_zero(gate, 1)
