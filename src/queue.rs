@@ -554,12 +554,19 @@ impl Queue<'_> {
             let key_ok = self.keys.get(t.key as usize).is_some_and(|slot| slot.used != 0);
             match state_of(t.state) {
                 Some(State::Waiting) if key_ok => waiting.push((t.seq, at as u32)),
-                Some(State::Granted | State::Running) if key_ok => {
+                Some(state @ (State::Granted | State::Running)) if key_ok => {
                     self.keys[t.key as usize].running += 1;
                     self.header.in_flight += 1;
                     let t = &mut self.tickets[at];
-                    t.state = RUNNING; // its owner's timer takes it as ended if it forgot it
                     (t.prev, t.next) = (NONE, NONE);
+                    if state == State::Granted {
+                        // Still to be taken by its owner: back on the list of grants.
+                        t.next = self.header.granted_head;
+                        if let Some(old) = self.tickets.get_mut(self.header.granted_head as usize) {
+                            old.prev = at as u32;
+                        }
+                        self.header.granted_head = at as u32;
+                    }
                 }
                 _ => self.tickets[at] = Ticket::default(),
             }

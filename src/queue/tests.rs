@@ -431,3 +431,28 @@ fn sizes_fit_the_bounds() {
     assert!(q.is_initialized(0, 0));
     assert!(!q.is_initialized(1, 0));
 }
+
+#[test]
+fn a_repair_keeps_every_request_in_its_place() {
+    let mut store = QueueStore::new(1, 10);
+    let mut q = store.queue();
+    let first = dispatched(q.arrive(&who(1), W1, 0));
+    let granted = waiting(q.arrive(&who(2), W2, 1));
+    let second = waiting(q.arrive(&who(3), W1, 2));
+    let third = waiting(q.arrive(&who(3), W1, 3));
+    q.end(first, 10);
+    assert_eq!(q.state(granted), Some(State::Granted));
+    // A worker died in the middle of a change: the counts disagree with the tickets.
+    store.header.in_flight = 7;
+    store.header.waiting = 0;
+    let mut q = store.queue();
+    assert!(q.check().is_err());
+    assert_eq!(q.sweep(|_| true, 20), 0);
+    q.check().unwrap();
+    assert_eq!((q.in_flight(), q.waiting()), (1, 2));
+    assert_eq!(grants(&mut q, W2), [granted], "the grant is still W2's to take");
+    q.end(granted, 30);
+    assert_eq!(grants(&mut q, W1), [second], "first in, first out within the key");
+    q.end(second, 40);
+    assert_eq!(grants(&mut q, W1), [third]);
+}

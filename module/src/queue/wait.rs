@@ -394,8 +394,16 @@ fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
     }
     for key in expired {
         let ticket = TicketRef { index: key.index, seq: key.seq };
-        if queue.state(ticket) == Some(State::Waiting) && matches!(queue.end(ticket, now), Ended::LeftQueue { .. }) {
-            due.expired.push(key);
+        match queue.state(ticket) {
+            Some(State::Waiting) => {
+                if matches!(queue.end(ticket, now), Ended::LeftQueue { .. }) {
+                    due.expired.push(key);
+                }
+            }
+            // Its ticket is gone (a repair after a worker died mid-change): it waits no more.
+            None => due.expired.push(key),
+            // It holds a slot that no grant announced (the same): it runs.
+            Some(State::Granted | State::Running) => due.granted.push((key, queue.waited_ms(ticket))),
         }
     }
     due
