@@ -136,7 +136,7 @@ test: lint lint-debian deny msrv unit integration integration-debian fuzz-smoke
 
 # Fuzzing with AFL++ through afl.rs, on the stable toolchain. fuzz-smoke (part of make test)
 # replays every seed and runs each target briefly; `make fuzz` runs each for FUZZ_SECONDS.
-FUZZ_TARGETS := authorization keys_file htpasswd_file hash_strings json_body usage_answer limits_state caps_body poll_answer
+FUZZ_TARGETS := authorization keys_file htpasswd_file hash_strings json_body usage_answer limits_state caps_body poll_answer queue_ops
 FUZZ_SECONDS ?= 600
 FUZZ_OUT ?= target/fuzz-out
 AFL_ENV := AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1

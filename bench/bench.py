@@ -164,6 +164,8 @@ def fleet_http():
 
 FLEET = ("ollama_auth_use_fleet bench; proxy_pass http://$ollama_fleet_backend; proxy_http_version 1.1; "
          "proxy_set_header Connection \"\";")
+# The fair queue (issue 22) with a slot always free: what queueing costs a request that never waits.
+QUEUE = "ollama_auth_queue bench capacity=64;"
 
 
 def variants(quick, baseline):
@@ -200,6 +202,9 @@ def variants(quick, baseline):
     out.append(variant("chat 1 KB proxied by model, fleet of 3 (200 models each)",
                        f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {FLEET}", bearer_header(2), 2, path="/api/chat",
                        body=chat, http=fleet_http()))
+    out.append(variant("chat 1 KB proxied, unrestricted key, queued with a free slot",
+                       f"ollama_bearer_keys_file {WORK}/keys-scoped.txt; {QUEUE} {PROXY}", bearer_header(2), 2,
+                       path="/api/chat", body=chat, http=ZONE))
     out.append(variant("chat 1 KB proxied, key with models=", f"ollama_bearer_keys_file {WORK}/keys-models.txt; {PROXY}",
                        bearer_header(2), 2, path="/api/chat", body=chat))
     options, over = WORK / "chat-1k-options.json", WORK / "chat-1k-over.json"
@@ -563,6 +568,9 @@ def report(rows, scale, micro, args):
                         "POST /api/chat, 1 KB body, num_ctx clamped, against no caps")
     lines += ratio_line(rows, "chat 1 KB proxied by model, fleet of 3 (200 models each)", "chat 1 KB proxied, unrestricted key",
                         "target: at least 0.85", "routing a 1 KB chat by its model in a fleet, against a fixed proxy_pass")
+    lines += ratio_line(rows, "chat 1 KB proxied, unrestricted key, queued with a free slot",
+                        "chat 1 KB proxied, unrestricted key", "target: at least 0.97",
+                        "POST /api/chat, 1 KB body, through the fair queue with a free slot, against no queue")
     lines += ratio_line(rows, "module Bearer, 2 keys, usage counted", "no auth", "target: at least 0.95",
                         "Bearer with usage counted in a zone, static file, against no auth")
     lines += ratio_line(rows, "stream 500 chunks, usage counted", "stream 500 chunks, usage not counted",

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod models;
 pub mod options;
 pub mod policy;
+pub mod queue;
 pub mod state_file;
 pub mod usage;
 pub mod watch;

@@ -261,7 +261,7 @@ impl Exposition {
 }
 
 /// A label value, escaped as the format wants: `\` as `\\`, `"` as `\"`, line feed as `\n`.
-fn push_label_value(out: &mut Vec<u8>, value: &str) {
+pub(crate) fn push_label_value(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     if !bytes.iter().any(|&b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.extend_from_slice(bytes);

@@ -1,6 +1,7 @@
 //! The options an entry may carry after its key (or in an htpasswd line's comment field):
-//! `scopes=`, `models=`, `expires=`, `tokens=`, `requests=`, `parallel=`, and the caps
-//! `num_ctx=`, `num_predict=`, `keep_alive=` (see `caps`).
+//! `scopes=`, `models=`, `expires=`, `tokens=`, `requests=`, `parallel=`, for the fair queue
+//! (`crate::queue`) `share=` and `queue=`, and the caps `num_ctx=`, `num_predict=`,
+//! `keep_alive=` (see `caps`).
 //!
 //! A word holding `=` is an option; the other words are the entry's name. An option that is
 //! unknown, repeated or malformed makes the whole entry unusable (the line is skipped with a
@@ -11,6 +12,7 @@ use std::fmt;
 use crate::caps::{Caps, CAP_NAMES};
 use crate::models::ModelPatterns;
 use crate::policy::Scopes;
+use crate::queue::{MAX_KEY_QUEUE, MAX_SHARE};
 
 /// The longest period a limit may count over: a year, leap day included. Longer windows would
 /// need counters kept across restarts to mean anything.
@@ -45,6 +47,10 @@ pub struct EntryOptions {
     pub tokens: Vec<Window>,
     pub requests: Vec<Window>,
     pub parallel: Option<u32>,
+    /// The key's weight in the fair queue (`share=`, default 1).
+    pub share: Option<u32>,
+    /// The key's most requests waiting in the fair queue (`queue=`, default 50; 0: never waits).
+    pub queue: Option<u32>,
     /// The entry's own caps, over its location's.
     pub caps: Caps,
 }
@@ -80,6 +86,12 @@ impl EntryOptions {
         }
         if let Some(parallel) = self.parallel {
             words.push(format!("parallel={parallel}"));
+        }
+        if let Some(share) = self.share {
+            words.push(format!("share={share}"));
+        }
+        if let Some(queue) = self.queue {
+            words.push(format!("queue={queue}"));
         }
         words.extend(self.caps.to_words());
         words
@@ -159,8 +171,19 @@ pub fn options_in_comment(field: &[u8]) -> Vec<&[u8]> {
     words(field).filter(|word| is_option(word)).collect()
 }
 
-const OPTION_NAMES: [&str; 9] =
-    ["scopes", "models", "expires", "tokens", "requests", "parallel", CAP_NAMES[0], CAP_NAMES[1], CAP_NAMES[2]];
+const OPTION_NAMES: [&str; 11] = [
+    "scopes",
+    "models",
+    "expires",
+    "tokens",
+    "requests",
+    "parallel",
+    "share",
+    "queue",
+    CAP_NAMES[0],
+    CAP_NAMES[1],
+    CAP_NAMES[2],
+];
 
 /// Reads option words (`name=value`). Option names are case-sensitive.
 pub fn parse_options(words: &[&[u8]]) -> Result<EntryOptions, OptionError> {
@@ -191,6 +214,8 @@ pub fn parse_options(words: &[&[u8]]) -> Result<EntryOptions, OptionError> {
             "tokens" => options.tokens = parse_windows(value).map_err(invalid)?,
             "requests" => options.requests = parse_windows(value).map_err(invalid)?,
             "parallel" => options.parallel = Some(parse_parallel(value).map_err(invalid)?),
+            "share" => options.share = Some(parse_bounded(value, 1, MAX_SHARE).map_err(invalid)?),
+            "queue" => options.queue = Some(parse_bounded(value, 0, MAX_KEY_QUEUE).map_err(invalid)?),
             _ => options.caps.set(option, value).map_err(invalid)?,
         }
     }
@@ -223,6 +248,16 @@ fn parse_parallel(text: &str) -> Result<u32, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => u32::try_from(n).map_err(|_| "too large".into()),
         Err(NumberError::TooLarge) => Err("too large".into()),
+    }
+}
+
+/// A whole number from `least` to `most`.
+fn parse_bounded(text: &str, least: u32, most: u32) -> Result<u32, String> {
+    match parse_decimal(text) {
+        Err(NumberError::NotANumber) => Err("not a whole number".into()),
+        Ok(n) if n < u64::from(least) => Err(format!("must be at least {least}")),
+        Ok(n) if n <= u64::from(most) => Ok(n as u32),
+        Ok(_) | Err(NumberError::TooLarge) => Err(format!("must be at most {most}")),
     }
 }
 
@@ -746,6 +781,8 @@ mod tests {
             "tokens=",
             "requests=",
             "parallel=",
+            "share=",
+            "queue=",
             "1",
             "/",
             ",",
@@ -775,6 +812,29 @@ mod tests {
                 assert_eq!(parse_options(&word_bytes).as_ref(), Ok(&options), "{word}");
             }
             let _ = parse_time(&word);
+        }
+    }
+
+    #[test]
+    fn queue_options() {
+        let options = parse("share=3 queue=0").unwrap();
+        assert_eq!((options.share, options.queue), (Some(3), Some(0)));
+        assert!(!options.has_limits(), "a share is no limit: it needs no usage zone");
+        assert_eq!(options.to_string(), "share=3 queue=0");
+        assert_eq!(parse("share=1000 queue=100000").unwrap().to_string(), "share=1000 queue=100000");
+        assert_eq!(parse("").unwrap().share, None);
+        for (line, expected) in [
+            ("share=0", "option \"share\": must be at least 1"),
+            ("share=1001", "option \"share\": must be at most 1000"),
+            ("share=", "option \"share\": not a whole number"),
+            ("share=1.5", "option \"share\": not a whole number"),
+            ("share=99999999999999999999999", "option \"share\": must be at most 1000"),
+            ("queue=100001", "option \"queue\": must be at most 100000"),
+            ("queue=-1", "option \"queue\": not a whole number"),
+            ("share=2 share=2", "repeated option \"share\""),
+            ("queue=1 queue=2", "repeated option \"queue\""),
+        ] {
+            assert_eq!(error(line), expected, "{line}");
         }
     }
 

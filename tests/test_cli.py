@@ -232,7 +232,8 @@ def test_key_list_shows_options_and_never_a_secret(tmp_path):
     assert [k["name"] for k in data["keys"]] == ["seed key", "plain", "hashed"]
     assert data["keys"][1] == {"line": 5, "name": "plain", "fingerprint": fingerprint(plain), "stored": "plain",
                                "scopes": "infer", "models": None, "expires": None, "expired": False,
-                               "tokens": None, "requests": "60/1m", "parallel": None, "caps": None}
+                               "tokens": None, "requests": "60/1m", "parallel": None, "share": None,
+                               "queue": None, "caps": None}
     assert data["keys"][2]["expires"] == "2099-12-31"
     assert data["skipped"] == [{"line": 7, "reason": "sha256: must be followed by 64 hex digits"}]
 

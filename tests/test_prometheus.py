@@ -395,7 +395,9 @@ def test_prometheus_scrapes_the_gate_and_every_dashboard_expression_agrees_with_
             assert rows_ok(rows), (title, rows)
             values = [v for values in series.values() for v in values if not math.isnan(v)]
             assert values and all(v >= 0 for v in values) and max(values) > 0, (title, series)
-    covered = ["Tokens in the time range"] + [title for title, _, _ in panels_want]
+    # The fair queue's panels need a queue: test_queue.py checks them against a Prometheus of its own.
+    queue_panels = ["Fair queue: ", "GPU slot time per second"]
+    covered = ["Tokens in the time range"] + [title for title, _, _ in panels_want] + queue_panels
     assert all(any(p["title"].startswith(title) for title in covered) for p in panels()), "a panel not checked here"
     refusals = prometheus.query_range(grafana(panel("Refusals per second")["targets"][0]["expr"], range_s=range_s),
                                       began, ended, f"{SCRAPE_SECONDS}s")
@@ -412,7 +414,9 @@ def test_prometheus_scrapes_the_gate_and_every_dashboard_expression_agrees_with_
 def test_panels_the_user_selector_cannot_filter_say_so():
     """A panel whose series have no `user` label ignores the selector: its title says so."""
     unfiltered = [p for p in panels() if not all('user=~"$user"' in t["expr"] for t in p["targets"])]
-    assert {p["title"].split(",")[0] for p in unfiltered} == {"Refusals per second", "Request duration"}
+    assert {p["title"].split(",")[0] for p in unfiltered} == {
+        "Refusals per second", "Request duration", "Fair queue: slots in flight and capacity (all users)",
+        "Fair queue: wait for a slot (p50"}
     for p in unfiltered:
         assert "all users" in p["title"], p["title"]
         assert "User selector" in p["description"], p["description"]

@@ -320,7 +320,10 @@ MONITORING = DOCKER / "monitoring"
 # Every series the gate exposes, a histogram with its three sample names.
 SERIES = {"ollama_auth_requests_total", "ollama_auth_prompt_tokens_total", "ollama_auth_completion_tokens_total",
           "ollama_auth_refused_total", "ollama_auth_request_duration_seconds_bucket",
-          "ollama_auth_request_duration_seconds_sum", "ollama_auth_request_duration_seconds_count"}
+          "ollama_auth_request_duration_seconds_sum", "ollama_auth_request_duration_seconds_count",
+          # The fair queue's (ollama_auth_queue; test_queue.py checks its panels).
+          "ollama_auth_in_flight", "ollama_auth_queue_capacity", "ollama_auth_queue_waiting",
+          "ollama_auth_slot_seconds_total", "ollama_auth_queue_wait_seconds_bucket"}
 NEW_VARIABLES = ["$ollama_model", "$ollama_prompt_tokens", "$ollama_completion_tokens", "$ollama_auth_user"]
 
 

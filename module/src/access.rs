@@ -22,7 +22,7 @@ use super::ctx::{
     ctx_mut, ctx_or_new, error_shape, record, refuse, BodyState, Refusal, CHALLENGE_BASIC, CHALLENGE_BEARER,
 };
 use super::policy::{judge, BodyCheck, Judgement};
-use super::{accounting, limit, Module};
+use super::{accounting, limit, queue, Module};
 use ngx_ollama_auth::errors::{error_body, unauthorized_message};
 use ngx_ollama_auth::policy::is_cors_preflight;
 
@@ -49,7 +49,8 @@ pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 /// nginx runs access handlers for main requests only; subrequests share the main request's
-/// admission.
+/// admission. In a location with `ollama_auth_queue`, an admitted inference request then
+/// takes its place in the queue (and the phases, run again when it is resumed, find it there).
 extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a valid request.
     let request = unsafe { Request::from_ngx_http_request(r) };
@@ -65,6 +66,23 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         ngx_log_debug_http!(request, "ollama auth: a CORS preflight, passed on for Ollama to answer");
         return Status::NGX_OK.0;
     }
+    let Some(queue_conf) = conf.queue.as_ref() else { return decide(r, conf) };
+    if ctx_mut(request).is_some_and(|ctx| ctx.is_decided_for(conf)) {
+        if let Some(answer) = queue::preempt(request) {
+            return answer;
+        }
+    }
+    match decide(r, conf) {
+        rc if rc == Status::NGX_OK.0 => queue::enter(r, conf, queue_conf),
+        rc => rc,
+    }
+}
+
+/// Who is asking, and may they: `NGX_OK`, a refusal's status, or `NGX_DONE` while the body is
+/// read.
+fn decide(r: *mut ngx_http_request_t, conf: &LocConf) -> ngx_int_t {
+    // SAFETY: nginx's request, valid for this call.
+    let request = unsafe { Request::from_ngx_http_request(r) };
     let decided_here = match ctx_mut(request) {
         // Back from reading the body: its verdict is the answer.
         Some(ctx) => match ctx.body {
@@ -75,12 +93,15 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         None => false,
     };
     if !decided_here {
-        let record_user =
-            Module::main_conf(request).is_some_and(|main| main.user_variable_used) || accounting::wanted(request, conf);
+        let record_user = Module::main_conf(request).is_some_and(|main| main.user_variable_used)
+            || accounting::wanted(request, conf)
+            || conf.queue.is_some();
         match authenticate(request, conf, record_user) {
             // The common path: judged right here, nothing kept, nothing allocated, nothing
             // counted (no label was wanted, so nothing is accounted; no limits).
-            Decision::Admitted(admission) if admission.label.is_none() && admission.limit_id.is_none() => {
+            Decision::Admitted(admission)
+                if admission.label.is_none() && admission.limit_id.is_none() && admission.queue_key.is_none() =>
+            {
                 return match judge(request, conf, &admission) {
                     Judgement::Allow => Status::NGX_OK.0,
                     judgement => act_on(r, conf, judgement),

@@ -12,6 +12,7 @@ use ngx_ollama_auth::htpasswd::Verdict;
 use ngx_ollama_auth::keys::KeyLabel;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::queue::key_hash;
 
 /// What one look at a request's credential found.
 pub enum Decision {
@@ -30,6 +31,9 @@ pub struct Admission {
     /// For an entry with limits: what the zone counts them under (`key:` and the key's
     /// fingerprint, or `user:` and the name), never the key.
     pub limit_id: Option<Vec<u8>>,
+    /// In a location with `ollama_auth_queue`: a keyed hash of the same id, the key's identity
+    /// in the queue.
+    pub queue_key: Option<u64>,
 }
 
 fn authorization_header(request: &Request) -> &[u8] {
@@ -71,7 +75,11 @@ pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Deci
             None
         };
         let limit_id = options.filter(|options| options.has_limits()).map(|_| id());
-        Decision::Admitted(Admission { label, options: options.cloned(), is_user, limit_id })
+        let queue_key = conf.queue.is_some().then(|| match &limit_id {
+            Some(id) => key_hash(id),
+            None => key_hash(&id()),
+        });
+        Decision::Admitted(Admission { label, options: options.cloned(), is_user, limit_id, queue_key })
     };
 
     match parse_authorization(authorization_header(request)) {

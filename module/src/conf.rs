@@ -14,15 +14,16 @@ use std::rc::Rc;
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
-    NGX_LOG_WARN,
+    NGX_CONF_1MORE, NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_CONF_TAKE3, NGX_CONF_TAKE4,
+    NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use super::fleet::shared::FleetRef;
 use super::fleet::{set_fleet, set_use_fleet};
+use super::queue::{set_queue, QueueConf};
 use super::zone::{set_zone, zone_reference, Zone};
 use super::{conf_error, Module};
 use ngx_ollama_auth::caps::Caps;
@@ -91,6 +92,8 @@ pub struct LocConf {
     pub caps: Option<Caps>,
     /// From `ollama_auth_use_fleet`: requests here are routed to the fleet's members.
     pub fleet: Option<FleetRef>,
+    /// From `ollama_auth_queue`: the fair queue this location's inference waits in.
+    pub queue: Option<QueueConf>,
 }
 
 /// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
@@ -172,6 +175,9 @@ impl Merge for LocConf {
         }
         if self.fleet.is_none() {
             self.fleet = parent.fleet;
+        }
+        if self.queue.is_none() {
+            self.queue = parent.queue;
         }
         Ok(())
     }
@@ -568,7 +574,7 @@ unsafe fn warn_of_missing_prefix(cf: *mut ngx_conf_t, conf: &LocConf) {
 const FILE_DIRECTIVE_CONTEXTS: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
 
-pub static mut COMMANDS: [ngx_command_t; 13] = [
+pub static mut COMMANDS: [ngx_command_t; 14] = [
     ngx_command_t {
         name: ngx_string!("ollama_bearer_keys_file"),
         type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
@@ -661,6 +667,19 @@ pub static mut COMMANDS: [ngx_command_t; 13] = [
         name: ngx_string!("ollama_auth_use_fleet"),
         type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_use_fleet),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("ollama_auth_queue"),
+        type_: (NGX_HTTP_MAIN_CONF
+            | NGX_HTTP_SRV_CONF
+            | NGX_HTTP_LOC_CONF
+            | NGX_CONF_TAKE2
+            | NGX_CONF_TAKE3
+            | NGX_CONF_TAKE4) as ngx_uint_t,
+        set: Some(set_queue),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: std::ptr::null_mut(),

@@ -148,6 +148,8 @@ pub struct RequestCtx {
     /// What the fleet code keeps for the request (`fleet::model::FleetCtx`); opaque here, so
     /// that this file does not depend on it.
     pub fleet: Option<Box<dyn std::any::Any>>,
+    /// Its place in the location's fair queue (see `queue`), left when the context is dropped.
+    pub queued: Option<super::queue::Queued>,
 }
 
 impl RequestCtx {

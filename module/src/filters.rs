@@ -22,7 +22,7 @@ use ngx::ffi::{
     ngx_http_err_page_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t,
     ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pcalloc,
     ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_MAX_URI_CHANGES, NGX_HTTP_OK,
-    NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_WARN,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -215,6 +215,26 @@ fn add_clamped_header(request: &mut Request) -> Option<()> {
     push_header_copy(request, CLAMPED_HEADER, summary.as_bytes())
 }
 
+/// The fair queue's headers: how long an answer waited for its slot, and a queue refusal's
+/// `Retry-After`.
+fn add_queue_headers(request: &mut Request) -> Option<()> {
+    let status = request.as_ref().headers_out.status;
+    let (wait, retry_after) = match ctx_mut(request).and_then(|ctx| ctx.queued.as_mut()) {
+        Some(queued) if !queued.headers_sent => {
+            queued.headers_sent = true;
+            (queued.waited_ms.filter(|&ms| ms > 0).and_then(|_| queued.wait_text()), queued.retry_after)
+        }
+        _ => return Some(()),
+    };
+    if let Some(wait) = wait {
+        push_header_copy(request, "x-ollama-queue-wait", format!("{wait}s").as_bytes())?;
+    }
+    if let Some(seconds) = retry_after.filter(|_| status == NGX_HTTP_SERVICE_UNAVAILABLE as usize) {
+        push_header_copy(request, "Retry-After", seconds.to_string().as_bytes())?;
+    }
+    Some(())
+}
+
 /// Sets up the reading of a counted answer, once its header says what it is.
 fn start_scanning(request: &mut Request) {
     let counted_and_new = |ctx: &mut RequestCtx| ctx.accounting.as_ref().is_some_and(|a| a.scanner.is_none());
@@ -309,7 +329,11 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     if ctx_mut(request).is_none() {
         return next_header(r); // the common case: nothing of this module's to do
     }
-    if request.is_main() && (add_rate_headers(request).is_none() || add_clamped_header(request).is_none()) {
+    if request.is_main()
+        && (add_rate_headers(request).is_none()
+            || add_clamped_header(request).is_none()
+            || add_queue_headers(request).is_none())
+    {
         return Status::NGX_ERROR.0;
     }
     match role(request) {
@@ -430,7 +454,12 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
     // SAFETY: nginx calls body filters with a valid request and chain.
     let request = unsafe { Request::from_ngx_http_request(r) };
     let header_only = request.header_only();
+    let is_main = request.is_main();
     let Some(ctx) = ctx_mut(request) else { return next_body(r, input) };
+    if let Some(queued) = ctx.queued.as_mut().filter(|_| is_main) {
+        // SAFETY: nginx hands body filters a valid chain (or NULL).
+        unsafe { queued.release_at_last(input) };
+    }
     if ctx.replace_body {
         let first_call = !ctx.body_sent && !header_only;
         ctx.body_sent = true;

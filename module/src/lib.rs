@@ -26,6 +26,7 @@ mod fleet;
 mod limit;
 mod metrics;
 mod policy;
+mod queue;
 mod variables;
 mod zone;
 
@@ -51,7 +52,12 @@ impl HttpModule for Module {
             return rc;
         }
         // SAFETY: as above.
-        unsafe { fleet::register(cf) }
+        let rc = unsafe { fleet::register(cf) };
+        if rc != ngx::core::Status::NGX_OK.0 {
+            return rc;
+        }
+        // SAFETY: as above.
+        unsafe { queue::register_variable(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx::ffi::ngx_conf_t) -> ngx_int_t {
@@ -96,8 +102,9 @@ pub static mut ngx_http_ollama_auth_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// At worker start: the file check, then the fleets' poller.
+/// At worker start: the files' readability check, the fleets' poller, and a sweep of the queues.
 extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    queue::start_in_worker(cycle);
     let rc = conf::check_files_in_worker(cycle);
     fleet::start_in_worker(cycle);
     rc

@@ -38,7 +38,8 @@ pub extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let borrowed: Vec<_> =
         series.iter().map(|(user, model, code, counts)| (user.as_str(), model.as_str(), *code, *counts)).collect();
-    let text = render(&borrowed, &refused);
+    let mut text = render(&borrowed, &refused);
+    text.extend(super::queue::exposition(zone));
     let pool = request.as_ref().pool;
     let out = &mut request.as_mut().headers_out;
     out.status = NGX_HTTP_OK as usize;

@@ -91,6 +91,11 @@ fn endpoint<'r>(request: &'r Request, conf: &LocConf) -> Endpoint<'r> {
     }
 }
 
+/// Whether a request asks for inference (what occupies the GPU, and what the queue holds).
+pub fn is_inference(request: &Request, conf: &LocConf) -> bool {
+    endpoint(request, conf).access == Access::Scope(Scopes::INFER)
+}
+
 fn now() -> i64 {
     // SAFETY: ngx_cached_time always points at a valid time slot, updated by this worker's own
     // thread between events.

@@ -126,7 +126,12 @@ struct ZoneData {
     /// When the counters of idle keys were last freed (at most once a second, under the lock
     /// every worker needs).
     forgot_ms: u64,
+    /// The fair queues (`ollama_auth_queue`) in this zone: (capacity, max_waiting, block).
+    queues: [(u32, u32, *mut u8); MAX_QUEUES],
 }
+
+/// Queues one zone may hold (different capacities or bounds).
+pub const MAX_QUEUES: usize = 16;
 
 /// The configuration side of one zone, owned by the configuration (freed with its pool); nginx
 /// hands it to the zone's init callback and keeps it as `shm_zone->data`.
@@ -179,6 +184,17 @@ impl Zone {
 
     pub fn name(self) -> &'static str {
         self.conf().map_or("", |conf| conf.name.as_str())
+    }
+
+    /// Whether two references name the same zone.
+    pub fn same(self, other: Zone) -> bool {
+        self.0 == other.0
+    }
+
+    /// The zone's size, once a directive defined it.
+    pub fn size(self) -> Option<usize> {
+        // SAFETY: the shm zone entry lives as long as the configuration that names it.
+        Some(unsafe { (*self.0).shm.size })
     }
 
     /// Takes the zone's mutex. `None` if the zone was never made (it always is once nginx runs:
@@ -348,6 +364,40 @@ impl Locked<'_> {
         unsafe { (*counters.0.as_ptr()).limits.settle(now_ms, reserved, tokens) };
     }
 
+    /// The zeroed block of `bytes` that holds the queue of this capacity and bound, made on
+    /// first use; with whether it was just made. `None` if the zone has no room for it.
+    pub fn queue_block(&mut self, capacity: u32, max_waiting: u32, bytes: usize) -> Option<(NonNull<u8>, bool)> {
+        let queues = &mut self.data.queues;
+        if let Some(&(_, _, block)) = queues.iter().find(|q| (q.0, q.1) == (capacity, max_waiting) && !q.2.is_null()) {
+            return NonNull::new(block).map(|block| (block, false));
+        }
+        let free = queues.iter_mut().find(|q| q.2.is_null())?;
+        // SAFETY: the pool is the zone's and its mutex is held (self); the block is zeroed.
+        let block = NonNull::new(unsafe { ngx::ffi::ngx_slab_calloc_locked(self.pool, bytes) }.cast::<u8>())?;
+        *free = (capacity, max_waiting, block.as_ptr());
+        Some((block, true))
+    }
+
+    /// Frees the block of the queue of this capacity and bound (one no configuration uses any
+    /// more, and empty).
+    pub fn free_queue_block(&mut self, capacity: u32, max_waiting: u32) {
+        for queue in self.data.queues.iter_mut().filter(|q| (q.0, q.1) == (capacity, max_waiting) && !q.2.is_null()) {
+            // SAFETY: a block queue_block allocated from this pool; the mutex is held (self).
+            unsafe { ngx_slab_free_locked(self.pool, queue.2.cast()) };
+            *queue = (0, 0, ptr::null_mut());
+        }
+    }
+
+    /// Whether the queue of this capacity and bound was made.
+    pub fn has_queue(&self, (capacity, max_waiting): (u32, u32)) -> bool {
+        self.data.queues.iter().any(|q| (q.0, q.1) == (capacity, max_waiting) && !q.2.is_null())
+    }
+
+    /// The (capacity, max_waiting) of every queue made in the zone.
+    pub fn queue_bounds(&self) -> Vec<(u32, u32)> {
+        self.data.queues.iter().filter(|q| !q.2.is_null()).map(|q| (q.0, q.1)).collect()
+    }
+
     /// The limit counters as the state file holds them, if it is time to write them.
     fn state_if_due(&mut self, now_ms: u64, force: bool) -> Option<Vec<u8>> {
         if !force && now_ms.saturating_sub(self.data.state_written_ms) < STATE_INTERVAL_MS {
@@ -377,6 +427,7 @@ unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_l
         // SAFETY: start and end bound the pool's pages, set by ngx_slab_init.
         max_series_bytes: unsafe { ((*pool).end as usize).saturating_sub((*pool).start as usize) } / 2,
         forgot_ms: 0,
+        queues: [(0, 0, ptr::null_mut()); MAX_QUEUES],
     };
     let place = ngx::allocator::allocate(data, &alloc).ok()?.as_ptr();
     if let Some(path) = &conf.state_path {

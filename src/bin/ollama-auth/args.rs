@@ -19,6 +19,8 @@ pub struct OptionFlags {
     pub tokens: Option<String>,
     pub requests: Option<String>,
     pub parallel: Option<String>,
+    pub share: Option<String>,
+    pub queue: Option<String>,
     pub num_ctx: Option<String>,
     pub num_predict: Option<String>,
     pub keep_alive: Option<String>,
@@ -34,6 +36,8 @@ impl OptionFlags {
             ("tokens", &self.tokens),
             ("requests", &self.requests),
             ("parallel", &self.parallel),
+            ("share", &self.share),
+            ("queue", &self.queue),
             ("num_ctx", &self.num_ctx),
             ("num_predict", &self.num_predict),
             ("keep_alive", &self.keep_alive),
@@ -110,8 +114,19 @@ fn usage(command: &'static str, message: impl Into<String>) -> UsageError {
     UsageError { message: message.into(), command }
 }
 
-const OPTION_FLAGS: [&str; 9] =
-    ["scopes", "models", "expires", "tokens", "requests", "parallel", "num-ctx", "num-predict", "keep-alive"];
+const OPTION_FLAGS: [&str; 11] = [
+    "scopes",
+    "models",
+    "expires",
+    "tokens",
+    "requests",
+    "parallel",
+    "share",
+    "queue",
+    "num-ctx",
+    "num-predict",
+    "keep-alive",
+];
 
 /// What one command's flags turned out to be.
 #[derive(Debug, Default)]
@@ -235,6 +250,8 @@ fn option_flags(command: &'static str, flags: &Flags) -> Result<OptionFlags, Usa
         tokens: get("tokens")?,
         requests: get("requests")?,
         parallel: get("parallel")?,
+        share: get("share")?,
+        queue: get("queue")?,
         num_ctx: get("num-ctx")?,
         num_predict: get("num-predict")?,
         keep_alive: get("keep-alive")?,

@@ -22,6 +22,8 @@ OPTIONS (checked by the module's own parser before anything is written):
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --share N           weight in the fair queue (ollama_auth_queue), 1-1000, default 1
+  --queue N           most requests waiting in the fair queue, default 50; 0: never waits
   --num-ctx N         caps: at most N tokens of context (options.num_ctx)
   --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
   --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
@@ -73,6 +75,8 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --share N           weight in the fair queue (ollama_auth_queue), 1-1000, default 1
+  --queue N           most requests waiting in the fair queue, default 50; 0: never waits
   --num-ctx N         caps: at most N tokens of context (options.num_ctx)
   --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
   --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage
@@ -159,6 +163,8 @@ OPTIONS:
   --tokens LIMITS     at most n tokens per period: 20000/1m,500000/1d
   --requests LIMITS   at most n requests per period: 60/1m
   --parallel N        at most N requests at once
+  --share N           weight in the fair queue (ollama_auth_queue), 1-1000, default 1
+  --queue N           most requests waiting in the fair queue, default 50; 0: never waits
   --num-ctx N         caps: at most N tokens of context (options.num_ctx)
   --num-predict N     at most N tokens per answer (num_predict, max_tokens, max_output_tokens)
   --keep-alive RANGE  keep_alive moved into MIN..MAX (5m..30m; 1h is ..1h); 0 needs manage

@@ -113,6 +113,8 @@ fn print_json(path: &Path, what: &str, rows: &[Row], skipped: &[(usize, String)]
                 format!("\"tokens\":{}", json_or_null(windows(&o.tokens))),
                 format!("\"requests\":{}", json_or_null(windows(&o.requests))),
                 format!("\"parallel\":{}", o.parallel.map_or_else(|| "null".to_string(), |n| n.to_string())),
+                format!("\"share\":{}", o.share.map_or_else(|| "null".to_string(), |n| n.to_string())),
+                format!("\"queue\":{}", o.queue.map_or_else(|| "null".to_string(), |n| n.to_string())),
                 format!("\"caps\":{}", json_or_null((!o.caps.is_empty()).then(|| o.caps.to_words().join(" ")))),
             ]);
             format!("{{{}}}", fields.join(","))
@@ -151,6 +153,11 @@ fn print_table(rows: &[Row]) {
             }
             if let Some(parallel) = o.parallel {
                 limits.push(format!("parallel={parallel}"));
+            }
+            for (name, value) in [("share", o.share), ("queue", o.queue)] {
+                if let Some(value) = value {
+                    limits.push(format!("{name}={value}"));
+                }
             }
             limits.extend(o.caps.to_words());
             let expires = o.expires.map(|time| {

@@ -157,6 +157,8 @@ fn option_hint(option: &str) -> &'static str {
         "expires" => "e.g. --expires 2026-12-31 or --expires 2026-12-31T18:00:00+01:00",
         "tokens" => "e.g. --tokens 20000/1m,500000/1d; periods <n>s, <n>m, <n>h, <n>d, at most 366 days",
         "requests" => "e.g. --requests 60/1m; periods <n>s, <n>m, <n>h, <n>d, at most 366 days",
+        "share" => "e.g. --share 3 (a whole number from 1 to 1000)",
+        "queue" => "e.g. --queue 20 (a whole number from 0 to 100000)",
         "num_ctx" => "e.g. --num-ctx 32768",
         "num_predict" => "e.g. --num-predict 4096",
         "keep_alive" => "e.g. --keep-alive 5m..30m, --keep-alive 1h (the longest) or --keep-alive 1m.. (the shortest)",
@@ -654,6 +656,8 @@ mod tests {
                 "expires" => &mut flags.expires,
                 "tokens" => &mut flags.tokens,
                 "requests" => &mut flags.requests,
+                "share" => &mut flags.share,
+                "queue" => &mut flags.queue,
                 "num_ctx" => &mut flags.num_ctx,
                 "keep_alive" => &mut flags.keep_alive,
                 _ => &mut flags.parallel,
@@ -697,6 +701,9 @@ mod tests {
         assert!(words(&[("keep_alive", "0s")])
             .unwrap_err()
             .starts_with("--keep-alive: must be a whole number of seconds"));
+        assert!(words(&[("share", "0")]).unwrap_err().starts_with("--share: must be at least 1 (e.g. --share 3"));
+        assert!(words(&[("queue", "x")]).unwrap_err().starts_with("--queue: not a whole number"));
+        assert_eq!(words(&[("queue", "5"), ("share", "3")]), Ok(vec!["share=3".into(), "queue=5".into()]));
         assert!(words(&[("expires", "tomorrow")]).unwrap_err().starts_with("--expires: not a date"));
         assert!(words(&[("expires", "2001-01-01")]).unwrap_err().contains("has passed"));
         assert!(words(&[("models", "a, b")]).unwrap_err().starts_with("--models: "));
