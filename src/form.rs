@@ -84,17 +84,17 @@ fn split_header_block(part: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&part[..end], &part[content..]))
 }
 
-/// Whether a part's headers name it `field`; `Err` where they mention the field otherwise.
+/// Whether a part's headers name it `field`; `Err` where they mention the field otherwise (a
+/// file name such as `model_test.wav`, or a media type, is not a mention).
 fn names_field(headers: &[u8], field: &str) -> Result<bool, FormError> {
     // Looked for once: a header block may be most of a large body.
-    let mentioned = contains_ignoring_case(headers, field.as_bytes());
-    let mut named = false;
-    let mut encoded = false;
+    let anywhere = contains_ignoring_case(headers, field.as_bytes());
+    let (mut mentioned, mut named, mut encoded) = (false, false, false);
     for line in headers.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.first().is_some_and(|b| b.is_ascii_whitespace()) {
             // A folded line: what it continues is not followed here.
-            if mentioned {
+            if anywhere {
                 return Err(FormError::Unfollowed);
             }
             continue;
@@ -104,16 +104,24 @@ fn names_field(headers: &[u8], field: &str) -> Result<bool, FormError> {
         if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
             encoded = true;
         }
-        if !name.eq_ignore_ascii_case(b"content-disposition") {
+        if name.eq_ignore_ascii_case(b"content-type") {
             continue;
         }
-        let (_, params) = split_first_param(value);
+        if !name.eq_ignore_ascii_case(b"content-disposition") {
+            mentioned |= contains_ignoring_case(line, field.as_bytes());
+            continue;
+        }
+        let (disposition, params) = split_first_param(value);
+        mentioned |= contains_ignoring_case(disposition, field.as_bytes());
         for (param, text) in parameters(params).ok_or(FormError::Unfollowed)? {
-            if param.starts_with(b"name*") || param.eq_ignore_ascii_case(b"name*") {
+            if param.starts_with(b"name*") {
                 return Err(FormError::Unfollowed);
             }
-            if param.eq_ignore_ascii_case(b"name") && text == field.as_bytes() {
+            if param == b"name" && text == field.as_bytes() {
                 named = true;
+            } else if !param.starts_with(b"filename") {
+                mentioned |=
+                    contains_ignoring_case(&param, field.as_bytes()) || contains_ignoring_case(&text, field.as_bytes());
             }
         }
     }
@@ -262,6 +270,10 @@ mod tests {
             let body = form(&[(headers, "whisper")], "\r\n");
             assert_eq!(models(&body), Err(FormError::Unfollowed), "{headers:?}");
         }
+        // A file's name or a media type that holds the word is no mention of the field.
+        let file =
+            "Content-Disposition: form-data; name=\"file\"; filename=\"model_test.wav\"\r\nContent-Type: audio/x-model";
+        assert_eq!(models(&form(&[(file, "RIFF")], "\r\n")), Ok(vec![]));
         assert_eq!(models(b"no boundary here"), Err(FormError::Malformed));
         assert_eq!(models(b"--XyZ\r\nContent-Disposition: form-data; name=model"), Err(FormError::Malformed));
     }
