@@ -96,6 +96,7 @@ enum Family {
     PromptTokens,
     CompletionTokens,
     EstimatedTokens,
+    SlotSeconds,
     Refused,
     Durations,
 }
@@ -118,6 +119,10 @@ impl Family {
             Family::EstimatedTokens => concat!(
                 "# HELP ollama_auth_estimated_tokens_total Of the prompt and completion tokens, those the gate estimated because Ollama's counts never arrived, by user and model.\n",
                 "# TYPE ollama_auth_estimated_tokens_total counter\n",
+            ),
+            Family::SlotSeconds => concat!(
+                "# HELP ollama_auth_slot_seconds_total Time requests held a slot of the fair queue (GPU time), by user and model.\n",
+                "# TYPE ollama_auth_slot_seconds_total counter\n",
             ),
             Family::Refused => concat!(
                 "# HELP ollama_auth_refused_total Requests refused, by reason.\n",
@@ -185,6 +190,21 @@ impl Exposition {
     pub fn estimated_tokens<'a>(&mut self, series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
         self.begin(Family::EstimatedTokens);
         self.tokens(b"ollama_auth_estimated_tokens_total{user=\"", series)
+    }
+
+    /// `ollama_auth_slot_seconds_total{user,model}`: `tokens` here counts microseconds.
+    pub fn slot_seconds<'a>(&mut self, series: impl IntoIterator<Item = TokenCount<'a>>) -> &mut Self {
+        self.begin(Family::SlotSeconds);
+        for TokenCount { user, model, tokens: micros } in series {
+            self.out.extend_from_slice(b"ollama_auth_slot_seconds_total{user=\"");
+            push_label_value(&mut self.out, user);
+            self.out.extend_from_slice(b"\",model=\"");
+            push_label_value(&mut self.out, model);
+            self.out.extend_from_slice(b"\"} ");
+            push_seconds(&mut self.out, micros);
+            self.out.push(b'\n');
+        }
+        self
     }
 
     pub fn refused<'a>(&mut self, series: impl IntoIterator<Item = RefusedCount<'a>>) -> &mut Self {
@@ -369,6 +389,8 @@ pub struct SeriesCounts {
     /// Of the prompt and completion tokens, those the gate estimated (Ollama's counts never
     /// arrived; see `estimate`).
     pub estimated_tokens: u64,
+    /// Microseconds the requests held a slot of the fair queue (`ollama_auth_queue`).
+    pub slot_micros: u64,
 }
 
 impl SeriesCounts {
@@ -395,6 +417,7 @@ impl SeriesCounts {
         }
         self.duration_sum_micros = self.duration_sum_micros.saturating_add(other.duration_sum_micros);
         self.estimated_tokens = self.estimated_tokens.saturating_add(other.estimated_tokens);
+        self.slot_micros = self.slot_micros.saturating_add(other.slot_micros);
     }
 }
 
@@ -494,6 +517,14 @@ pub fn render(series: &[(&str, &str, u16, SeriesCounts)], refused: &[u64]) -> Ve
             .iter()
             .filter(|(_, _, counts)| counts.estimated_tokens > 0)
             .map(|&(user, model, counts)| TokenCount { user, model, tokens: counts.estimated_tokens }),
+    );
+    // Only where a request held a slot: locations without a queue have none.
+    out.slot_seconds(
+        by_user_model.iter().filter(|(_, _, counts)| counts.slot_micros > 0).map(|&(user, model, counts)| TokenCount {
+            user,
+            model,
+            tokens: counts.slot_micros,
+        }),
     );
     out.refused(RefusalReason::ALL.iter().map(|reason| RefusedCount {
         reason: reason.as_str(),
@@ -802,8 +833,10 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
         let mut ok = SeriesCounts::default();
         ok.add(Some((10, 20)), 150_000);
         ok.add(Some((1, 2)), 50_000);
+        ok.slot_micros = 1_500_000;
         let mut gone = SeriesCounts::default();
         gone.add(Some((5, 7)), 400_000_000);
+        gone.slot_micros = 250_000;
         let mut refused = [0u64; RefusalReason::ALL.len()];
         refused[RefusalReason::UnknownKey.index()] = 3;
         let text = String::from_utf8(render(&[("bob", "m", 200, ok), ("bob", "m", 499, gone)], &refused)).unwrap();
@@ -812,6 +845,7 @@ ollama_auth_request_duration_seconds_count{model=\"qwen3:8b\"} 0
             "ollama_auth_requests_total{user=\"bob\",model=\"m\",code=\"499\"} 1\n",
             "ollama_auth_prompt_tokens_total{user=\"bob\",model=\"m\"} 16\n",
             "ollama_auth_completion_tokens_total{user=\"bob\",model=\"m\"} 29\n",
+            "ollama_auth_slot_seconds_total{user=\"bob\",model=\"m\"} 1.75\n",
             "ollama_auth_refused_total{reason=\"unknown_key\"} 3\n",
             "ollama_auth_refused_total{reason=\"rate_limited\"} 0\n",
             "ollama_auth_request_duration_seconds_bucket{model=\"m\",le=\"0.1\"} 1\n",

@@ -1020,7 +1020,7 @@ pub struct Snapshot {
 
 /// The queues' series in Prometheus' text format, labelled by capacity: `ollama_auth_in_flight`
 /// and `ollama_auth_queue_capacity` (gauges), `ollama_auth_queue_waiting{user}` (gauge),
-/// `ollama_auth_slot_seconds_total{user}` (the slot time each key used), and the histogram
+/// (the slot time each key used is in the usage series, by user and model: `metrics`), and the histogram
 /// `ollama_auth_queue_wait_seconds`. Keys of one label (several unnamed keys) are added up.
 pub fn render(queues: &[Snapshot]) -> Vec<u8> {
     use std::fmt::Write;
@@ -1028,7 +1028,7 @@ pub fn render(queues: &[Snapshot]) -> Vec<u8> {
         return Vec::new();
     }
     let mut out = String::new();
-    let mut families: [(&str, &str, &str, String); 5] = [
+    let mut families: [(&str, &str, &str, String); 4] = [
         ("ollama_auth_in_flight", "gauge", "Inference requests holding a slot of the fair queue.", String::new()),
         (
             "ollama_auth_queue_capacity",
@@ -1037,25 +1037,21 @@ pub fn render(queues: &[Snapshot]) -> Vec<u8> {
             String::new(),
         ),
         ("ollama_auth_queue_waiting", "gauge", "Requests waiting in the fair queue, by user.", String::new()),
-        ("ollama_auth_slot_seconds_total", "counter", "Slot time (GPU time) used, by user.", String::new()),
         ("ollama_auth_queue_wait_seconds", "histogram", "How long requests waited for a slot.", String::new()),
     ];
     for queue in queues {
         let capacity = queue.capacity;
         let _ = writeln!(families[0].3, "ollama_auth_in_flight{{capacity=\"{capacity}\"}} {}", queue.in_flight);
         let _ = writeln!(families[1].3, "ollama_auth_queue_capacity{{capacity=\"{capacity}\"}} {capacity}");
-        let mut by_user: Vec<(String, u32, u64)> = Vec::new();
-        for (label, waiting, slot_ms) in &queue.keys {
-            match by_user.iter_mut().find(|(known, _, _)| known == label) {
-                Some(entry) => {
-                    entry.1 += waiting;
-                    entry.2 += slot_ms;
-                }
-                None => by_user.push((label.clone(), *waiting, *slot_ms)),
+        let mut by_user: Vec<(String, u32)> = Vec::new();
+        for (label, waiting, _) in &queue.keys {
+            match by_user.iter_mut().find(|(known, _)| known == label) {
+                Some(entry) => entry.1 += waiting,
+                None => by_user.push((label.clone(), *waiting)),
             }
         }
         by_user.sort();
-        for (label, waiting, slot_ms) in &by_user {
+        for (label, waiting) in &by_user {
             let mut user = Vec::new();
             crate::metrics::push_label_value(&mut user, label);
             let user = String::from_utf8_lossy(&user);
@@ -1063,22 +1059,17 @@ pub fn render(queues: &[Snapshot]) -> Vec<u8> {
                 families[2].3,
                 "ollama_auth_queue_waiting{{capacity=\"{capacity}\",user=\"{user}\"}} {waiting}"
             );
-            let seconds = *slot_ms as f64 / 1000.0;
-            let _ = writeln!(
-                families[3].3,
-                "ollama_auth_slot_seconds_total{{capacity=\"{capacity}\",user=\"{user}\"}} {seconds}"
-            );
         }
         let mut cumulative = 0;
         for (bound, count) in WAIT_BUCKETS_MS.iter().zip(queue.wait_buckets) {
             cumulative += count;
             let le = *bound as f64 / 1000.0;
             let _ = writeln!(
-                families[4].3,
+                families[3].3,
                 "ollama_auth_queue_wait_seconds_bucket{{capacity=\"{capacity}\",le=\"{le}\"}} {cumulative}"
             );
         }
-        let hist = &mut families[4].3;
+        let hist = &mut families[3].3;
         let _ = writeln!(
             hist,
             "ollama_auth_queue_wait_seconds_bucket{{capacity=\"{capacity}\",le=\"+Inf\"}} {}",

@@ -37,6 +37,7 @@ FAMILIES = {  # as the parser names them (a counter loses _total) -> type, label
     "ollama_auth_prompt_tokens": ("counter", {"user", "model"}),
     "ollama_auth_completion_tokens": ("counter", {"user", "model"}),
     "ollama_auth_estimated_tokens": ("counter", {"user", "model"}),
+    "ollama_auth_slot_seconds": ("counter", {"user", "model"}),
     "ollama_auth_refused": ("counter", {"reason"}),
     DURATION: ("histogram", {"model"}),
 }
@@ -167,7 +168,7 @@ def check_structure(metrics):
             assert math.isfinite(sample.value) and sample.value >= 0, sample
             own = set(sample.labels) - {"le"}
             assert own == labels, f"{sample.name}: labels {sorted(sample.labels)}"
-            if not sample.name.endswith("_sum"):
+            if not sample.name.endswith("_sum") and not sample.name.startswith("ollama_auth_slot_seconds"):
                 assert sample.value == int(sample.value), sample
     for family in metrics.families:
         if family.type != "histogram":

@@ -221,7 +221,10 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     });
     let now = now_ms();
     let micros = now.saturating_sub(started_ms).saturating_mul(1000);
-    let mut counts = SeriesCounts { estimated_tokens: charged.estimated_tokens, ..SeriesCounts::default() };
+    // The fair queue's slot time, under the model that answered: the GPU time each key used.
+    let slot_micros = ctx.queued.as_ref().and_then(|queued| queued.slot_time_ms()).unwrap_or(0).saturating_mul(1000);
+    let mut counts =
+        SeriesCounts { estimated_tokens: charged.estimated_tokens, slot_micros, ..SeriesCounts::default() };
     counts.add(answered.then_some((charged.prompt_tokens, charged.completion_tokens)), micros);
     let Some(mut locked) = zone.lock() else { return Status::NGX_DECLINED.0 };
     let first_full = SERIES_KEY.with_borrow_mut(|scratch| locked.count_request(&user, &model, code, &counts, scratch));

@@ -67,6 +67,10 @@ pub struct Queued {
     pub retry_after: Option<u64>,
     /// The answer's headers have been added.
     pub headers_sent: bool,
+    /// When it took its slot, while it holds it.
+    running_since_ms: Option<u64>,
+    /// How long it held its slot, once it gave it back.
+    slot_ms: Option<u64>,
 }
 
 impl Queued {
@@ -76,6 +80,11 @@ impl Queued {
             Stage::Running => Status::NGX_OK.0,
             Stage::Refused(status) => status,
         }
+    }
+
+    /// How long it has held (or held) its slot: the GPU time it is counted for.
+    pub fn slot_time_ms(&self) -> Option<u64> {
+        self.slot_ms.or_else(|| self.running_since_ms.map(|since| now_ms().saturating_sub(since)))
     }
 
     /// The wait as the header and the variable give it: seconds, to the millisecond.
@@ -109,6 +118,9 @@ impl Queued {
     /// worker's, the tick runs as soon as this event is handled, not at the next timer.
     fn leave(&mut self) {
         let Some(ticket) = self.ticket.take() else { return };
+        if let Some(since) = self.running_since_ms.take() {
+            self.slot_ms = Some(now_ms().saturating_sub(since));
+        }
         forget_waiter(&self.conf, ticket);
         let Some(mut locked) = self.conf.zone.lock() else { return };
         let Some(mut queue) = store::queue(&mut locked, &self.conf) else { return };
@@ -164,10 +176,13 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
         waited_ms: None,
         retry_after: None,
         headers_sent: false,
+        running_since_ms: None,
+        slot_ms: None,
     };
     let (message, retry) = match arrival {
         Some(Ok(Arrival::Dispatched(ticket))) => {
             queued.ticket = Some(ticket);
+            queued.running_since_ms = Some(now);
             queued.waited_ms = Some(0);
             ctx.queued = Some(queued);
             return Status::NGX_OK.0;
@@ -346,6 +361,7 @@ unsafe extern "C" fn on_tick(_event: *mut ngx_event_t) {
             resume(key, |queued| {
                 queued.stage = Stage::Running;
                 queued.waited_ms = Some(waited_ms);
+                queued.running_since_ms = Some(now_ms());
                 None
             });
         }
