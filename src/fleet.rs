@@ -288,9 +288,70 @@ pub fn choose(candidates: &[Candidate], start: usize) -> Option<usize> {
         .min_by_key(|&i| (!candidates[i].loaded, candidates[i].busy))
 }
 
+/// One member's state for the metrics.
+pub struct MemberMetrics<'a> {
+    pub fleet: &'a str,
+    pub backend: &'a str,
+    pub up: bool,
+    pub in_flight: u32,
+    pub requests: u64,
+}
+
+/// A family of the members' metrics: name, type, help, and the value of a member.
+type MemberFamily = (&'static str, &'static str, &'static str, fn(&MemberMetrics<'_>) -> u64);
+
+/// The fleets' members in Prometheus' text format: `ollama_auth_backend_up` and
+/// `ollama_auth_backend_in_flight` (gauges) and `ollama_auth_backend_requests_total` (requests
+/// routed to the member), labelled by fleet and backend, which the configuration bounds.
+pub fn render_members(members: &[MemberMetrics<'_>]) -> Vec<u8> {
+    use std::fmt::Write;
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let families: [MemberFamily; 3] = [
+        ("ollama_auth_backend_up", "gauge", "Whether the fleet member answers its polls.", |m| u64::from(m.up)),
+        ("ollama_auth_backend_in_flight", "gauge", "Requests in flight to the fleet member.", |m| {
+            u64::from(m.in_flight)
+        }),
+        ("ollama_auth_backend_requests_total", "counter", "Requests routed to the fleet member.", |m| m.requests),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in families {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for member in members {
+            let (mut fleet, mut backend) = (Vec::new(), Vec::new());
+            crate::metrics::push_label_value(&mut fleet, member.fleet);
+            crate::metrics::push_label_value(&mut backend, member.backend);
+            let (fleet, backend) = (String::from_utf8_lossy(&fleet), String::from_utf8_lossy(&backend));
+            let _ = writeln!(out, "{name}{{fleet=\"{fleet}\",backend=\"{backend}\"}} {}", value(member));
+        }
+    }
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_render_as_bounded_series() {
+        let members = [
+            MemberMetrics { fleet: "gpu", backend: "box-a", up: true, in_flight: 2, requests: 40 },
+            MemberMetrics { fleet: "gpu", backend: "10.0.0.2:11434", up: false, in_flight: 0, requests: 7 },
+        ];
+        let text = String::from_utf8(render_members(&members)).unwrap();
+        for line in [
+            "# TYPE ollama_auth_backend_up gauge\n",
+            "ollama_auth_backend_up{fleet=\"gpu\",backend=\"box-a\"} 1\n",
+            "ollama_auth_backend_up{fleet=\"gpu\",backend=\"10.0.0.2:11434\"} 0\n",
+            "ollama_auth_backend_in_flight{fleet=\"gpu\",backend=\"box-a\"} 2\n",
+            "# TYPE ollama_auth_backend_requests_total counter\n",
+            "ollama_auth_backend_requests_total{fleet=\"gpu\",backend=\"10.0.0.2:11434\"} 7\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(render_members(&[]).is_empty());
+    }
 
     #[test]
     fn short_names_are_as_ollama_shows_them() {

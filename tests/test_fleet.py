@@ -386,3 +386,12 @@ def test_usage_and_limits_count_per_request_through_a_fleet(make_gate):
             found = re.findall(r'ollama_auth_requests_total\{user="admin",model="([xy]:latest)",code="200"\} (\d+)', text)
             return sorted(found) == [("x:latest", "1"), ("y:latest", "1")]
         assert wait_until(counted, 5), gate.request("/metrics").body.decode()
+        # Per member, with the backend label (bounded: the configuration names the members).
+        text = gate.request("/metrics").body.decode()
+        for port in (one.port, two.port):
+            backend = f'fleet="pair",backend="127.0.0.1:{port}"'
+            assert f"ollama_auth_backend_up{{{backend}}} 1" in text, text
+            assert f"ollama_auth_backend_in_flight{{{backend}}} 0" in text, text
+        # x once to the first, y twice to the second; the request the limit refused was never routed.
+        for port, count in ((one.port, 1), (two.port, 2)):
+            assert f'ollama_auth_backend_requests_total{{fleet="pair",backend="127.0.0.1:{port}"}} {count}' in text, text

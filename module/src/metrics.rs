@@ -40,6 +40,7 @@ pub extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         series.iter().map(|(user, model, code, counts)| (user.as_str(), model.as_str(), *code, *counts)).collect();
     let mut text = render(&borrowed, &refused);
     text.extend(super::queue::exposition(zone));
+    text.extend(super::fleet::exposition(request));
     let pool = request.as_ref().pool;
     let out = &mut request.as_mut().headers_out;
     out.status = NGX_HTTP_OK as usize;

@@ -26,6 +26,7 @@ use ngx::ngx_conf_log_error;
 
 use crate::conf::LocConf;
 use crate::{conf_error, Module};
+use ngx_ollama_auth::fleet::{render_members, MemberMetrics};
 use shared::{Fleet, FleetRef, MemberConf, MAX_MEMBERS};
 
 const REQUEST_MODEL: &str = "ollama_request_model";
@@ -136,6 +137,29 @@ pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 /// At worker start: the poller's timer.
+/// The metrics of every fleet's members (see `ngx_ollama_auth::fleet::render_members`).
+pub fn exposition(request: &Request) -> Vec<u8> {
+    let Some(main) = Module::main_conf(request) else { return Vec::new() };
+    let mut members = Vec::new();
+    for fleet in main.fleets.iter().map(|fleet| fleet.get()) {
+        let Some(held) = fleet.lock() else { continue };
+        for (conf, state) in fleet.members.iter().zip(held.members.iter()) {
+            members.push((fleet.name.clone(), conf.name.clone(), state.up, state.busy, state.requests));
+        }
+    }
+    let members: Vec<MemberMetrics<'_>> = members
+        .iter()
+        .map(|(fleet, backend, up, in_flight, requests)| MemberMetrics {
+            fleet,
+            backend,
+            up: *up,
+            in_flight: *in_flight,
+            requests: *requests,
+        })
+        .collect();
+    render_members(&members)
+}
+
 pub fn start_in_worker(cycle: *mut ngx_cycle_t) {
     // SAFETY: init_process gets the running cycle, whose configuration is complete.
     let Some(main) = (unsafe { Module::main_conf(&*cycle) }) else { return };

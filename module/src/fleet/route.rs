@@ -38,6 +38,7 @@ impl Chosen {
     /// Counts the member busy, under the lock its choice was made with.
     fn counted(fleet: FleetRef, members: &mut [MemberState], member: usize) -> Chosen {
         members[member].busy = members[member].busy.saturating_add(1);
+        members[member].requests = members[member].requests.saturating_add(1);
         Chosen { fleet, member }
     }
 }

@@ -80,6 +80,8 @@ pub struct MemberState {
     pub polled: bool,
     pub failures: u32,
     pub busy: u32,
+    /// Requests routed to it, for the metrics.
+    pub requests: u64,
     pub tags_len: u32,
     pub ps_len: u32,
     pub names_len: u32,
