@@ -100,6 +100,26 @@ pub struct Header {
     wait_sum_ms: u64,
 }
 
+impl Header {
+    /// A queue with no ticket and no key, its lists empty, counting on from `next_seq` and
+    /// `vclock` (a repair keeps both).
+    fn empty(capacity: u32, max_waiting: u32, next_seq: u64, vclock: u64) -> Header {
+        Header {
+            magic: MAGIC,
+            capacity,
+            max_waiting,
+            free_ticket: NONE,
+            free_key: NONE,
+            idle_head: NONE,
+            idle_tail: NONE,
+            granted_head: NONE,
+            next_seq,
+            vclock,
+            ..Header::default()
+        }
+    }
+}
+
 /// The upper bounds of the wait histogram's buckets, in milliseconds (then `+Inf`).
 pub const WAIT_BUCKETS_MS: [u64; 10] = [10, 100, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000];
 
@@ -318,18 +338,7 @@ impl Queue<'_> {
 
     /// Empties the queue: every ticket and key free.
     pub fn init(&mut self, capacity: u32, max_waiting: u32) {
-        *self.header = Header {
-            magic: MAGIC,
-            capacity,
-            max_waiting,
-            free_ticket: NONE,
-            free_key: NONE,
-            idle_head: NONE,
-            idle_tail: NONE,
-            granted_head: NONE,
-            next_seq: 1,
-            ..Header::default()
-        };
+        *self.header = Header::empty(capacity, max_waiting, 1, 0);
         for cell in self.index.iter_mut().chain(self.heap.iter_mut()) {
             *cell = NONE;
         }
@@ -521,19 +530,8 @@ impl Queue<'_> {
     fn repair(&mut self, now_ms: u64) {
         let (capacity, max_waiting, vclock, next_seq) =
             (self.header.capacity, self.header.max_waiting, self.header.vclock, self.header.next_seq);
-        *self.header = Header {
-            magic: MAGIC,
-            capacity,
-            max_waiting,
-            free_ticket: NONE,
-            free_key: NONE,
-            idle_head: NONE,
-            idle_tail: NONE,
-            granted_head: NONE,
-            next_seq: next_seq.max(self.tickets.iter().map(|t| t.seq).max().unwrap_or(0) + 1),
-            vclock,
-            ..Header::default()
-        };
+        let next_seq = next_seq.max(self.tickets.iter().map(|t| t.seq).max().unwrap_or(0) + 1);
+        *self.header = Header::empty(capacity, max_waiting, next_seq, vclock);
         self.index.fill(NONE);
         self.heap.fill(NONE);
         for at in 0..self.keys.len() {
