@@ -117,6 +117,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        self._answered()
         self.wfile.write(data)
 
     def _begin_chunked(self, content_type):
@@ -150,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             if i:
                 time.sleep(delay)
             self._chunk(data)
+        self._answered()
         self._chunk(b"")
 
     def do_HEAD(self):
@@ -223,12 +225,20 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         steer = Steer(self.headers, self.server)
         self.server.enter(steer.tag)
+        self._flight_tag, self._in_flight = steer.tag, True
         try:
             self._post(body, steer)
         except (ClientGone, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            self.server.leave(steer.tag)
+            self._answered()
+
+    def _answered(self):
+        """A POST stops counting as in flight just before its last bytes go out: once the gate
+        has them, the answer is over (as Ollama's is), and the next request may come at once."""
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            self.server.leave(self._flight_tag)
 
     def _post(self, body, steer):
         if self.path.startswith("/api/blobs/"):
