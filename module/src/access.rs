@@ -9,10 +9,10 @@ use std::borrow::Cow;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t,
-    NGX_HTTP_OPTIONS, NGX_HTTP_UNAUTHORIZED,
+    ngx_conf_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t, NGX_HTTP_OPTIONS,
+    NGX_HTTP_UNAUTHORIZED,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_debug_http;
 
 use super::authenticate::{authenticate, Decision};
@@ -21,8 +21,10 @@ use super::conf::LocConf;
 use super::ctx::{
     ctx_mut, ctx_or_new, error_shape, record, refuse, BodyState, Refusal, CHALLENGE_BASIC, CHALLENGE_BEARER,
 };
+use super::hooks::add_phase_handler;
+use super::module::Module;
 use super::policy::{judge, BodyCheck, Judgement};
-use super::{accounting, limit, queue, Module};
+use super::{accounting, limit, queue};
 use ngx_ollama_auth::errors::{error_body, unauthorized_message};
 use ngx_ollama_auth::policy::is_cors_preflight;
 
@@ -31,21 +33,8 @@ use ngx_ollama_auth::policy::is_cors_preflight;
 /// # Safety
 /// `cf` must be the configuration being loaded, in postconfiguration.
 pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: cf is valid during postconfiguration, as the caller guarantees.
-    let Some(core) = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }) else {
-        return Status::NGX_ERROR.0;
-    };
-    // SAFETY: the access phase's handler array exists in the core main configuration during
-    // postconfiguration, and ngx_array_push returns room for one element or NULL.
-    let slot =
-        unsafe { ngx::ffi::ngx_array_push(&mut core.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers) }
-            as *mut ngx_http_handler_pt;
-    if slot.is_null() {
-        return Status::NGX_ERROR.0;
-    }
-    // SAFETY: slot is non-null room for one handler pointer.
-    unsafe { *slot = Some(access_handler) };
-    Status::NGX_OK.0
+    // SAFETY: the caller's promise.
+    unsafe { add_phase_handler(cf, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler) }
 }
 
 /// nginx runs access handlers for main requests only; subrequests share the main request's
@@ -68,12 +57,12 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     let Some(queue_conf) = conf.queue.as_ref() else { return decide(r, conf) };
     if ctx_mut(request).is_some_and(|ctx| ctx.is_decided_for(conf)) {
-        if let Some(answer) = queue::preempt(request) {
+        if let Some(answer) = queue::wait::preempt(request) {
             return answer;
         }
     }
     match decide(r, conf) {
-        rc if rc == Status::NGX_OK.0 => queue::enter(r, conf, queue_conf),
+        rc if rc == Status::NGX_OK.0 => queue::wait::enter(r, conf, queue_conf),
         rc => rc,
     }
 }

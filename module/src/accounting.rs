@@ -8,15 +8,17 @@ use std::borrow::Cow;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t,
-    NGX_HTTP_BAD_REQUEST, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
+    ngx_conf_t, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 
+use super::clock::now_ms;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, Accounting};
-use super::zone::{now_ms, warn_full};
-use super::Module;
+use super::hooks::add_phase_handler;
+use super::module::Module;
+use super::zone::data::warn_full;
 use ngx_ollama_auth::estimate::{charge, reached_ollama, Counted, Estimate, Work};
 use ngx_ollama_auth::json::JsonError;
 use ngx_ollama_auth::metrics::SeriesCounts;
@@ -105,25 +107,13 @@ pub fn ask_for_usage(request: &mut Request, body: &[u8]) -> Result<Option<Vec<u8
 /// `cf` must be the configuration being loaded, in postconfiguration.
 pub unsafe fn install_if_used(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: cf is valid during postconfiguration, as the caller guarantees.
-    let cf = unsafe { &*cf };
-    let used = Module::main_conf(cf).is_some_and(|main| !main.zones.is_empty() || main.usage_variables_used);
+    let used =
+        Module::main_conf(unsafe { &*cf }).is_some_and(|main| !main.zones.is_empty() || main.usage_variables_used);
     if !used {
         return Status::NGX_OK.0;
     }
-    let Some(core) = NgxHttpCoreModule::main_conf_mut(cf) else {
-        return Status::NGX_ERROR.0;
-    };
-    // SAFETY: the log phase's handler array exists in the core main configuration during
-    // postconfiguration, and ngx_array_push returns room for one element or NULL.
-    let slot =
-        unsafe { ngx::ffi::ngx_array_push(&mut core.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers) }
-            as *mut ngx_http_handler_pt;
-    if slot.is_null() {
-        return Status::NGX_ERROR.0;
-    }
-    // SAFETY: slot is non-null room for one handler pointer.
-    unsafe { *slot = Some(count_finished) };
-    Status::NGX_OK.0
+    // SAFETY: the caller's promise.
+    unsafe { add_phase_handler(cf, ngx_http_phases_NGX_HTTP_LOG_PHASE, count_finished) }
 }
 
 /// What a finished request is counted as.

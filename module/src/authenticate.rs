@@ -1,11 +1,12 @@
 //! Checks a request's credential against its location's keys file and htpasswd file.
 
-use ngx::ffi::{ngx_current_msec, ngx_cycle, ngx_str_t, NGX_LOG_ERR};
+use ngx::ffi::{ngx_cycle, ngx_str_t, NGX_LOG_ERR};
 use ngx::http::Request;
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use std::rc::Rc;
 
+use super::clock::monotonic_ms;
 use super::conf::{refresh, LocConf};
 use ngx_ollama_auth::credentials::{parse_authorization, Credential, DecodeBuffer};
 use ngx_ollama_auth::htpasswd::Verdict;
@@ -54,9 +55,10 @@ pub fn shown(name: &[u8]) -> String {
 /// Checks the request's credential against this location's files. With `want_label`, an admitted
 /// request's label is copied into the request pool; otherwise the admitted path allocates nothing.
 pub fn authenticate(request: &Request, conf: &LocConf, want_label: bool) -> Decision {
-    // SAFETY: ngx_current_msec and ngx_cycle are nginx's globals, written only by this worker's
-    // own thread between events; ngx_cycle->log is valid while the cycle runs.
-    let (now_ms, cycle_log) = unsafe { (ngx_current_msec as u64, (*ngx_cycle).log) };
+    let now_ms = monotonic_ms();
+    // SAFETY: ngx_cycle is nginx's global, written only by this worker's own thread between
+    // events; ngx_cycle->log is valid while the cycle runs.
+    let cycle_log = unsafe { (*ngx_cycle).log };
     let log = request.log();
     let keys = conf.keys.file();
     let users = conf.users.file();

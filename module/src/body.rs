@@ -9,21 +9,21 @@
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_http_core_run_phases, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_list_part_t, ngx_pcalloc, ngx_pnalloc,
-    ngx_table_elt_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
+    ngx_int_t, ngx_list_part_t, ngx_pnalloc, ngx_table_elt_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::accounting::{self, ask_for_usage};
-use super::buffers::{append_chain, single_memory_buffer};
+use super::buffers::{append_chain, one_buffer_chain, single_memory_buffer, ChainBytes};
 use super::caps::clamp_body;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
+use super::limit;
+use super::module::Module;
 use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
-use super::{limit, Module};
 use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
@@ -312,21 +312,7 @@ fn replace_body(request: &mut Request, bytes: &[u8]) -> Option<()> {
         if rb.is_null() {
             return None;
         }
-        let data = ngx_pnalloc(pool, bytes.len().max(1)).cast::<u8>();
-        let buf = ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
-        let link = ngx_alloc_chain_link(pool);
-        if data.is_null() || buf.is_null() || link.is_null() {
-            return None;
-        }
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
-        (*buf).start = data;
-        (*buf).pos = data;
-        (*buf).last = data.add(bytes.len());
-        (*buf).end = data.add(bytes.len());
-        (*buf).set_temporary(1);
-        (*buf).set_last_buf(1);
-        (*link).buf = buf;
-        (*link).next = std::ptr::null_mut();
+        let link = one_buffer_chain(pool, ChainBytes::Copied(bytes), true)?;
         (*rb).bufs = link;
         r.headers_in.content_length_n = bytes.len() as i64;
         // `$content_length` reads the header, if the client sent one (chunked bodies have none).

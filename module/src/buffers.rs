@@ -1,8 +1,10 @@
-//! The bytes of an nginx buffer chain, in memory or in a temporary file.
+//! nginx buffer chains: the bytes of one, in memory or in a temporary file, and a chain of one
+//! buffer made from bytes of ours.
 
 use std::io;
+use std::mem::size_of;
 
-use ngx::ffi::{ngx_buf_t, ngx_chain_t};
+use ngx::ffi::{ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_t};
 
 /// Appends the chain's bytes to `out`, refusing to grow it past `limit`. Says whether the chain
 /// held the last buffer of the body.
@@ -131,4 +133,60 @@ pub unsafe fn single_memory_buffer<'a>(chain: *mut ngx_chain_t) -> Option<&'a [u
     // SAFETY: a memory buffer's bytes from pos to last are valid for reading, as long as the
     // buffer (the caller's promise).
     Some(unsafe { std::slice::from_raw_parts(buf.pos, buf.last as usize - buf.pos as usize) })
+}
+
+/// The bytes a one-buffer chain holds: copied into the pool, or static bytes pointed at as
+/// they are (read-only: later filters must copy before they change them).
+pub enum ChainBytes<'a> {
+    Copied(&'a [u8]),
+    Static(&'static [u8]),
+}
+
+/// A chain of one buffer from `pool` holding `bytes`, the last of its chain, and the last of
+/// the answer (or body) with `last_buf`. An empty one holds no memory, so that nginx takes it for
+/// the end marker it is rather than a zero-size buffer.
+///
+/// # Safety
+/// `pool` must be a valid pool that outlives every use of the chain.
+pub unsafe fn one_buffer_chain(
+    pool: *mut ngx_pool_t,
+    bytes: ChainBytes<'_>,
+    last_buf: bool,
+) -> Option<*mut ngx_chain_t> {
+    // SAFETY: the pool is valid (the caller's promise); ngx_pcalloc returns zeroed memory or
+    // NULL, and a zeroed ngx_buf_t is an empty buffer.
+    let (buf, link) =
+        unsafe { (ngx_pcalloc(pool, size_of::<ngx_buf_t>()).cast::<ngx_buf_t>(), ngx_alloc_chain_link(pool)) };
+    if buf.is_null() || link.is_null() {
+        return None;
+    }
+    // SAFETY: both were just allocated and are not shared.
+    let (buf, link) = unsafe { (&mut *buf, &mut *link) };
+    let (data, len) = match bytes {
+        ChainBytes::Static(bytes) => {
+            buf.set_memory(u32::from(!bytes.is_empty()));
+            (bytes.as_ptr().cast_mut(), bytes.len())
+        }
+        ChainBytes::Copied(bytes) => {
+            // SAFETY: as above; ngx_pnalloc returns `len` writable bytes or NULL.
+            let data = unsafe { ngx_pnalloc(pool, bytes.len().max(1)) }.cast::<u8>();
+            if data.is_null() {
+                return None;
+            }
+            // SAFETY: `data` has room for the bytes and cannot overlap a Rust slice.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
+            buf.set_temporary(u32::from(!bytes.is_empty()));
+            (data, bytes.len())
+        }
+    };
+    buf.start = data;
+    buf.pos = data;
+    // SAFETY: `data` holds `len` bytes.
+    buf.last = unsafe { data.add(len) };
+    buf.end = buf.last;
+    buf.set_last_buf(u32::from(last_buf));
+    buf.set_last_in_chain(1);
+    link.buf = buf;
+    link.next = std::ptr::null_mut();
+    Some(link)
 }

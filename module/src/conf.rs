@@ -13,19 +13,18 @@ use std::rc::Rc;
 
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_CONF_TAKE3, NGX_CONF_TAKE4,
-    NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_str_t, NGX_LOG_EMERG,
+    NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
-use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+use ngx::{ngx_conf_log_error, ngx_log_error};
 
+use super::directive::{arguments, conf_error, conf_mut};
 use super::fleet::shared::FleetRef;
-use super::fleet::{set_fleet, set_use_fleet};
-use super::queue::{set_queue, QueueConf};
-use super::zone::{set_zone, zone_reference, Zone};
-use super::{conf_error, Module};
+use super::module::Module;
+use super::queue::store::QueueConf;
+use super::zone::data::Zone;
+use super::zone::directive::zone_reference;
 use ngx_ollama_auth::caps::Caps;
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::KeySet;
@@ -293,7 +292,7 @@ unsafe fn set_file<T: Parse + Counted + 'static>(
     }
     // SAFETY: the caller passes the configuration being parsed, whose args hold the directive
     // and its arguments; NGX_CONF_TAKE1 guarantees exactly one argument.
-    let value = unsafe { &(*(*cf).args).as_slice::<ngx_str_t>()[1] };
+    let value = unsafe { &arguments(cf)[1] };
     if value.as_bytes() == b"off" {
         *setting = FileSetting::Off;
         return NGX_CONF_OK;
@@ -329,26 +328,26 @@ unsafe fn set_file<T: Parse + Counted + 'static>(
     }
 }
 
-extern "C" fn set_keys_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_keys_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes this module's location configuration (NGX_HTTP_LOC_CONF_OFFSET) as
     // `conf`, allocated by create_loc_conf as a LocConf; cf is the configuration being parsed.
     unsafe {
-        let conf = &mut *(conf as *mut LocConf);
+        let conf = conf_mut::<LocConf>(conf);
         set_file(cf, &mut conf.keys, || Module::main_conf_mut(&*cf).map(|main| &mut main.keys))
     }
 }
 
-extern "C" fn set_user_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_user_file(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file.
     unsafe {
-        let conf = &mut *(conf as *mut LocConf);
+        let conf = conf_mut::<LocConf>(conf);
         set_file(cf, &mut conf.users, || Module::main_conf_mut(&*cf).map(|main| &mut main.users))
     }
 }
 
-extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
-    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), &(*(*cf).args).as_slice::<ngx_str_t>()[1]) };
+    let (conf, value) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1]) };
     if conf.challenges.is_some() {
         return conf_error(c"is duplicate");
     }
@@ -360,18 +359,9 @@ extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mu
     NGX_CONF_OK
 }
 
-/// The one argument of a TAKE1 directive.
-///
-/// # Safety
-/// `cf` must be the configuration being parsed, holding a TAKE1 directive's arguments.
-unsafe fn argument<'a>(cf: *mut ngx_conf_t) -> &'a ngx_str_t {
-    // SAFETY: cf->args holds the directive and its arguments; TAKE1 means exactly one argument.
-    unsafe { &(*(*cf).args).as_slice::<ngx_str_t>()[1] }
-}
-
-extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
-    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    let (conf, value) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1]) };
     if conf.default_scopes.is_some() {
         return conf_error(c"is duplicate");
     }
@@ -407,9 +397,9 @@ extern "C" fn set_default_scopes(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, 
     }
 }
 
-extern "C" fn set_path_prefix(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_path_prefix(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
-    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    let (conf, value) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1]) };
     if conf.path_prefix.is_some() {
         return conf_error(c"is duplicate");
     }
@@ -421,9 +411,9 @@ extern "C" fn set_path_prefix(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, con
     NGX_CONF_OK
 }
 
-extern "C" fn set_json_errors(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_json_errors(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
-    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    let (conf, value) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1]) };
     if conf.json_errors.is_some() {
         return conf_error(c"is duplicate");
     }
@@ -435,9 +425,9 @@ extern "C" fn set_json_errors(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, con
     NGX_CONF_OK
 }
 
-extern "C" fn set_usage(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_usage(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
-    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
+    let (conf, value) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1]) };
     if conf.usage.is_some() {
         return conf_error(c"is duplicate");
     }
@@ -456,32 +446,10 @@ extern "C" fn set_usage(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mu
     }
 }
 
-extern "C" fn set_metrics(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    // SAFETY: as in set_keys_file; NGX_CONF_TAKE1 guarantees one argument.
-    let (conf, value) = unsafe { (&mut *(conf as *mut LocConf), argument(cf)) };
-    if conf.metrics.is_some() {
-        return conf_error(c"is duplicate");
-    }
-    // SAFETY: as in set_usage.
-    let Some(zone) = (unsafe { zone_reference(cf, value, 0) }) else {
-        return NGX_CONF_ERROR;
-    };
-    conf.metrics = Some(zone);
-    // SAFETY: cf is a location's configuration being parsed: the core module's location
-    // configuration exists, and its content handler is this location's to set.
-    unsafe {
-        let Some(core) = ngx::http::NgxHttpCoreModule::location_conf_mut(&*cf) else {
-            return NGX_CONF_ERROR;
-        };
-        core.handler = Some(super::metrics::metrics_handler);
-    }
-    NGX_CONF_OK
-}
-
-extern "C" fn set_caps(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_caps(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in set_keys_file; NGX_CONF_1MORE guarantees at least one argument after the
     // directive's name.
-    let (conf, args) = unsafe { (&mut *(conf as *mut LocConf), &(*(*cf).args).as_slice::<ngx_str_t>()[1..]) };
+    let (conf, args) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1..]) };
     if conf.caps.is_some() {
         return conf_error(c"is duplicate");
     }
@@ -571,122 +539,6 @@ unsafe fn warn_of_missing_prefix(cf: *mut ngx_conf_t, conf: &LocConf) {
     }
 }
 
-const FILE_DIRECTIVE_CONTEXTS: u32 =
-    NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LMT_CONF | NGX_CONF_TAKE1;
-
-pub static mut COMMANDS: [ngx_command_t; 14] = [
-    ngx_command_t {
-        name: ngx_string!("ollama_bearer_keys_file"),
-        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
-        set: Some(set_keys_file),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_basic_user_file"),
-        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
-        set: Some(set_user_file),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_realm"),
-        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
-        set: Some(set_realm),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_default_scopes"),
-        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
-        set: Some(set_default_scopes),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_path_prefix"),
-        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
-        set: Some(set_path_prefix),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_json_errors"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_json_errors),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_zone"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE23) as ngx_uint_t,
-        set: Some(set_zone),
-        conf: 0,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_usage"),
-        type_: FILE_DIRECTIVE_CONTEXTS as ngx_uint_t,
-        set: Some(set_usage),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_metrics"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_metrics),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_caps"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE) as ngx_uint_t,
-        set: Some(set_caps),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_fleet"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_1MORE) as ngx_uint_t,
-        set: Some(set_fleet),
-        conf: 0,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_use_fleet"),
-        type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_use_fleet),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("ollama_auth_queue"),
-        type_: (NGX_HTTP_MAIN_CONF
-            | NGX_HTTP_SRV_CONF
-            | NGX_HTTP_LOC_CONF
-            | NGX_CONF_TAKE2
-            | NGX_CONF_TAKE3
-            | NGX_CONF_TAKE4) as ngx_uint_t,
-        set: Some(set_queue),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: std::ptr::null_mut(),
-    },
-    ngx_command_t::empty(),
-];
-
 /// At worker start, says plainly if the worker's user cannot read a file the master could: the
 /// worker keeps serving what the master loaded, but would not see a change.
 pub extern "C" fn check_files_in_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
@@ -718,6 +570,5 @@ pub extern "C" fn check_files_in_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     }
     check_all(&main.keys, log);
     check_all(&main.users, log);
-    super::zone::start_state_timer(cycle);
     Status::NGX_OK.0
 }

@@ -15,9 +15,9 @@ use ngx::ngx_log_error;
 
 use super::authenticate::{authenticate, shown, Admission, Decision};
 use super::conf::LocConf;
+use super::module::Module;
 use super::policy::BodyCheck;
-use super::zone::{Counters, Zone};
-use super::Module;
+use super::zone::data::{Counters, Zone};
 use ngx_ollama_auth::errors::{error_body, ErrorShape};
 use ngx_ollama_auth::estimate::Estimate;
 use ngx_ollama_auth::limits::RateInfo;
@@ -90,7 +90,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(mut zone) = self.zone.lock() {
             if self.reserved > 0 {
-                zone.settle(self.counters, super::zone::now_ms(), self.reserved, 0);
+                zone.settle(self.counters, crate::clock::now_ms(), self.reserved, 0);
             }
             zone.leave(self.counters);
         }
@@ -149,7 +149,7 @@ pub struct RequestCtx {
     /// that this file does not depend on it.
     pub fleet: Option<Box<dyn std::any::Any>>,
     /// Its place in the location's fair queue (see `queue`), left when the context is dropped.
-    pub queued: Option<super::queue::Queued>,
+    pub queued: Option<super::queue::ticket::Queued>,
 }
 
 impl RequestCtx {

@@ -13,28 +13,27 @@
 //! - answers to limited keys: the `x-ratelimit-*` headers (and a 429's `Retry-After`).
 
 use std::borrow::Cow;
-use std::mem::size_of;
 use std::ptr;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_conf_t,
-    ngx_http_err_page_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t,
-    ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_pcalloc,
-    ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_HEAD, NGX_HTTP_MAX_URI_CHANGES, NGX_HTTP_OK,
-    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_TOO_MANY_REQUESTS, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_WARN,
+    ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_conf_t, ngx_http_err_page_t,
+    ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_body_filter,
+    ngx_http_top_header_filter, ngx_int_t, ngx_list_push, ngx_palloc, ngx_str_t, ngx_table_elt_t, NGX_HTTP_HEAD,
+    NGX_HTTP_MAX_URI_CHANGES, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_TOO_MANY_REQUESTS,
+    NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
 
 use super::accounting::path;
-use super::buffers::{append_chain, for_each_piece};
+use super::buffers::{append_chain, for_each_piece, one_buffer_chain, ChainBytes};
 use super::caps::CLAMPED_HEADER;
 use super::conf::{Challenges, LocConf};
 use super::ctx::{
     ctx_mut, ctx_or_new, error_shape, Accounting, Refusal, RequestCtx, CHALLENGE_BASIC, CHALLENGE_BEARER,
 };
-use super::Module;
+use super::module::{module_tag, Module};
 use ngx_ollama_auth::errors::{answers_as_json, default_retry_after, error_body, nginx_error_text, NginxResponse};
 use ngx_ollama_auth::policy::cut_listing;
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
@@ -409,47 +408,6 @@ unsafe fn consume(mut chain: *mut ngx_chain_t) {
     }
 }
 
-/// A one-buffer chain, from the request pool, holding `body`: static bytes as they are, or a
-/// pool copy of bytes that will not outlive this call.
-fn body_chain(request: &Request, body: &[u8], copy: bool) -> Option<*mut ngx_chain_t> {
-    let pool = request.as_ref().pool;
-    // SAFETY: request-pool allocations live as long as the response; ngx_pcalloc returns zeroed
-    // memory or NULL, and a zeroed ngx_buf_t is an empty buffer.
-    let (buf, link) =
-        unsafe { (ngx_pcalloc(pool, size_of::<ngx_buf_t>()) as *mut ngx_buf_t, ngx_alloc_chain_link(pool)) };
-    if buf.is_null() || link.is_null() {
-        return None;
-    }
-    let data = if copy && !body.is_empty() {
-        // SAFETY: as above; ngx_pnalloc returns `body.len()` writable bytes or NULL.
-        let data = unsafe { ngx_pnalloc(pool, body.len()) }.cast::<u8>();
-        if data.is_null() {
-            return None;
-        }
-        // SAFETY: `data` has room for the body and cannot overlap a Rust slice.
-        unsafe { ptr::copy_nonoverlapping(body.as_ptr(), data, body.len()) };
-        data
-    } else {
-        body.as_ptr().cast_mut()
-    };
-    // SAFETY: both were just allocated and are not shared. A static body is only read by later
-    // filters: the memory flag without "temporary" says it is read-only.
-    unsafe {
-        (*buf).pos = data;
-        (*buf).last = data.add(body.len());
-        if copy {
-            (*buf).set_temporary(1);
-        } else {
-            (*buf).set_memory(1);
-        }
-        (*buf).set_last_buf(u32::from(request.is_main()));
-        (*buf).set_last_in_chain(1);
-        (*link).buf = buf;
-        (*link).next = ptr::null_mut();
-    }
-    Some(link)
-}
-
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: nginx calls body filters with a valid request and chain.
     let request = unsafe { Request::from_ngx_http_request(r) };
@@ -474,7 +432,12 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
             Some(refusal) => refusal.body.clone(),
             None => return Status::NGX_ERROR.0,
         };
-        let Some(chain) = body_chain(request, &body, matches!(body, std::borrow::Cow::Owned(_))) else {
+        let bytes = match &body {
+            std::borrow::Cow::Borrowed(bytes) => ChainBytes::Static(bytes),
+            std::borrow::Cow::Owned(bytes) => ChainBytes::Copied(bytes),
+        };
+        // SAFETY: the request pool outlives the answer.
+        let Some(chain) = (unsafe { one_buffer_chain(request.as_ref().pool, bytes, request.is_main()) }) else {
             return Status::NGX_ERROR.0;
         };
         return next_body(r, chain);
@@ -521,7 +484,9 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
     if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || request.header_only() {
         return rc;
     }
-    let Some(chain) = body_chain(request, &cut, true) else {
+    // SAFETY: the request pool outlives the answer.
+    let Some(chain) = (unsafe { one_buffer_chain(request.as_ref().pool, ChainBytes::Copied(&cut), request.is_main()) })
+    else {
         return Status::NGX_ERROR.0;
     };
     next_body(r, chain)
@@ -529,7 +494,7 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
 
 /// What marks the stripper's own buffers, for nginx's buffer recycling.
 fn buffer_tag() -> ngx::ffi::ngx_buf_tag_t {
-    ptr::addr_of!(super::ngx_http_ollama_auth_module).cast_mut().cast()
+    module_tag()
 }
 
 /// Reads a counted answer's buffers as they pass. They go on unchanged, unless the gate asked

@@ -8,9 +8,10 @@ use ngx::ffi::{ngx_int_t, NGX_HTTP_FORBIDDEN, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
+use super::clock::now_ms;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, refuse, InFlight};
-use super::zone::{now_ms, LimitVerdict, Unenforceable};
+use super::zone::data::{LimitVerdict, Unenforceable};
 use ngx_ollama_auth::metrics::RefusalReason;
 
 /// Counts an admitted request against its entry's limits, if it has any. Answers what the

@@ -3,18 +3,22 @@
 //! rendered after it is released (`ngx_ollama_auth::metrics::render`), so other workers wait
 //! only for the copy.
 
+use std::ffi::{c_char, c_void};
 use std::ptr;
 
-use ngx::core::Status;
+use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
+    ngx_command_t, ngx_conf_t, ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, ngx_str_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
 };
-use ngx::http::{HttpModuleLocationConf, Request};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
+use super::buffers::{one_buffer_chain, ChainBytes};
 use super::conf::LocConf;
-use super::Module;
+use super::directive::{arguments, conf_error, conf_mut};
+use super::module::Module;
+use super::zone::directive::zone_reference;
 use ngx_ollama_auth::metrics::{render, CONTENT_TYPE};
 
 /// The content handler of an `ollama_auth_metrics` location.
@@ -39,8 +43,8 @@ pub extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let borrowed: Vec<_> =
         series.iter().map(|(user, model, code, counts)| (user.as_str(), model.as_str(), *code, *counts)).collect();
     let mut text = render(&borrowed, &refused);
-    text.extend(super::queue::exposition(zone));
-    text.extend(super::fleet::exposition(request));
+    text.extend(super::queue::store::exposition(zone));
+    text.extend(super::fleet::health::exposition(request));
     let pool = request.as_ref().pool;
     let out = &mut request.as_mut().headers_out;
     out.status = NGX_HTTP_OK as usize;
@@ -53,23 +57,32 @@ pub extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || request.header_only() {
         return rc;
     }
-    // SAFETY: request-pool memory lives as long as the response; each allocation is checked;
-    // the buffer is this handler's until passed on.
-    unsafe {
-        let data = ngx_pnalloc(pool, text.len().max(1)).cast::<u8>();
-        let buf = ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
-        let link = ngx_alloc_chain_link(pool);
-        if data.is_null() || buf.is_null() || link.is_null() {
-            return Status::NGX_ERROR.0;
-        }
-        ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
-        (*buf).pos = data;
-        (*buf).last = data.add(text.len());
-        (*buf).set_temporary(u32::from(!text.is_empty()));
-        (*buf).set_last_buf(1);
-        (*buf).set_last_in_chain(1);
-        (*link).buf = buf;
-        (*link).next = ptr::null_mut();
-        ngx_http_output_filter(r, link)
+    // SAFETY: the request pool outlives the answer.
+    let Some(chain) = (unsafe { one_buffer_chain(pool, ChainBytes::Copied(&text), true) }) else {
+        return Status::NGX_ERROR.0;
+    };
+    // SAFETY: a valid request whose header was sent; the chain is this handler's to pass on.
+    unsafe { ngx_http_output_filter(r, chain) }
+}
+
+/// `ollama_auth_metrics <zone>`: this location answers with the zone's counters.
+pub extern "C" fn set_metrics(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration and the configuration being
+    // parsed, with one argument (NGX_CONF_TAKE1).
+    let (conf, value) = unsafe { (conf_mut::<LocConf>(conf), &arguments(cf)[1]) };
+    if conf.metrics.is_some() {
+        return conf_error(c"is duplicate");
     }
+    // SAFETY: cf is the configuration being parsed; size 0 names a zone defined elsewhere.
+    let Some(zone) = (unsafe { zone_reference(cf, value, 0) }) else {
+        return NGX_CONF_ERROR;
+    };
+    conf.metrics = Some(zone);
+    // SAFETY: cf is a location's configuration being parsed: the core module's location
+    // configuration exists, and its content handler is this location's to set.
+    let Some(core) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
+        return NGX_CONF_ERROR;
+    };
+    core.handler = Some(metrics_handler);
+    NGX_CONF_OK
 }

@@ -4,11 +4,12 @@
 
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_cached_time, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_UNAUTHORIZED};
+use ngx::ffi::{NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN, NGX_HTTP_UNAUTHORIZED};
 use ngx::http::Request;
 
 use super::authenticate::Admission;
 use super::caps::{cap_check, CapCheck};
+use super::clock::now_seconds;
 use super::conf::LocConf;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
@@ -96,12 +97,6 @@ pub fn is_inference(request: &Request, conf: &LocConf) -> bool {
     endpoint(request, conf).access == Access::Scope(Scopes::INFER)
 }
 
-fn now() -> i64 {
-    // SAFETY: ngx_cached_time always points at a valid time slot, updated by this worker's own
-    // thread between events.
-    unsafe { (*ngx_cached_time).sec }
-}
-
 /// The verdict on an admitted request: its entry's expiry, scopes and models, then the caps on
 /// what it asks.
 pub fn judge(request: &Request, conf: &LocConf, admission: &Admission) -> Judgement {
@@ -115,7 +110,7 @@ fn judge_access(request: &Request, conf: &LocConf, admission: &Admission) -> Jud
         let message = "a request target may not contain \"#\"".to_string();
         return refuse(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest);
     }
-    if options.is_some_and(|options| options.is_expired_at(now())) {
+    if options.is_some_and(|options| options.is_expired_at(now_seconds())) {
         let message = if admission.is_user { "this user's access has expired" } else { "this API key has expired" };
         return refuse(NGX_HTTP_UNAUTHORIZED, "unauthorized", message.into(), RefusalReason::Expired);
     }

@@ -8,20 +8,16 @@
 //! as the `x-ollama-clamped` header says it; empty when nothing was changed.
 
 use ngx::core::Status;
-use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t,
-    NGX_HTTP_VAR_NOCACHEABLE,
-};
-use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::ffi::{ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t};
+use ngx::http::{HttpModuleMainConf, Request};
 
 use super::accounting::outcome;
 use super::ctx::{ctx_mut, decided_with_label};
-use super::Module;
+use super::hooks::{add_variable, fill, is_variable_used, Getter};
+use super::module::Module;
 
 const NAME: &str = "ollama_auth_user";
 const CLAMPED: &str = "ollama_clamped";
-
-type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
 
 /// What the answer said: the model, the prompt tokens, the completion tokens.
 const USAGE_VARIABLES: [(&str, usize); 3] =
@@ -36,38 +32,24 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
         .into_iter()
         .chain(USAGE_VARIABLES.map(|(name, which)| (name, which, get_usage as Getter)));
     for (name, data, getter) in all {
-        let mut name = ngx_str_t { len: name.len(), data: name.as_ptr().cast_mut() };
-        // SAFETY: cf is valid during preconfiguration (the caller's promise); nginx copies the
-        // name into its own pool and never writes through `name.data`.
-        let variable = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize) };
-        if variable.is_null() {
+        // SAFETY: the caller's promise.
+        if unsafe { add_variable(cf, name, getter, data) } != Status::NGX_OK.0 {
             return Status::NGX_ERROR.0;
-        }
-        // SAFETY: non-null: the variable nginx just added, in the configuration's pool.
-        unsafe {
-            (*variable).get_handler = Some(getter);
-            (*variable).data = data;
         }
     }
     Status::NGX_OK.0
 }
 
-/// Notes whether the configuration reads the variable: by postconfiguration, the variables it
-/// names are indexed. If not, admitted requests need no label and allocate nothing for it.
+/// Notes whether the configuration reads the variables. If not, admitted requests need no
+/// label and allocate nothing for it, and answers are not scanned for the usage variables.
 ///
 /// # Safety
 /// `cf` must be the configuration being loaded, in postconfiguration.
 pub unsafe fn note_use(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: cf is valid during postconfiguration (the caller's promise).
     let cf = unsafe { &*cf };
-    let Some(core) = NgxHttpCoreModule::main_conf(cf) else {
-        return Status::NGX_ERROR.0;
-    };
-    // SAFETY: the core module's `variables` array holds ngx_http_variable_t elements.
-    let variables = unsafe { core.variables.as_slice::<ngx::ffi::ngx_http_variable_t>() };
-    let used = |wanted: &str| variables.iter().any(|variable| variable.name.as_bytes() == wanted.as_bytes());
-    let user_used = used(NAME);
-    let usage_used = USAGE_VARIABLES.iter().any(|(name, _)| used(name));
+    let user_used = is_variable_used(cf, NAME);
+    let usage_used = USAGE_VARIABLES.iter().any(|(name, _)| is_variable_used(cf, name));
     if let Some(main) = Module::main_conf_mut(cf) {
         main.user_variable_used = user_used;
         main.usage_variables_used = usage_used;
@@ -114,18 +96,6 @@ unsafe extern "C" fn get_clamped(
     let text = unsafe { ngx_str_t::from_bytes(pool, text.as_bytes()) };
     // SAFETY: nginx hands variable handlers a valid value slot to fill.
     fill(unsafe { &mut *value }, text)
-}
-
-/// Fills a variable's value with `text` (pool or configuration bytes), or the empty string:
-/// every variable of this module's, `fleet`'s too, answers through it.
-pub fn fill(value: &mut ngx_variable_value_t, text: Option<ngx_str_t>) -> ngx_int_t {
-    let text = text.unwrap_or(ngx_str_t { len: 0, data: b"".as_ptr().cast_mut() });
-    value.set_len(text.len as u32);
-    value.data = text.data;
-    value.set_valid(1);
-    value.set_no_cacheable(1);
-    value.set_not_found(0);
-    Status::NGX_OK.0
 }
 
 /// Evaluates the variable. If it is read before the access phase (by `limit_req` or

@@ -10,13 +10,15 @@
 
 use ngx::core::Status;
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_log_t, NGX_LOG_WARN};
-use ngx::http::Request;
+use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
 use super::model::FleetCtx;
-use super::poll::now_ms;
-use super::route::Chosen;
+use super::shared::Chosen;
+use crate::clock::now_ms;
 use crate::ctx::ctx_mut;
+use crate::module::Module;
+use ngx_ollama_auth::fleet::{render_members, MemberMetrics};
 
 /// The log-phase handler: counts the request's outcome against the member chosen for it.
 pub extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -78,4 +80,27 @@ pub fn count(chosen: &Chosen, status: usize, log: *mut ngx_log_t) {
             status
         );
     }
+}
+
+/// The metrics of every fleet's members (see `ngx_ollama_auth::fleet::render_members`).
+pub fn exposition(request: &Request) -> Vec<u8> {
+    let Some(main) = Module::main_conf(request) else { return Vec::new() };
+    let mut members = Vec::new();
+    for fleet in main.fleets.iter().map(|fleet| fleet.get()) {
+        let Some(held) = fleet.lock() else { continue };
+        for (conf, state) in fleet.members.iter().zip(held.members.iter()) {
+            members.push((fleet.name.clone(), conf.name.clone(), state.up, state.busy, state.requests));
+        }
+    }
+    let members: Vec<MemberMetrics<'_>> = members
+        .iter()
+        .map(|(fleet, backend, up, in_flight, requests)| MemberMetrics {
+            fleet,
+            backend,
+            up: *up,
+            in_flight: *in_flight,
+            requests: *requests,
+        })
+        .collect();
+    render_members(&members)
 }

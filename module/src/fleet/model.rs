@@ -10,15 +10,16 @@ use std::any::Any;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_int_t, NGX_HTTP_SPECIAL_RESPONSE,
+    ngx_int_t, ngx_str_t, ngx_variable_value_t, NGX_HTTP_SPECIAL_RESPONSE,
 };
-use ngx::http::{HttpModuleLocationConf, Request};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 
 use crate::body::as_ollama_decodes;
 use crate::buffers::{append_chain, single_memory_buffer};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, ctx_or_new, decided_with_label};
-use crate::Module;
+use crate::hooks::fill;
+use crate::module::Module;
 use ngx_ollama_auth::fleet::request_model;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Method};
 
@@ -34,7 +35,7 @@ pub struct FleetCtx {
     /// The request's model, once looked up: `Some(None)` names none.
     pub model: Option<Option<String>>,
     /// The member chosen for the request, counted busy until the request ends.
-    pub chosen: Option<super::route::Chosen>,
+    pub chosen: Option<super::shared::Chosen>,
     /// Members tried before and failed (a retry through `error_page`): not chosen again.
     pub tried: Vec<usize>,
 }
@@ -75,7 +76,7 @@ pub extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return Status::NGX_DECLINED.0;
         }
         let Some(conf) = Module::location_conf(request) else { return Status::NGX_DECLINED.0 };
-        if !super::reads_model_here(request, conf) || !body_names_model(request, conf) {
+        if !reads_model_here(request, conf) || !body_names_model(request, conf) {
             return Status::NGX_DECLINED.0;
         }
         match fleet_ctx_if_any(request).and_then(|ctx| ctx.body) {
@@ -160,4 +161,30 @@ pub fn model_of(request: &mut Request, conf: &LocConf) -> Option<String> {
         }
     }
     model
+}
+
+/// The variable that names the model a request asks for.
+pub const REQUEST_MODEL: &str = "ollama_request_model";
+
+/// Whether this location reads the body of a model-bearing request for its model: it routes
+/// through a fleet, or it is gated and the configuration reads `$ollama_request_model`.
+pub fn reads_model_here(request: &Request, conf: &LocConf) -> bool {
+    conf.fleet.is_some() || (conf.is_gated() && Module::main_conf(request).is_some_and(|main| main.request_model_used))
+}
+
+/// Evaluates `$ollama_request_model`.
+pub unsafe extern "C" fn get_request_model(
+    r: *mut ngx_http_request_t,
+    value: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
+    // for as long as it is.
+    let main = unsafe { Request::from_ngx_http_request((*r).main) };
+    let pool = main.as_ref().pool;
+    let model = Module::location_conf(main).and_then(|conf| model_of(main, conf));
+    // SAFETY: the request pool outlives the variable's use in this request.
+    let text = model.and_then(|model| unsafe { ngx_str_t::from_bytes(pool, model.as_bytes()) });
+    // SAFETY: nginx hands variable handlers a valid value slot.
+    fill(unsafe { &mut *value }, text)
 }

@@ -10,13 +10,16 @@ use std::ptr;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_close_connection, ngx_connection_t, ngx_cycle, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t, ngx_str_t, NGX_LOG_ERR,
-    NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_close_connection, ngx_connection_t, ngx_cycle, ngx_cycle_t, ngx_event_connect_peer, ngx_event_get_peer,
+    ngx_event_t, ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t, ngx_str_t,
+    NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
+use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
 use super::shared::{FleetRef, MemberState, NAMES_BYTES};
+use crate::clock::now_ms;
+use crate::module::Module;
 use ngx_ollama_auth::fleet::{parse_poll_answer, PollError, PolledModels};
 
 /// How often a worker looks for a member due for a poll.
@@ -34,15 +37,6 @@ struct Poll {
     peer: ngx_peer_connection_t,
     name: ngx_str_t,
     log: *mut ngx_log_t,
-}
-
-/// Milliseconds since the epoch, from nginx's cached time.
-pub fn now_ms() -> u64 {
-    // SAFETY: ngx_cached_time always points at a valid time slot of this worker.
-    unsafe {
-        let time = &*ngx::ffi::ngx_cached_time;
-        time.sec as u64 * 1000 + time.msec as u64
-    }
 }
 
 /// Polls every member of `fleet` that is due, claiming it in the zone first.
@@ -324,4 +318,11 @@ unsafe extern "C" fn on_tick(event: *mut ngx_event_t) {
         }
         ngx::ffi::ngx_add_timer(event, TICK_MS as _);
     }
+}
+
+/// At worker start: the poller's timer.
+pub fn start_in_worker(cycle: *mut ngx_cycle_t) {
+    // SAFETY: init_process gets the running cycle, whose configuration is complete.
+    let Some(main) = (unsafe { Module::main_conf(&*cycle) }) else { return };
+    start_ticking(main.fleets.clone());
 }

@@ -7,17 +7,18 @@
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_variable_value_t, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE,
+    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_str_t,
+    ngx_variable_value_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
 use super::model::{fleet_ctx, model_of};
-use super::shared::{FleetRef, MemberState, MAX_MEMBERS};
+use super::shared::{Chosen, FleetRef, MemberState, MAX_MEMBERS};
+use crate::buffers::{one_buffer_chain, ChainBytes};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, refuse};
-use crate::Module;
+use crate::hooks::fill;
+use crate::module::Module;
 use ngx_ollama_auth::fleet::{choose, model_key, Candidate};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Listing, Method};
@@ -27,29 +28,6 @@ pub const TARGET_HEADER: &str = "x-ollama-backend";
 
 /// Paths that change a member's models: they go to the member the client names, never to all.
 const MANAGEMENT: [&[u8]; 5] = [b"/api/pull", b"/api/push", b"/api/create", b"/api/copy", b"/api/delete"];
-
-/// A member chosen for a request: counted busy until the request ends.
-pub struct Chosen {
-    pub fleet: FleetRef,
-    pub member: usize,
-}
-
-impl Chosen {
-    /// Counts the member busy, under the lock its choice was made with.
-    fn counted(fleet: FleetRef, members: &mut [MemberState], member: usize) -> Chosen {
-        members[member].busy = members[member].busy.saturating_add(1);
-        members[member].requests = members[member].requests.saturating_add(1);
-        Chosen { fleet, member }
-    }
-}
-
-impl Drop for Chosen {
-    fn drop(&mut self) {
-        if let Some(held) = self.fleet.get().lock() {
-            held.members[self.member].busy = held.members[self.member].busy.saturating_sub(1);
-        }
-    }
-}
 
 /// A per-worker counter that turns ties round.
 static mut ROUND: usize = 0;
@@ -249,21 +227,7 @@ fn answer_listing(r: *mut ngx_http_request_t, fleet: FleetRef, listing: Listing)
     // and live as long as it; the answer is sent and the request finalized here, once.
     unsafe {
         let pool = (*r).pool;
-        let data = ngx_pnalloc(pool, body.len()).cast::<u8>();
-        let buf = ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
-        let link = ngx_alloc_chain_link(pool);
-        if data.is_null() || buf.is_null() || link.is_null() {
-            return Status::NGX_ERROR.0;
-        }
-        std::ptr::copy_nonoverlapping(body.as_ptr(), data, body.len());
-        (*buf).start = data;
-        (*buf).pos = data;
-        (*buf).last = data.add(body.len());
-        (*buf).end = data.add(body.len());
-        (*buf).set_memory(1);
-        (*buf).set_last_buf(1);
-        (*link).buf = buf;
-        (*link).next = std::ptr::null_mut();
+        let Some(link) = one_buffer_chain(pool, ChainBytes::Copied(&body), true) else { return Status::NGX_ERROR.0 };
         (*r).headers_out.status = NGX_HTTP_OK as usize;
         (*r).headers_out.content_length_n = body.len() as i64;
         let content_type = b"application/json; charset=utf-8";
@@ -290,8 +254,9 @@ pub unsafe extern "C" fn get_backend(
     let name = ctx_mut(main)
         .and_then(|ctx| ctx.fleet.as_ref()?.downcast_ref::<super::model::FleetCtx>())
         .and_then(|ctx| ctx.chosen.as_ref())
-        .map(|chosen| chosen.fleet.get().members[chosen.member].name.as_bytes());
+        .map(|chosen| chosen.fleet.get().members[chosen.member].name.as_bytes())
+        .map(|name| ngx_str_t { len: name.len(), data: name.as_ptr().cast_mut() });
     // SAFETY: nginx hands variable handlers a valid value slot; the name lives as long as the
     // configuration.
-    unsafe { super::fill(&mut *value, name) }
+    fill(unsafe { &mut *value }, name)
 }

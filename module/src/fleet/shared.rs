@@ -192,3 +192,26 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_vo
         Status::NGX_OK.0
     }
 }
+
+/// A member chosen for a request: counted busy until the request ends.
+pub struct Chosen {
+    pub fleet: FleetRef,
+    pub member: usize,
+}
+
+impl Chosen {
+    /// Counts the member busy, under the lock its choice was made with.
+    pub fn counted(fleet: FleetRef, members: &mut [MemberState], member: usize) -> Chosen {
+        members[member].busy = members[member].busy.saturating_add(1);
+        members[member].requests = members[member].requests.saturating_add(1);
+        Chosen { fleet, member }
+    }
+}
+
+impl Drop for Chosen {
+    fn drop(&mut self) {
+        if let Some(held) = self.fleet.get().lock() {
+            held.members[self.member].busy = held.members[self.member].busy.saturating_sub(1);
+        }
+    }
+}

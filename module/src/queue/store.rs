@@ -4,9 +4,30 @@
 use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 
-use super::QueueConf;
-use crate::zone::{Locked, Zone};
+use crate::zone::data::{Locked, Zone};
 use ngx_ollama_auth::queue::{Header, KeySlot, Queue, Sizes, Snapshot, Ticket};
+
+/// One location's queue, as its directive set it.
+#[derive(Clone, Copy)]
+pub struct QueueConf {
+    pub zone: Zone,
+    pub capacity: u32,
+    pub max_waiting: u32,
+    pub timeout_ms: u64,
+}
+
+impl QueueConf {
+    /// Queues are shared by zone, capacity and bound.
+    pub fn same_queue(&self, other: &QueueConf) -> bool {
+        self.zone.same(other.zone) && self.capacity == other.capacity && self.max_waiting == other.max_waiting
+    }
+}
+
+/// The zone's queues' series for `ollama_auth_metrics` (empty without queues).
+pub fn exposition(zone: Zone) -> Vec<u8> {
+    let snapshots = snapshots(zone);
+    ngx_ollama_auth::queue::render(&snapshots)
+}
 
 fn align_up(offset: usize, align: usize) -> usize {
     offset.div_ceil(align) * align

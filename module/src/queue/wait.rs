@@ -7,37 +7,33 @@
 //!
 //! Whoever frees a slot (any worker, in its request's pool cleanup) grants it in the zone to
 //! the next ticket, addressed to that ticket's worker (its pid). Each worker with requests
-//! waiting runs one timer (every [`TICK_MS`]) that, under the lock, takes the grants addressed
+//! waiting runs one timer (every `waiters::TICK_MS`) that, under the lock, takes the grants addressed
 //! to it and ends the waits past their deadline, then resumes those requests: the phases run
 //! again, and the access handler finds the ticket granted (or the wait refused). A worker-local
 //! map from ticket to request, emptied by the requests' pool cleanups, means no request that
 //! has ended is ever resumed. The same timer sweeps the tickets of workers that are gone.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ptr;
-
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_chain_t, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_http_add_variable, ngx_http_block_reading,
-    ngx_http_core_run_phases, ngx_http_request_empty_handler, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_test_reading, ngx_int_t, ngx_str_t, ngx_variable_value_t, NGX_HTTP_SERVICE_UNAVAILABLE,
-    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_http_block_reading, ngx_http_core_run_phases,
+    ngx_http_request_empty_handler, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_test_reading, ngx_int_t,
+    ngx_str_t, ngx_variable_value_t, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
-use super::{store, QueueConf};
+use super::store::{self, QueueConf};
+use super::ticket::{Queued, Stage};
+use super::waiters::{add_waiter, alive_checker, arm_timer, local, pid, take_waiter, WaitKey};
+use crate::clock::now_ms;
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, ctx_or_new, refuse};
+use crate::hooks::{add_variable, fill};
+use crate::module::Module;
 use crate::policy::is_inference;
-use crate::zone::now_ms;
-use crate::Module;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::queue::{Arrival, Ended, Refused, State, TicketRef, Who};
 use ngx_ollama_auth::queue::{DEFAULT_KEY_QUEUE, DEFAULT_SHARE};
-
-/// How often a worker with requests waiting looks for grants and deadlines.
-const TICK_MS: u64 = 10;
 
 /// How often that timer also sweeps the tickets of workers that are gone.
 const SWEEP_MS: u64 = 1_000;
@@ -45,103 +41,6 @@ const SWEEP_MS: u64 = 1_000;
 /// `Retry-After` of a refusal because this key's own queue is full, and of the others.
 const RETRY_KEY_FULL_S: u64 = 5;
 const RETRY_FULL_S: u64 = 10;
-
-/// Where a request stands in its location's queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    Waiting,
-    Running,
-    /// Refused (full, or waited past the timeout): the access phase's answer.
-    Refused(ngx_int_t),
-}
-
-/// A request's place in a queue, in its context: dropped with the request's pool, however it
-/// ended, which leaves the queue or frees the slot.
-pub struct Queued {
-    conf: QueueConf,
-    ticket: Option<TicketRef>,
-    pub stage: Stage,
-    /// Milliseconds it waited for its slot (0: it went straight on).
-    pub waited_ms: Option<u64>,
-    /// A refusal's `Retry-After`, in seconds.
-    pub retry_after: Option<u64>,
-    /// The answer's headers have been added.
-    pub headers_sent: bool,
-    /// When it took its slot, while it holds it.
-    running_since_ms: Option<u64>,
-    /// How long it held its slot, once it gave it back.
-    slot_ms: Option<u64>,
-}
-
-impl Queued {
-    fn answer(&self) -> ngx_int_t {
-        match self.stage {
-            Stage::Waiting => Status::NGX_AGAIN.0,
-            Stage::Running => Status::NGX_OK.0,
-            Stage::Refused(status) => status,
-        }
-    }
-
-    /// How long it has held (or held) its slot: the GPU time it is counted for.
-    pub fn slot_time_ms(&self) -> Option<u64> {
-        self.slot_ms.or_else(|| self.running_since_ms.map(|since| now_ms().saturating_sub(since)))
-    }
-
-    /// The wait as the header and the variable give it: seconds, to the millisecond.
-    pub fn wait_text(&self) -> Option<String> {
-        self.waited_ms.map(|ms| format!("{}.{:03}", ms / 1000, ms % 1000))
-    }
-}
-
-impl Queued {
-    /// Frees the slot as the answer's last buffer passes: the model is done with it, whatever
-    /// the client does from here (a slow read, a lingering close).
-    ///
-    /// # Safety
-    /// `chain` must be NULL or a valid chain of valid buffers.
-    pub unsafe fn release_at_last(&mut self, mut chain: *mut ngx_chain_t) {
-        if self.stage != Stage::Running || self.ticket.is_none() {
-            return;
-        }
-        // SAFETY: the caller's promise: every link and buffer is valid.
-        while let Some(link) = unsafe { chain.as_ref() } {
-            // SAFETY: as above.
-            if unsafe { link.buf.as_ref() }.is_some_and(|buf| buf.last_buf() != 0) {
-                self.leave();
-                return;
-            }
-            chain = link.next;
-        }
-    }
-
-    /// Leaves the queue, or gives the slot back. When the slot went to a request of this
-    /// worker's, the tick runs as soon as this event is handled, not at the next timer.
-    fn leave(&mut self) {
-        let Some(ticket) = self.ticket.take() else { return };
-        if let Some(since) = self.running_since_ms.take() {
-            self.slot_ms = Some(now_ms().saturating_sub(since));
-        }
-        forget_waiter(&self.conf, ticket);
-        let Some(mut locked) = self.conf.zone.lock() else { return };
-        let Some(mut queue) = store::queue(&mut locked, &self.conf) else { return };
-        queue.end(ticket, now_ms());
-        if queue.has_grants_for(pid()) {
-            post_tick();
-        }
-    }
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.leave();
-    }
-}
-
-/// This worker's process id: the owner of its tickets.
-fn pid() -> u32 {
-    // SAFETY: ngx_pid is set once at process start and only read afterwards.
-    unsafe { ngx::ffi::ngx_pid as u32 }
-}
 
 /// Puts an admitted inference request in its location's queue. Answers what the access phase
 /// answers: `NGX_OK` (a slot: go on), `NGX_AGAIN` (waiting), or a refusal's status.
@@ -192,6 +91,7 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
             queued.stage = Stage::Waiting;
             ctx.queued = Some(queued);
             add_waiter(queue_conf, ticket, r, now + queue_conf.timeout_ms);
+            arm_timer(on_tick);
             // SAFETY: a main request in the access phase: its handlers are ours to set until
             // it resumes (see resume), as limit_req's delay sets them.
             unsafe {
@@ -228,108 +128,6 @@ fn refused(request: &mut Request, conf: &LocConf, message: &str) -> ngx_int_t {
 /// asks first, when the phases run again).
 pub fn preempt(request: &mut Request) -> Option<ngx_int_t> {
     ctx_mut(request).and_then(|ctx| ctx.queued.as_ref()).map(Queued::answer)
-}
-
-// This worker's waiting requests.
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct WaitKey {
-    queue: usize,
-    index: u32,
-    seq: u64,
-}
-
-struct Waiter {
-    request: *mut ngx_http_request_t,
-    deadline_ms: u64,
-}
-
-#[derive(Default)]
-struct Local {
-    /// The queues this worker has waited in: their configuration (the same for the worker's
-    /// life: one cycle), and how many of its requests wait there now.
-    queues: Vec<(QueueConf, usize)>,
-    waiters: HashMap<WaitKey, Waiter>,
-    deadlines: BTreeSet<(u64, WaitKey)>,
-    last_sweep_ms: u64,
-}
-
-static mut LOCAL: Option<Local> = None;
-static mut TIMER: Option<ngx_event_t> = None;
-
-/// This worker's waiters.
-fn local() -> &'static mut Local {
-    // SAFETY: a worker runs its event loop on one thread; every caller takes this borrow for a
-    // few statements and never across a call that could come back here (a resumption runs
-    // only after the borrow ends).
-    unsafe { (*ptr::addr_of_mut!(LOCAL)).get_or_insert_with(Local::default) }
-}
-
-fn queue_index(local: &mut Local, conf: &QueueConf) -> usize {
-    match local.queues.iter().position(|(known, _)| known.same_queue(conf)) {
-        Some(at) => at,
-        None => {
-            local.queues.push((*conf, 0));
-            local.queues.len() - 1
-        }
-    }
-}
-
-fn add_waiter(conf: &QueueConf, ticket: TicketRef, request: *mut ngx_http_request_t, deadline_ms: u64) {
-    let local = local();
-    let queue = queue_index(local, conf);
-    let key = WaitKey { queue, index: ticket.index, seq: ticket.seq };
-    local.queues[queue].1 += 1;
-    local.waiters.insert(key, Waiter { request, deadline_ms });
-    local.deadlines.insert((deadline_ms, key));
-    arm_timer();
-}
-
-/// Takes a request off this worker's waiters; whether it was there.
-fn take_waiter(key: WaitKey) -> Option<Waiter> {
-    let local = local();
-    let waiter = local.waiters.remove(&key)?;
-    local.deadlines.remove(&(waiter.deadline_ms, key));
-    if let Some((_, count)) = local.queues.get_mut(key.queue) {
-        *count = count.saturating_sub(1);
-    }
-    Some(waiter)
-}
-
-fn forget_waiter(conf: &QueueConf, ticket: TicketRef) {
-    let local = local();
-    if let Some(queue) = local.queues.iter().position(|(known, _)| known.same_queue(conf)) {
-        take_waiter(WaitKey { queue, index: ticket.index, seq: ticket.seq });
-    }
-}
-
-fn arm_timer() {
-    // SAFETY: the worker's own static timer, on its thread; the event lives for the process.
-    unsafe {
-        let timer = (*ptr::addr_of_mut!(TIMER)).get_or_insert_with(|| {
-            let mut event: ngx_event_t = std::mem::zeroed();
-            event.handler = Some(on_tick);
-            event.log = (*ngx::ffi::ngx_cycle).log;
-            event.data = ptr::addr_of_mut!(TIMER).cast();
-            // Not cancelable: a worker shutting down (reload) still dispatches its waiters.
-            event
-        });
-        if timer.timer_set() == 0 {
-            ngx::ffi::ngx_add_timer(timer, TICK_MS as _);
-        }
-    }
-}
-
-/// Runs the tick after the events being handled now.
-fn post_tick() {
-    // SAFETY: the worker's own static timer event, on its thread (made by arm_timer when this
-    // worker's first request waited: a grant for it implies one did); ngx_posted_events is the
-    // worker's queue of posted events, and a posted event is queued once however often posted.
-    unsafe {
-        if let Some(timer) = (*ptr::addr_of_mut!(TIMER)).as_mut() {
-            ngx::ffi::ngx_post_event(timer, ptr::addr_of_mut!(ngx::ffi::ngx_posted_events));
-        }
-    }
 }
 
 /// What one tick found for one queue: requests to resume, and how.
@@ -375,7 +173,7 @@ unsafe extern "C" fn on_tick(_event: *mut ngx_event_t) {
         }
     }
     if !local().waiters.is_empty() {
-        arm_timer();
+        arm_timer(on_tick);
     }
 }
 
@@ -423,27 +221,6 @@ fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
         }
     }
     due
-}
-
-/// [`is_alive`], asked once per pid in one sweep.
-fn alive_checker() -> impl FnMut(u32) -> bool {
-    let mut known: Vec<(u32, bool)> = Vec::new();
-    move |owner| match known.iter().find(|(pid, _)| *pid == owner) {
-        Some(&(_, alive)) => alive,
-        None => {
-            let alive = is_alive(owner);
-            known.push((owner, alive));
-            alive
-        }
-    }
-}
-
-/// Whether a ticket's owner still runs (`kill(pid, 0)` says no such process only when it is
-/// gone).
-fn is_alive(owner: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(owner as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Resumes a waiting request of this worker, if it still waits: `update` marks its context
@@ -507,15 +284,8 @@ const VARIABLE: &str = "ollama_queue_wait";
 /// # Safety
 /// `cf` must be the configuration being loaded, in preconfiguration.
 pub unsafe fn register_variable(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let mut name = ngx_str_t { len: VARIABLE.len(), data: VARIABLE.as_ptr().cast_mut() };
-    // SAFETY: cf is valid during preconfiguration; nginx copies the name.
-    let variable = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize) };
-    if variable.is_null() {
-        return Status::NGX_ERROR.0;
-    }
-    // SAFETY: the variable nginx just added, in the configuration's pool.
-    unsafe { (*variable).get_handler = Some(get_wait) };
-    Status::NGX_OK.0
+    // SAFETY: the caller's promise.
+    unsafe { add_variable(cf, VARIABLE, get_wait, 0) }
 }
 
 unsafe extern "C" fn get_wait(r: *mut ngx_http_request_t, value: *mut ngx_variable_value_t, _: usize) -> ngx_int_t {
@@ -523,15 +293,8 @@ unsafe extern "C" fn get_wait(r: *mut ngx_http_request_t, value: *mut ngx_variab
     let main = unsafe { Request::from_ngx_http_request((*r).main) };
     let pool = main.as_ref().pool;
     let text = ctx_mut(main).and_then(|ctx| ctx.queued.as_ref()).and_then(Queued::wait_text).unwrap_or_default();
-    // SAFETY: the request pool outlives the variable's use; nginx hands a valid value slot.
-    unsafe {
-        let text = ngx_str_t::from_bytes(pool, text.as_bytes()).unwrap_or(ngx_str_t { len: 0, data: ptr::null_mut() });
-        let value = &mut *value;
-        value.set_len(text.len as u32);
-        value.data = text.data;
-        value.set_valid(1);
-        value.set_no_cacheable(1);
-        value.set_not_found(0);
-    }
-    Status::NGX_OK.0
+    // SAFETY: the request pool outlives the variable's use in this request.
+    let text = unsafe { ngx_str_t::from_bytes(pool, text.as_bytes()) };
+    // SAFETY: nginx hands variable handlers a valid value slot to fill.
+    fill(unsafe { &mut *value }, text)
 }

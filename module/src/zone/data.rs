@@ -1,75 +1,26 @@
-//! The shared-memory zone (`ollama_auth_zone <name> <size> [state=<path>]`): the usage counters
-//! and the limit counters of all workers, as `limit_req_zone` keeps its state. The zone is a
-//! slab pool; its data (two red-black trees and a few counts) lives in the pool and is read or
-//! changed only with the pool's mutex held, the lock nginx itself frees if a worker dies holding
-//! it. The counts themselves are plain Rust (`metrics`, `limits`).
-//!
-//! A reload that keeps the zone's name and size keeps its data. With `state=`, the limit
-//! counters are written to a file at least every 10 s and when a worker exits, and read back
-//! when the zone is made.
+//! What the zone holds (two red-black trees of counters, the refusal counts, the queues'
+//! blocks), and every count read or changed under its lock.
 
-use std::ffi::{c_char, c_void, OsStr};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::ffi::c_void;
+use std::path::PathBuf;
 use std::ptr::{self, NonNull};
 
-use ngx::allocator::{AllocError, Allocator};
 use ngx::collections::RbTreeMap;
-use ngx::core::{NgxString, Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{NgxString, Status};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_int_t,
-    ngx_log_t, ngx_parse_size, ngx_pool_cleanup_add, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t, NGX_LOG_EMERG,
-    NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_int_t, ngx_log_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_free_locked, ngx_slab_pool_t,
+    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
-use ngx::http::HttpModuleMainConf;
-use ngx::{ngx_conf_log_error, ngx_log_error};
+use ngx::ngx_log_error;
 
-use super::{conf_error, Module};
-use ngx_ollama_auth::limits::{decode_state, encode_state, signature, KeyLimits, RateInfo, Refusal};
+use super::slab::{HeldSlab, Key, Map};
+use super::state_file;
+use ngx_ollama_auth::limits::{encode_state, signature, KeyLimits, RateInfo, Refusal};
 use ngx_ollama_auth::metrics::{parse_series_key, series_key, RefusalReason, SeriesCounts, OTHER_USER};
 use ngx_ollama_auth::options::EntryOptions;
-use ngx_ollama_auth::state_file;
-use ngx_ollama_auth::watch::check_writable_dir;
-
-/// The smallest zone accepted: nginx needs eight pages for a slab pool's own bookkeeping.
-const MIN_ZONE_SIZE: usize = 64 * 1024;
 
 /// How often the state file is written, at least.
-const STATE_INTERVAL_MS: u64 = 10_000;
-
-/// The slab pool as an allocator for the zone's data: it allocates without taking the pool's
-/// mutex, because every use of the data already holds it (see [`Zone::lock`]).
-#[derive(Clone)]
-struct HeldSlab(NonNull<ngx_slab_pool_t>);
-
-// SAFETY: allocate and deallocate are nginx's slab functions on a valid pool, called only with
-// its mutex held (the zone's data is reachable only through a `Locked` guard, or in the master
-// while the zone is being made, before any worker exists); blocks stay valid until freed, and a
-// block is aligned to its size rounded up to a power of two (below a page) or to a page, which
-// the alignment check below relies on, as ngx's own LockedSlabPool does.
-unsafe impl Allocator for HeldSlab {
-    fn allocate(&self, layout: std::alloc::Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let size = layout.size().max(layout.align()).max(1);
-        // SAFETY: as above.
-        let block =
-            NonNull::new(unsafe { ngx_slab_alloc_locked(self.0.as_ptr(), size) }.cast::<u8>()).ok_or(AllocError)?;
-        if block.align_offset(layout.align()) != 0 {
-            // SAFETY: the block was just allocated from this pool.
-            unsafe { ngx_slab_free_locked(self.0.as_ptr(), block.as_ptr().cast()) };
-            return Err(AllocError);
-        }
-        Ok(NonNull::slice_from_raw_parts(block, layout.size()))
-    }
-
-    unsafe fn deallocate(&self, block: NonNull<u8>, _layout: std::alloc::Layout) {
-        // SAFETY: the caller gives back a block this allocator gave out, with the mutex held.
-        unsafe { ngx_slab_free_locked(self.0.as_ptr(), block.as_ptr().cast()) };
-    }
-}
-
-type Key = NgxString<HeldSlab>;
-type Map<V> = RbTreeMap<Key, V, HeldSlab>;
+pub const STATE_INTERVAL_MS: u64 = 10_000;
 
 /// A limited key's counters in the zone, held by a request it admitted, so that the request's
 /// end and its tokens need no lookup. Valid while that request is in flight: an entry is freed
@@ -109,7 +60,7 @@ const _: () = assert!(
 const OVERFLOW_SLOTS: usize = 8;
 
 /// What the zone holds, in the zone.
-struct ZoneData {
+pub struct ZoneData {
     series: Map<SeriesCounts>,
     limits: Map<LimitEntry>,
     refused: [u64; RefusalReason::ALL.len()],
@@ -136,15 +87,22 @@ pub const MAX_QUEUES: usize = 16;
 /// The configuration side of one zone, owned by the configuration (freed with its pool); nginx
 /// hands it to the zone's init callback and keeps it as `shm_zone->data`.
 pub struct ZoneConf {
-    name: String,
-    state_path: Option<PathBuf>,
-    pool: *mut ngx_slab_pool_t,
-    data: *mut ZoneData,
+    pub(super) name: String,
+    pub(super) state_path: Option<PathBuf>,
+    pub(super) pool: *mut ngx_slab_pool_t,
+    pub(super) data: *mut ZoneData,
+}
+
+impl ZoneConf {
+    /// A zone's configuration, before nginx makes the zone.
+    pub fn new(name: String, state_path: Option<PathBuf>) -> Self {
+        ZoneConf { name, state_path, pool: ptr::null_mut(), data: ptr::null_mut() }
+    }
 }
 
 /// A zone named by a directive: valid for the configuration's life (nginx's shared zone entry).
 #[derive(Clone, Copy)]
-pub struct Zone(*mut ngx_shm_zone_t);
+pub struct Zone(pub(super) *mut ngx_shm_zone_t);
 
 /// The zone's data, with its pool's mutex held until this is dropped.
 pub struct Locked<'z> {
@@ -176,7 +134,7 @@ pub enum Unenforceable {
 }
 
 impl Zone {
-    fn conf(self) -> Option<&'static ZoneConf> {
+    pub(super) fn conf(self) -> Option<&'static ZoneConf> {
         // SAFETY: the shm zone entry and the ZoneConf set_zone put in its data live as long as
         // the configuration that names the zone, which outlives every handler that uses it.
         unsafe { (*self.0).data.cast::<ZoneConf>().as_ref() }
@@ -399,7 +357,7 @@ impl Locked<'_> {
     }
 
     /// The limit counters as the state file holds them, if it is time to write them.
-    fn state_if_due(&mut self, now_ms: u64, force: bool) -> Option<Vec<u8>> {
+    pub(super) fn state_if_due(&mut self, now_ms: u64, force: bool) -> Option<Vec<u8>> {
         if !force && now_ms.saturating_sub(self.data.state_written_ms) < STATE_INTERVAL_MS {
             return None;
         }
@@ -432,79 +390,24 @@ unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_l
     let place = ngx::allocator::allocate(data, &alloc).ok()?.as_ptr();
     if let Some(path) = &conf.state_path {
         // SAFETY: just made, and not shared yet.
-        read_state(unsafe { &mut *place }, alloc, path, log);
+        let data = unsafe { &mut *place };
+        let mut kept = 0;
+        for (id, limits) in state_file::read(path, log) {
+            let Ok(key) = NgxString::try_from_bytes_in(&id, alloc.clone()) else { break };
+            // Signature 0: the options are not known until the key's next request.
+            if data.limits.try_insert(key, LimitEntry { signature: 0, limits }).is_err() {
+                break;
+            }
+            kept += 1;
+        }
+        let shown = path.to_string_lossy();
+        ngx_log_error!(NGX_LOG_NOTICE, log, "ollama_auth_zone state file \"{}\" read: {} keys", shown, kept);
     }
     Some(place)
 }
 
-fn read_state(data: &mut ZoneData, alloc: HeldSlab, path: &Path, log: *mut ngx_log_t) {
-    let shown = path.to_string_lossy();
-    if state_file::others_can_write(path) == Some(true) {
-        ngx_log_error!(
-            NGX_LOG_WARN,
-            log,
-            "ollama_auth_zone state file \"{}\" is writable by other users, who could change the counts read back; \
-             it is rewritten for its owner only (mode 0600)",
-            shown
-        );
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
-        Err(error) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "ollama_auth_zone state file \"{}\" not read, starting empty: {}",
-                shown,
-                error
-            );
-            return;
-        }
-    };
-    match decode_state(&bytes) {
-        Ok(entries) => {
-            let mut kept = 0;
-            for (id, limits) in entries {
-                let Ok(key) = NgxString::try_from_bytes_in(&id, alloc.clone()) else { break };
-                // Signature 0: the options are not known until the key's next request.
-                if data.limits.try_insert(key, LimitEntry { signature: 0, limits }).is_err() {
-                    break;
-                }
-                kept += 1;
-            }
-            ngx_log_error!(NGX_LOG_NOTICE, log, "ollama_auth_zone state file \"{}\" read: {} keys", shown, kept);
-        }
-        Err(error) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "ollama_auth_zone state file \"{}\" ignored, starting empty: {}",
-                shown,
-                error
-            );
-        }
-    }
-}
-
-/// Writes the zone's state file if it has one and it is due (or `force`, at exit).
-fn save_state(zone: &ZoneConf, now_ms: u64, force: bool, log: *mut ngx_log_t) {
-    let Some(path) = &zone.state_path else { return };
-    let bytes = {
-        let Some(mut locked) = Zone::lock_conf(zone) else { return };
-        match locked.state_if_due(now_ms, force) {
-            Some(bytes) => bytes,
-            None => return,
-        }
-    };
-    if let Err(error) = state_file::write_atomically(path, &bytes) {
-        let shown = path.to_string_lossy();
-        ngx_log_error!(NGX_LOG_ERR, log, "ollama_auth_zone state file \"{}\" not written: {}", shown, error);
-    }
-}
-
 impl Zone {
-    fn lock_conf(conf: &ZoneConf) -> Option<Locked<'_>> {
+    pub(super) fn lock_conf(conf: &ZoneConf) -> Option<Locked<'_>> {
         if conf.pool.is_null() || conf.data.is_null() {
             return None;
         }
@@ -517,7 +420,7 @@ impl Zone {
     }
 }
 
-unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
+pub(super) unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this in the master with the zone set_zone added, whose data is its
     // ZoneConf, and `old` the previous cycle's ZoneConf of the same zone (name, size, tag) or NULL.
     unsafe {
@@ -548,195 +451,6 @@ unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) 
                 Status::NGX_ERROR.0
             }
         }
-    }
-}
-
-/// The zone `name` as a directive names it: the entry nginx keeps per name, made on first use.
-///
-/// # Safety
-/// `cf` must be the configuration being parsed.
-pub unsafe fn zone_reference(cf: *mut ngx_conf_t, name: &ngx_str_t, size: usize) -> Option<Zone> {
-    let mut name = *name;
-    // SAFETY: cf is valid (the caller's promise); the tag is this module, as nginx's own modules
-    // tag their zones, so another module's zone of the same name is refused by nginx.
-    let shm_zone = unsafe {
-        ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(super::ngx_http_ollama_auth_module).cast())
-    };
-    if shm_zone.is_null() {
-        return None;
-    }
-    Some(Zone(shm_zone))
-}
-
-/// `ollama_auth_zone <name> <size> [state=<path>]`.
-pub extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    // SAFETY: nginx calls directive handlers with the configuration being parsed, whose args
-    // hold the directive and its 2 or 3 arguments (NGX_CONF_TAKE23).
-    let args = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
-    let name = args[1];
-    if name.is_empty() || name.as_bytes().iter().any(|&b| b <= b' ') {
-        return conf_error(c"needs a zone name");
-    }
-    let mut size_arg = args[2];
-    // SAFETY: ngx_parse_size reads the string it is given.
-    let size = unsafe { ngx_parse_size(&mut size_arg) };
-    if size < 0 {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid zone size \"{}\"", args[2]);
-        return NGX_CONF_ERROR;
-    }
-    if (size as usize) < MIN_ZONE_SIZE {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone \"{}\" is too small: at least 64k", name);
-        return NGX_CONF_ERROR;
-    }
-    let mut state_path = None;
-    if let Some(option) = args.get(3) {
-        let Some(path) = option.as_bytes().strip_prefix(b"state=").filter(|path| !path.is_empty()) else {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\": only state=<path>", option);
-            return NGX_CONF_ERROR;
-        };
-        let mut full = ngx_str_t { len: path.len(), data: path.as_ptr().cast_mut() };
-        // SAFETY: cf->cycle is valid while parsing; the resolved path is from the cycle's pool.
-        if unsafe { ngx::ffi::ngx_conf_full_name((*cf).cycle, &mut full, 1) } != Status::NGX_OK.0 {
-            return NGX_CONF_ERROR;
-        }
-        let path = PathBuf::from(OsStr::from_bytes(full.as_bytes()));
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-        // SAFETY: cf->cycle is valid while parsing.
-        let (uid, gid) = unsafe { worker_user(cf) };
-        if let Err(reason) = check_writable_dir(&dir, uid, gid) {
-            ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "ollama_auth_zone \"{}\": state file cannot be written: {}",
-                name,
-                reason
-            );
-            return NGX_CONF_ERROR;
-        }
-        state_path = Some(path);
-    }
-    // SAFETY: cf is the configuration being parsed.
-    let Some(zone) = (unsafe { zone_reference(cf, &name, size as usize) }) else {
-        return NGX_CONF_ERROR;
-    };
-    // SAFETY: the entry nginx just returned; its data is NULL unless this name was defined
-    // before in this configuration.
-    unsafe {
-        if !(*zone.0).data.is_null() {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate zone \"{}\"", name);
-            return NGX_CONF_ERROR;
-        }
-        let conf =
-            Box::new(ZoneConf { name: name.to_string(), state_path, pool: ptr::null_mut(), data: ptr::null_mut() });
-        let cleanup = ngx_pool_cleanup_add((*cf).pool, 0);
-        if cleanup.is_null() {
-            return NGX_CONF_ERROR;
-        }
-        let conf = Box::into_raw(conf);
-        (*cleanup).data = conf.cast();
-        (*cleanup).handler = Some(drop_zone_conf);
-        (*zone.0).data = conf.cast();
-        (*zone.0).init = Some(init_zone);
-        if let Some(main) = Module::main_conf_mut(&*cf) {
-            main.zones.push(zone);
-        }
-    }
-    NGX_CONF_OK
-}
-
-unsafe extern "C" fn drop_zone_conf(data: *mut c_void) {
-    // SAFETY: registered by set_zone for the box it leaked; run once, when the configuration's
-    // pool goes, after every request of that configuration.
-    drop(unsafe { Box::from_raw(data.cast::<ZoneConf>()) });
-}
-
-/// The user and group worker processes will run as: `user`'s, or nobody's when the master runs
-/// as root without one (as nginx does), else the master's own.
-///
-/// # Safety
-/// `cf` must be the configuration being parsed.
-unsafe fn worker_user(cf: *mut ngx_conf_t) -> (u32, u32) {
-    // SAFETY: geteuid and getegid cannot fail.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    if euid != 0 {
-        return (euid, egid);
-    }
-    // SAFETY: the core module's configuration exists from the start of parsing; `user`, if
-    // given before the http block, has set it.
-    let (user, group) = unsafe {
-        let ccf = *(*(*cf).cycle).conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t;
-        ((*ccf).user, (*ccf).group)
-    };
-    if user != u32::MAX {
-        return (user, group);
-    }
-    // SAFETY: getpwnam returns NULL or a valid static record.
-    match unsafe { libc::getpwnam(c"nobody".as_ptr()).as_ref() } {
-        Some(nobody) => (nobody.pw_uid, nobody.pw_gid),
-        None => (65534, 65534),
-    }
-}
-
-/// The state-file timer of one worker.
-static mut STATE_TIMER: Option<ngx_event_t> = None;
-
-/// At worker start: writes the state files every few seconds from now on.
-pub fn start_state_timer(cycle: *mut ngx_cycle_t) {
-    // SAFETY: init_process runs once per worker, single-threaded, with the running cycle.
-    unsafe {
-        let Some(main) = Module::main_conf(&*cycle) else { return };
-        if !main.zones.iter().any(|zone| zone.conf().is_some_and(|conf| conf.state_path.is_some())) {
-            return;
-        }
-        let timer = &mut *ptr::addr_of_mut!(STATE_TIMER);
-        let event = timer.insert(std::mem::zeroed());
-        event.handler = Some(on_state_timer);
-        event.log = (*cycle).log;
-        event.data = ptr::addr_of_mut!(STATE_TIMER).cast();
-        // A pending write must not keep a shutting-down worker alive.
-        event.set_cancelable(1);
-        ngx::ffi::ngx_add_timer(event, STATE_INTERVAL_MS as _);
-    }
-}
-
-unsafe extern "C" fn on_state_timer(event: *mut ngx_event_t) {
-    save_all_states(false);
-    // SAFETY: ngx_exiting and ngx_quit are nginx's flags, read on the worker's thread; the
-    // event is this worker's static timer.
-    unsafe {
-        if ngx::ffi::ngx_exiting == 0 && ngx::ffi::ngx_quit == 0 && ngx::ffi::ngx_terminate == 0 {
-            ngx::ffi::ngx_add_timer(event, STATE_INTERVAL_MS as _);
-        }
-    }
-}
-
-/// Writes every zone's state file (that is due, or all with `force`).
-pub fn save_all_states(force: bool) {
-    // SAFETY: ngx_cycle is the running cycle on this worker's thread; ngx_time() reads nginx's
-    // cached time.
-    unsafe {
-        let cycle = ngx_cycle;
-        let Some(main) = Module::main_conf(&*cycle) else { return };
-        let now_ms = now_ms();
-        for zone in &main.zones {
-            if let Some(conf) = zone.conf() {
-                save_state(conf, now_ms, force, (*cycle).log);
-            }
-        }
-    }
-}
-
-/// At worker exit: the last counts go to the state file.
-pub extern "C" fn save_on_exit(_cycle: *mut ngx_cycle_t) {
-    save_all_states(true);
-}
-
-/// Milliseconds since the epoch, from nginx's cached time.
-pub fn now_ms() -> u64 {
-    // SAFETY: ngx_cached_time always points at a valid time slot of this worker.
-    unsafe {
-        let time = &*ngx::ffi::ngx_cached_time;
-        time.sec as u64 * 1000 + time.msec as u64
     }
 }
 
