@@ -24,6 +24,7 @@
 
 pub mod cache;
 pub mod caps;
+pub mod challenges;
 pub mod compressed;
 pub mod credentials;
 pub mod errors;
@@ -33,6 +34,7 @@ pub mod form;
 pub mod hashes;
 pub mod htpasswd;
 pub mod json;
+pub mod judge;
 pub mod keys;
 pub mod limits;
 pub mod lines;

@@ -19,13 +19,14 @@ use super::authenticate::{authenticate, Decision};
 use super::body::start_reading;
 use super::conf::LocConf;
 use super::ctx::{
-    ctx_mut, ctx_or_new, error_shape, record, refuse, BodyState, Refusal, CHALLENGE_BASIC, CHALLENGE_BEARER,
+    ctx_mut, ctx_or_new, error_shape, record, refuse, BodyState, RefusalAnswer, CHALLENGE_BASIC, CHALLENGE_BEARER,
 };
 use super::hooks::add_phase_handler;
 use super::module::Module;
-use super::policy::{judge, BodyCheck, Judgement};
+use super::policy::judge;
 use super::{accounting, limit, queue};
 use ngx_ollama_auth::errors::{error_body, unauthorized_message};
+use ngx_ollama_auth::judge::{BodyCheck, Judgement};
 use ngx_ollama_auth::policy::is_cors_preflight;
 
 /// Adds the access handler. Called once per configuration load.
@@ -118,7 +119,7 @@ fn decide(r: *mut ngx_http_request_t, conf: &LocConf) -> ngx_int_t {
                 let message =
                     unauthorized_message(ctx.challenges & CHALLENGE_BEARER != 0, ctx.challenges & CHALLENGE_BASIC != 0);
                 let body = Cow::Owned(error_body(shape, NGX_HTTP_UNAUTHORIZED as u16, "unauthorized", message));
-                ctx.refusal = Some(Refusal { status: NGX_HTTP_UNAUTHORIZED as usize, body });
+                ctx.refusal = Some(RefusalAnswer { status: NGX_HTTP_UNAUTHORIZED as usize, body });
             }
             return NGX_HTTP_UNAUTHORIZED as ngx_int_t;
         }
@@ -138,20 +139,13 @@ fn act_on(r: *mut ngx_http_request_t, conf: &LocConf, judgement: Judgement) -> n
             None
         }
         Judgement::ReadBody(check) => Some(check),
-        Judgement::Refuse { status, kind, reason, why } => {
-            return match refuse(request, conf, status, kind, &reason, why) {
-                Some(()) => status as ngx_int_t,
-                None => Status::NGX_ERROR.0,
-            };
-        }
+        Judgement::Refuse(refusal) => return refuse(request, conf, &refusal),
     };
     let Some(add_usage) = accounting::start(request, conf) else { return Status::NGX_ERROR.0 };
     let reserves = accounting::reserves_tokens(request, conf);
     match check {
         Some(check) => start_reading(r, BodyCheck { add_usage, ..check }),
-        None if add_usage || reserves => {
-            start_reading(r, BodyCheck { models: None, web_search: None, add_usage, caps: None })
-        }
+        None if add_usage || reserves => start_reading(r, BodyCheck { add_usage, ..BodyCheck::default() }),
         None => {
             ngx_log_debug_http!(request, "ollama auth: access granted");
             limit::admit(request, conf)

@@ -10,8 +10,8 @@
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_int_t, ngx_list_part_t, ngx_pnalloc, ngx_table_elt_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_FORBIDDEN,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    ngx_int_t, ngx_list_part_t, ngx_pnalloc, ngx_table_elt_t, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 use ngx::{ngx_log_debug_http, ngx_log_error};
@@ -23,8 +23,8 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::limit;
 use super::module::Module;
-use super::policy::{refuse as refuse_with, refuse_model, BodyCheck, Judgement};
 use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
+use ngx_ollama_auth::judge::{BodyCheck, Refusal};
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
 
@@ -75,7 +75,7 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     let body = zstd.as_ref().map_or(body, |(decoded, _)| &decoded[..]);
     accounting::estimate_from_body(request, conf, body);
     if let Some(refusal) = body_refusal(request, &check, body) {
-        return answer(request, conf, refusal);
+        return refuse(request, conf, &refusal);
     }
     if let Err(rc) = rewrite(request, conf, &check, body, zstd.as_ref().map(|&(_, encoding)| encoding)) {
         return rc;
@@ -120,20 +120,15 @@ fn too_large(request: &mut Request, conf: &LocConf, check: &BodyCheck) -> ngx_in
             models.who,
             MAX_SCANNED_BODY >> 20
         );
-        return answer(
-            request,
-            conf,
-            refuse_with(NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::ForbiddenModel),
-        );
+        return refuse(request, conf, &Refusal::forbidden(message, RefusalReason::ForbiddenModel));
     }
     let message = format!("a body read by this gate may be at most {} MB", MAX_SCANNED_BODY >> 20);
-    let why = RefusalReason::TooLarge;
-    answer(request, conf, refuse_with(NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "request entity too large", message, why))
+    refuse(request, conf, &Refusal::too_large(message, RefusalReason::TooLarge))
 }
 
 /// A refusal the body earns: a model the entry may not use, or a web-search tool without the
 /// `search` scope.
-fn body_refusal(request: &Request, check: &BodyCheck, body: &[u8]) -> Option<Judgement> {
+fn body_refusal(request: &Request, check: &BodyCheck, body: &[u8]) -> Option<Refusal> {
     if let Some(models) = &check.models {
         let allowed = models.options.models.as_ref().expect("read only for keys with models=");
         let checked = match models.rule.extra {
@@ -149,25 +144,18 @@ fn body_refusal(request: &Request, check: &BodyCheck, body: &[u8]) -> Option<Jud
             _ => check_body_models(body, models.rule, allowed, models.who),
         };
         if let Err(refusal) = checked {
-            return Some(refuse_model(refusal));
+            return Some(Refusal::of_model(refusal));
         }
         ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
     }
     let (extra, who) = check.web_search?;
     match asks_web_search(body, extra) {
         Ok(false) => None,
-        Ok(true) => Some(refuse_with(
-            NGX_HTTP_FORBIDDEN,
-            "forbidden",
+        Ok(true) => Some(Refusal::forbidden(
             format!("a web-search tool needs the \"search\" scope; this {who} does not have it"),
             RefusalReason::ForbiddenScope,
         )),
-        Err(error) => Some(refuse_with(
-            NGX_HTTP_BAD_REQUEST,
-            "bad request",
-            format!("the body must be one JSON object: {error}"),
-            RefusalReason::BadRequest,
-        )),
+        Err(error) => Some(Refusal::bad_request(format!("the body must be one JSON object: {error}"))),
     }
 }
 
@@ -184,9 +172,7 @@ fn rewrite(
 ) -> Result<(), ngx_int_t> {
     let mut rewritten = None;
     if let Some(caps) = &check.caps {
-        rewritten = clamp_body(request, caps, body).map_err(|refused| {
-            answer(request, conf, refuse_with(refused.status, refused.kind, refused.message, refused.why))
-        })?;
+        rewritten = clamp_body(request, caps, body).map_err(|refusal| refuse(request, conf, &refusal))?;
     }
     if check.add_usage {
         match ask_for_usage(request, rewritten.as_deref().unwrap_or(body)) {
@@ -194,9 +180,8 @@ fn rewrite(
             Ok(None) => {}
             Err(error) => {
                 // Ollama would read the first value and stream its answer without the counts.
-                let message = format!("the body must be one JSON object: {error}");
-                let why = RefusalReason::BadRequest;
-                return Err(answer(request, conf, refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, why)));
+                let refusal = Refusal::bad_request(format!("the body must be one JSON object: {error}"));
+                return Err(refuse(request, conf, &refusal));
             }
         }
     }
@@ -221,21 +206,14 @@ fn zstd_decoded(
     let path = accounting::path(request, conf).unwrap_or_default().as_bytes();
     let refusal = match as_ollama_decodes(request, path, body) {
         Ok(decoded) => return Ok(decoded),
-        Err(ZstdRefusal::Ambiguous) => {
-            let message = "at most one Content-Encoding".to_string();
-            refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
-        }
-        Err(ZstdRefusal::TooLarge) => {
-            let message = format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20);
-            let status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-            refuse_with(status, "request entity too large", message, RefusalReason::TooLarge)
-        }
-        Err(ZstdRefusal::Invalid) => {
-            let message = "the zstd body cannot be decoded".to_string();
-            refuse_with(NGX_HTTP_BAD_REQUEST, "bad request", message, RefusalReason::BadRequest)
-        }
+        Err(ZstdRefusal::Ambiguous) => Refusal::bad_request("at most one Content-Encoding"),
+        Err(ZstdRefusal::TooLarge) => Refusal::too_large(
+            format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20),
+            RefusalReason::TooLarge,
+        ),
+        Err(ZstdRefusal::Invalid) => Refusal::bad_request("the zstd body cannot be decoded"),
     };
-    Err(answer(request, conf, refusal))
+    Err(refuse(request, conf, &refusal))
 }
 
 /// Why a zstd body is not read.
@@ -286,17 +264,6 @@ fn request_headers_named(request: &Request, name: &[u8]) -> Vec<*mut ngx_table_e
         }
     }
     found
-}
-
-/// Carries out a refusal judged on the body.
-fn answer(request: &mut Request, conf: &LocConf, judgement: Judgement) -> ngx_int_t {
-    match judgement {
-        Judgement::Refuse { status, kind, reason, why } => match refuse(request, conf, status, kind, &reason, why) {
-            Some(()) => status as ngx_int_t,
-            None => Status::NGX_ERROR.0,
-        },
-        _ => Status::NGX_ERROR.0,
-    }
 }
 
 /// Puts `bytes` in place of the request body nginx read, for `proxy_pass` to send: one memory

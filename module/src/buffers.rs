@@ -190,3 +190,21 @@ pub unsafe fn one_buffer_chain(
     link.next = std::ptr::null_mut();
     Some(link)
 }
+
+/// Marks a chain as sent so its producer can reuse or free its buffers.
+///
+/// # Safety
+/// `chain` must be NULL or a valid chain of valid buffers.
+pub unsafe fn consume(mut chain: *mut ngx_chain_t) {
+    while !chain.is_null() {
+        // SAFETY: the caller guarantees every link and buffer of the chain is valid.
+        unsafe {
+            let buf = (*chain).buf;
+            if !buf.is_null() {
+                (*buf).pos = (*buf).last;
+                (*buf).file_pos = (*buf).file_last;
+            }
+            chain = (*chain).next;
+        }
+    }
+}

@@ -4,7 +4,6 @@
 //! `ollama_auth_fleet` and `ollama_auth_use_fleet`, in `fleet`); the registry of watched files;
 //! and the worker-start readability check.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +25,7 @@ use super::queue::store::QueueConf;
 use super::zone::data::Zone;
 use super::zone::directive::zone_reference;
 use ngx_ollama_auth::caps::Caps;
+use ngx_ollama_auth::challenges::Challenges;
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::KeySet;
 use ngx_ollama_auth::policy::{outside_ollama_roots, Scopes};
@@ -97,31 +97,6 @@ pub struct LocConf {
 
 /// The scopes of entries without `scopes=` when no `ollama_auth_default_scopes` says otherwise.
 const DEFAULT_SCOPES: Scopes = Scopes::READ.union(Scopes::INFER);
-
-/// The `WWW-Authenticate` values for one realm, made once at configuration time so that a 401
-/// allocates nothing for them.
-pub struct Challenges {
-    pub bearer: Cow<'static, [u8]>,
-    pub basic: Cow<'static, [u8]>,
-}
-
-impl Challenges {
-    /// `<scheme> realm="…"`, with the realm quoted as RFC 9110 asks.
-    fn for_realm(realm: &[u8]) -> Self {
-        let quoted: Vec<u8> =
-            realm.iter().flat_map(|&b| if b == b'"' || b == b'\\' { vec![b'\\', b] } else { vec![b] }).collect();
-        let value = |scheme: &[u8]| [scheme, b" realm=\"", &quoted, b"\""].concat();
-        Challenges { bearer: Cow::Owned(value(b"Bearer")), basic: Cow::Owned(value(b"Basic")) }
-    }
-
-    pub fn default_realm() -> &'static Challenges {
-        static DEFAULT: Challenges = Challenges {
-            bearer: Cow::Borrowed(b"Bearer realm=\"ollama\""),
-            basic: Cow::Borrowed(b"Basic realm=\"ollama\""),
-        };
-        &DEFAULT
-    }
-}
 
 impl LocConf {
     pub fn is_gated(&self) -> bool {
@@ -351,11 +326,10 @@ pub extern "C" fn set_realm(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf:
     if conf.challenges.is_some() {
         return conf_error(c"is duplicate");
     }
-    let realm = value.as_bytes();
-    if realm.iter().any(|&b| b < 0x20 || b == 0x7f) {
+    let Some(challenges) = Challenges::for_realm(value.as_bytes()) else {
         return conf_error(c"must not contain control characters");
-    }
-    conf.challenges = Some(Rc::new(Challenges::for_realm(realm)));
+    };
+    conf.challenges = Some(Rc::new(challenges));
     NGX_CONF_OK
 }
 

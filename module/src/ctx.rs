@@ -9,17 +9,18 @@ use std::borrow::Cow;
 use std::mem::{align_of, size_of};
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_chain_t, ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
+use ngx::core::Status;
+use ngx::ffi::{ngx_chain_t, ngx_int_t, ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
 use super::authenticate::{authenticate, shown, Admission, Decision};
 use super::conf::LocConf;
 use super::module::Module;
-use super::policy::BodyCheck;
 use super::zone::data::{Counters, Zone};
 use ngx_ollama_auth::errors::{error_body, ErrorShape};
 use ngx_ollama_auth::estimate::Estimate;
+use ngx_ollama_auth::judge::{BodyCheck, Refusal};
 use ngx_ollama_auth::limits::RateInfo;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
@@ -31,7 +32,7 @@ pub const CHALLENGE_BEARER: u8 = 1;
 pub const CHALLENGE_BASIC: u8 = 2;
 
 /// This module's own answer to a request: its status and JSON body.
-pub struct Refusal {
+pub struct RefusalAnswer {
     pub status: usize,
     pub body: Cow<'static, [u8]>,
 }
@@ -121,7 +122,7 @@ pub struct RequestCtx {
     /// Where that refusal is counted: the zone of the location that refused.
     pub refusal_zone: Option<Zone>,
     /// Set when this module answers the request itself (401, 403, 400); read by the filters.
-    pub refusal: Option<Refusal>,
+    pub refusal: Option<RefusalAnswer>,
     /// The refusal's header went out with the JSON body's length: the body filter sends it.
     pub replace_body: bool,
     pub body_sent: bool,
@@ -290,25 +291,20 @@ fn label_for_log(request: &mut Request, conf: &LocConf) -> String {
 }
 
 /// Records this module's own answer to an admitted request and logs why, naming who asked.
-/// `None` only if the pool is out of memory.
-pub fn refuse(
-    request: &mut Request,
-    conf: &LocConf,
-    status: usize,
-    kind: &str,
-    reason: &str,
-    why: RefusalReason,
-) -> Option<()> {
-    let body = error_body(error_shape(request, conf), status as u16, kind, reason);
+/// Answers what the access phase answers: the refusal's status, or `NGX_ERROR` if the pool is
+/// out of memory.
+pub fn refuse(request: &mut Request, conf: &LocConf, refusal: &Refusal) -> ngx_int_t {
+    let Refusal { status, kind, ref message, why } = *refusal;
+    let body = error_body(error_shape(request, conf), status, kind, message);
     let label = label_for_log(request, conf);
-    ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, reason);
-    let ctx = ctx_or_new(request)?;
+    ngx_log_error!(NGX_LOG_ERR, request.log(), "\"{}\" refused with {}: {}", label, status, message);
+    let Some(ctx) = ctx_or_new(request) else { return Status::NGX_ERROR.0 };
     ctx.refused_for = Some(why);
     ctx.refusal_zone = conf.usage_zone();
     // An admitted request's context may be new: a 401 (expired) needs its challenges.
     ctx.challenges = challenges_of(conf);
-    ctx.refusal = Some(Refusal { status, body: Cow::Owned(body) });
-    Some(())
+    ctx.refusal = Some(RefusalAnswer { status: usize::from(status), body: Cow::Owned(body) });
+    status as ngx_int_t
 }
 
 /// The error shape of the endpoint a request asks for (see `ngx_ollama_auth::errors`).

@@ -96,9 +96,13 @@ unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 
 /// After it is read: the phase handlers and filters, installed only where they are used.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for step in
-        [variables::note_use, fleet::install::install, access::install, accounting::install_if_used, filters::install]
-    {
+    for step in [
+        variables::note_use,
+        fleet::install::install,
+        access::install,
+        accounting::install_if_used,
+        filters::install::install,
+    ] {
         // SAFETY: nginx calls this with the configuration being loaded, in postconfiguration,
         // as all of them require.
         let rc = unsafe { step(cf) };

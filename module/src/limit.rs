@@ -12,6 +12,7 @@ use super::clock::now_ms;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, refuse, InFlight};
 use super::zone::data::{LimitVerdict, Unenforceable};
+use ngx_ollama_auth::judge::Refusal;
 use ngx_ollama_auth::metrics::RefusalReason;
 
 /// Counts an admitted request against its entry's limits, if it has any. Answers what the
@@ -88,8 +89,5 @@ fn refused(
     message: String,
     why: RefusalReason,
 ) -> ngx_int_t {
-    match refuse(request, conf, status as usize, kind, &message, why) {
-        Some(()) => status as ngx_int_t,
-        None => Status::NGX_ERROR.0,
-    }
+    refuse(request, conf, &Refusal { status: status as u16, kind, message, why })
 }

@@ -20,6 +20,7 @@ use crate::ctx::{ctx_mut, refuse};
 use crate::hooks::fill;
 use crate::module::Module;
 use ngx_ollama_auth::fleet::{choose, model_key, Candidate};
+use ngx_ollama_auth::judge::Refusal;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Listing, Method};
 
@@ -164,12 +165,8 @@ fn target(request: &Request, fleet: FleetRef) -> Result<usize, String> {
         .ok_or_else(|| format!("\"X-Ollama-Backend\" names no server of this fleet (one of: {})", names()))
 }
 
-fn refuse_here(request: &mut Request, conf: &LocConf, status: u32, kind: &str, message: String) -> ngx_int_t {
-    let why = RefusalReason::BadRequest;
-    match refuse(request, conf, status as usize, kind, &message, why) {
-        Some(()) => status as ngx_int_t,
-        None => Status::NGX_ERROR.0,
-    }
+fn refuse_here(request: &mut Request, conf: &LocConf, status: u32, kind: &'static str, message: String) -> ngx_int_t {
+    refuse(request, conf, &Refusal { status: status as u16, kind, message, why: RefusalReason::BadRequest })
 }
 
 /// The union of the members' listings (those up), each model once, in Ollama's shape.

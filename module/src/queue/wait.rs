@@ -31,6 +31,7 @@ use crate::ctx::{ctx_mut, ctx_or_new, refuse};
 use crate::hooks::{add_variable, fill};
 use crate::module::Module;
 use crate::policy::is_inference;
+use ngx_ollama_auth::judge::Refusal;
 use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::queue::{Arrival, Ended, Refused, State, TicketRef, Who};
 use ngx_ollama_auth::queue::{DEFAULT_KEY_QUEUE, DEFAULT_SHARE};
@@ -117,11 +118,9 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
 }
 
 fn refused(request: &mut Request, conf: &LocConf, message: &str) -> ngx_int_t {
-    let status = NGX_HTTP_SERVICE_UNAVAILABLE;
-    match refuse(request, conf, status as usize, "service unavailable", message, RefusalReason::RateLimited) {
-        Some(()) => status as ngx_int_t,
-        None => Status::NGX_ERROR.0,
-    }
+    let status = NGX_HTTP_SERVICE_UNAVAILABLE as u16;
+    let why = RefusalReason::RateLimited;
+    refuse(request, conf, &Refusal { status, kind: "service unavailable", message: message.into(), why })
 }
 
 /// Whether this request's context says how the queue answered it already (the access handler
