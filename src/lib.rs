@@ -29,6 +29,7 @@ pub mod credentials;
 pub mod errors;
 pub mod estimate;
 pub mod fleet;
+pub mod fnv;
 pub mod form;
 pub mod hashes;
 pub mod htpasswd;

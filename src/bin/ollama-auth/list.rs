@@ -5,7 +5,8 @@ use std::path::Path;
 use ngx_ollama_auth::hashes::{PasswordHash, ShaCryptKind};
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::{fingerprint_of, KeySet};
-use ngx_ollama_auth::options::{format_time, EntryOptions, Window};
+use ngx_ollama_auth::limits::Window;
+use ngx_ollama_auth::options::{format_time, EntryOptions};
 use ngx_ollama_auth::watch::Parse;
 
 use super::{edit, lossy, now, read_file, Failure};
