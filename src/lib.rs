@@ -22,6 +22,7 @@
 //! - several Ollama servers behind one gate: `fleet` (the request's model, poll answers, the
 //!   choice of a member).
 
+pub mod bytescan;
 pub mod cache;
 pub mod caps;
 pub mod compressed;
@@ -37,6 +38,7 @@ pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod lines;
+pub mod listing;
 pub mod metrics;
 pub mod models;
 pub mod options;

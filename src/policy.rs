@@ -8,7 +8,8 @@ use std::fmt;
 use std::ops::BitOr;
 
 use crate::form::{boundary, field_values};
-use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
+use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
+use crate::listing::filter_listing;
 use crate::models::{ModelName, ModelPatterns};
 
 /// A key's scopes: a small set of `read`, `infer`, `manage`, `search` (web searches Ollama runs

@@ -3,7 +3,8 @@
 
 use super::kind::*;
 use super::sse::*;
-use crate::json::{self, simple_escape};
+use crate::bytescan;
+use crate::json::simple_escape;
 
 /// What the scan has found so far.
 #[derive(Clone, Default)]
@@ -390,7 +391,7 @@ impl Lexer {
                     // next line starts afresh (Ollama writes one object a line, and a newline
                     // never sits inside one of its strings).
                     tally.malformed = true;
-                    match json::find_any(bytes, i, [b'\n']) {
+                    match bytescan::find_any(bytes, i, [b'\n']) {
                         end if end < bytes.len() => {
                             self.reset();
                             i = end + 1;
@@ -688,7 +689,7 @@ impl Lexer {
             match self.escape {
                 Escape::None => {
                     // Plain text up to the next quote, escape or control byte, in one step.
-                    let (stop, _) = json::skip_plain_text(bytes, i);
+                    let (stop, _) = bytescan::skip_plain_text(bytes, i);
                     if stop > i {
                         self.non_empty = true;
                         if self.capture {
@@ -804,7 +805,7 @@ impl Lexer {
                     i += 1;
                     continue;
                 }
-                let at = json::find_any(bytes, i, [b'"', b'\\', newline]);
+                let at = bytescan::find_any(bytes, i, [b'"', b'\\', newline]);
                 if at == bytes.len() {
                     return at;
                 }
@@ -820,7 +821,7 @@ impl Lexer {
                 i += 1;
                 continue;
             }
-            let at = json::find_any(bytes, i, [b'"', b'{', b'[', b'}', b']', newline]);
+            let at = bytescan::find_any(bytes, i, [b'"', b'{', b'[', b'}', b']', newline]);
             if at == bytes.len() {
                 return at;
             }
