@@ -44,6 +44,7 @@ pub mod models;
 pub mod options;
 pub mod policy;
 pub mod queue;
+pub mod refusal;
 pub mod state_file;
 pub mod usage;
 pub mod watch;

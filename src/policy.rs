@@ -334,13 +334,13 @@ pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
 
 /// Why a key may not use an endpoint, for the 403 message and the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub struct ScopeRefusal {
     pub needed: Scopes,
     /// The endpoint is not one this module knows, which is why it needs `all`.
     pub unknown_endpoint: bool,
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for ScopeRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.unknown_endpoint {
             write!(f, "not a known Ollama endpoint, which needs the \"{}\" scope", self.needed)
@@ -351,10 +351,10 @@ impl fmt::Display for Refusal {
 }
 
 /// Whether a key holding `scopes` may use the endpoint (its model is checked separately).
-pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), Refusal> {
+pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), ScopeRefusal> {
     match endpoint.needed_scope() {
         Some(needed) if !scopes.contains(needed) => {
-            Err(Refusal { needed, unknown_endpoint: endpoint.access == Access::OnlyAll })
+            Err(ScopeRefusal { needed, unknown_endpoint: endpoint.access == Access::OnlyAll })
         }
         _ => Ok(()),
     }
@@ -800,7 +800,7 @@ mod tests {
                 assert_eq!(endpoint, Endpoint::UNKNOWN, "{method:?} {path:?}");
                 let every_named = Scopes::READ | Scopes::INFER | Scopes::MANAGE | Scopes::SEARCH;
                 let refusal = allows(every_named, &endpoint).unwrap_err();
-                assert_eq!(refusal, Refusal { needed: Scopes::ALL, unknown_endpoint: true });
+                assert_eq!(refusal, ScopeRefusal { needed: Scopes::ALL, unknown_endpoint: true });
                 assert!(allows(Scopes::ALL, &endpoint).is_ok());
             }
         }
