@@ -2,7 +2,9 @@
 
 use super::kind::*;
 use super::lexer::*;
+use super::plain::*;
 use super::sse::*;
+use super::tally::*;
 use crate::bytescan;
 
 /// Reads the model and the token counts out of an answer fed to it chunk by chunk.

@@ -1,6 +1,6 @@
 // The usage scanner's unit tests: every dialect and framing, split anywhere.
 #[cfg(test)]
-use super::lexer::PlainLine;
+use super::plain::PlainLine;
 use super::*;
 use crate::json;
 
