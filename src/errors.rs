@@ -6,6 +6,8 @@
 //!
 //! The message is the same text in every shape.
 
+use crate::json::push_string_content;
+
 /// Which API's error shape an answer takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorShape {
@@ -60,21 +62,6 @@ fn anthropic_type(status: u16) -> &'static str {
     }
 }
 
-/// Appends `text` as the inside of a JSON string: quotes, backslashes, control characters and
-/// the two line separators JavaScript does not take raw are escaped.
-pub fn push_json_string_content(out: &mut Vec<u8>, text: &str) {
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
-            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-        }
-    }
-}
-
 /// The body of an error answer with `status`: `<kind>: <message>` in `shape`, and a newline.
 pub fn error_body(shape: ErrorShape, status: u16, kind: &str, message: &str) -> Vec<u8> {
     let mut text = String::with_capacity(kind.len() + message.len() + 2);
@@ -85,20 +72,20 @@ pub fn error_body(shape: ErrorShape, status: u16, kind: &str, message: &str) -> 
     match shape {
         ErrorShape::Ollama => {
             body.extend_from_slice(b"{\"error\":\"");
-            push_json_string_content(&mut body, &text);
+            push_string_content(&mut body, &text);
             body.extend_from_slice(b"\"}");
         }
         ErrorShape::OpenAi => {
             let (kind, code) = openai_type_and_code(status);
             body.extend_from_slice(b"{\"error\":{\"message\":\"");
-            push_json_string_content(&mut body, &text);
+            push_string_content(&mut body, &text);
             body.extend_from_slice(format!("\",\"type\":\"{kind}\",\"param\":null,\"code\":\"{code}\"}}}}").as_bytes());
         }
         ErrorShape::Anthropic => {
             body.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":\"");
             body.extend_from_slice(anthropic_type(status).as_bytes());
             body.extend_from_slice(b"\",\"message\":\"");
-            push_json_string_content(&mut body, &text);
+            push_string_content(&mut body, &text);
             body.extend_from_slice(b"\"}}");
         }
     }

@@ -9,7 +9,8 @@ use std::hash::Hasher;
 
 use siphasher::sip::SipHasher13;
 
-use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError};
+use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError};
+use crate::listing::filter_listing;
 use crate::models::{ModelName, DEFAULT_HOST, DEFAULT_NAMESPACE};
 use crate::policy::{classify, Method};
 

@@ -5,12 +5,12 @@
 use std::rc::Rc;
 
 use crate::caps::{target, CapRefusal, Caps, Target};
-use crate::metrics::RefusalReason;
 use crate::options::EntryOptions;
 use crate::policy::{
     allows, check_model, classify, is_judgeable_target, outside_ollama_roots, query_value, strip_prefix, Access,
     BodyExtra, BodyRule, Endpoint, Listing, Method, ModelRefusal, Scopes,
 };
+use crate::refusal::RefusalReason;
 
 /// What a request asks, as nginx parsed it.
 #[derive(Clone, Copy)]

@@ -10,33 +10,10 @@
 use std::fmt;
 
 use crate::caps::{Caps, CAP_NAMES};
+use crate::limits::window::{self, Window, MAX_WINDOW_SECONDS, SECONDS_PER_DAY};
 use crate::models::ModelPatterns;
 use crate::policy::Scopes;
 use crate::queue::{MAX_KEY_QUEUE, MAX_SHARE};
-
-/// The longest period a limit may count over: a year, leap day included. Longer windows would
-/// need counters kept across restarts to mean anything.
-pub const MAX_WINDOW_SECONDS: u64 = 366 * SECONDS_PER_DAY;
-
-const SECONDS_PER_DAY: u64 = 86_400;
-
-/// At most `limit` (tokens or requests) in any `seconds`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub limit: u64,
-    pub seconds: u64,
-}
-
-/// Written back as `limit/period` in the largest unit that divides the period: `20000/1m`.
-impl fmt::Display for Window {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (count, unit) = [(SECONDS_PER_DAY, 'd'), (3600, 'h'), (60, 'm')]
-            .into_iter()
-            .find(|&(size, _)| self.seconds.is_multiple_of(size))
-            .map_or((self.seconds, 's'), |(size, unit)| (self.seconds / size, unit));
-        write!(f, "{}/{count}{unit}", self.limit)
-    }
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EntryOptions {
@@ -220,7 +197,7 @@ pub fn parse_options(words: &[&[u8]]) -> Result<EntryOptions, OptionError> {
         }
     }
     // What the zone cannot count (more windows than a key's counters hold) is a bad line too.
-    if let Err(error) = crate::limits::KeyLimits::check(&options) {
+    if let Err(error) = window::check(&options.requests, &options.tokens, options.parallel) {
         let option = if options.tokens.is_empty() { "requests" } else { "tokens" };
         return Err(OptionError::Invalid { option, reason: error.to_string() });
     }

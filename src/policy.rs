@@ -5,142 +5,14 @@
 //! given more than its scopes name because a path was new or spelled oddly.
 
 use std::fmt;
-use std::ops::BitOr;
 
+use crate::endpoints::{find_route, is_segment, route_path, NO_MEMBERS};
+pub use crate::endpoints::{Access, BodyExtra, Listing, Method};
 use crate::form::{boundary, field_values};
-use crate::json::{filter_listing, for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
+use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
+use crate::listing::filter_listing;
 use crate::models::{ModelName, ModelPatterns};
-
-/// A key's scopes: a small set of `read`, `infer`, `manage`, `search` (web searches Ollama runs
-/// on ollama.com, billed to the server's account), and `all`, which holds them all and also
-/// every endpoint not listed here.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Scopes(u8);
-
-impl Scopes {
-    pub const READ: Scopes = Scopes(1);
-    pub const INFER: Scopes = Scopes(2);
-    pub const MANAGE: Scopes = Scopes(4);
-    pub const SEARCH: Scopes = Scopes(16);
-    /// Every scope, plus the bit that only `all` carries: endpoints not listed here.
-    pub const ALL: Scopes = Scopes(1 | 2 | 4 | 8 | 16);
-
-    /// Both sets together, usable in constants.
-    pub const fn union(self, other: Scopes) -> Scopes {
-        Scopes(self.0 | other.0)
-    }
-
-    /// In the order they are written back; `all` first, so it is the name a full set gets.
-    pub const NAMES: [(Scopes, &'static str); 5] = [
-        (Scopes::ALL, "all"),
-        (Scopes::READ, "read"),
-        (Scopes::INFER, "infer"),
-        (Scopes::MANAGE, "manage"),
-        (Scopes::SEARCH, "search"),
-    ];
-
-    /// A comma-separated list of scope names. Errors name the item by position, not its text.
-    pub fn parse(list: &str) -> Result<Scopes, String> {
-        if list.is_empty() {
-            return Err("empty list".into());
-        }
-        let mut scopes = Scopes(0);
-        for (index, item) in list.split(',').enumerate() {
-            let position = index + 1;
-            if item.is_empty() {
-                return Err(format!("item {position} is empty"));
-            }
-            let Some(&(scope, _)) = Scopes::NAMES.iter().find(|(_, name)| *name == item) else {
-                return Err(format!("item {position} is not one of read, infer, manage, search, all"));
-            };
-            scopes = scopes | scope;
-        }
-        Ok(scopes)
-    }
-
-    /// Whether every scope in `other` is in `self`.
-    pub fn contains(self, other: Scopes) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl BitOr for Scopes {
-    type Output = Scopes;
-
-    fn bitor(self, other: Scopes) -> Scopes {
-        Scopes(self.0 | other.0)
-    }
-}
-
-/// The names, comma-separated, as `scopes=` takes them: `all`, `read,infer`.
-impl fmt::Display for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == 0 {
-            return f.write_str("none");
-        }
-        let mut left = *self;
-        let mut separator = "";
-        for (scope, name) in Scopes::NAMES {
-            if left.contains(scope) {
-                write!(f, "{separator}{name}")?;
-                separator = ",";
-                left = Scopes(left.0 & !scope.0);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Scopes({self})")
-    }
-}
-
-/// The request methods that matter here; HEAD is treated as GET.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Post,
-    Delete,
-    Other,
-}
-
-impl Method {
-    /// From the method as sent: names are case-sensitive in HTTP.
-    pub fn from_name(name: &[u8]) -> Method {
-        match name {
-            b"GET" => Method::Get,
-            b"HEAD" => Method::Head,
-            b"POST" => Method::Post,
-            b"DELETE" => Method::Delete,
-            _ => Method::Other,
-        }
-    }
-}
-
-/// What a key must hold to reach an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// `GET /`, Ollama's "is it running": any valid key.
-    AnyKey,
-    /// A known endpoint: one scope (or `all`).
-    Scope(Scopes),
-    /// Not an endpoint listed here: only `all`.
-    OnlyAll,
-}
-
-/// A response listing models, to be cut down to those a key may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listing {
-    /// `GET /api/tags`
-    Tags,
-    /// `GET /api/ps`
-    Ps,
-    /// `GET /v1/models`
-    V1Models,
-}
+pub use crate::scopes::Scopes;
 
 /// What `classify` found out about a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,38 +30,6 @@ pub struct Endpoint<'a> {
     /// searches); see [`BodyExtra`].
     pub extra: BodyExtra,
 }
-
-/// What a body may carry besides a model name that the gate must look at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyExtra {
-    None,
-    /// `/api/create`: `remote_host` makes a cloud model, and `from` may name one.
-    Create,
-    /// `/api/copy`: `source` may name a cloud model.
-    Copy,
-    /// A `tools` entry whose `type` is this, or starts with it (`prefix`), makes Ollama run
-    /// ollama.com web searches (`openai/responses.go`, `anthropic/anthropic.go`): it needs
-    /// the `search` scope.
-    WebSearchTools {
-        type_name: &'static str,
-        prefix: bool,
-    },
-    /// `/v1/audio/transcriptions`: the model is a form value (`FormValue("model")`), not JSON.
-    FormModel,
-}
-
-impl BodyExtra {
-    /// The web-search tools of `/v1/responses` (`type` is `web_search`) and `/v1/messages`
-    /// (`type` starts with `web_search`, as `web_search_20250305`).
-    pub const RESPONSES_SEARCH: BodyExtra = BodyExtra::WebSearchTools { type_name: "web_search", prefix: false };
-    pub const MESSAGES_SEARCH: BodyExtra = BodyExtra::WebSearchTools { type_name: "web_search", prefix: true };
-}
-
-const NO_MEMBERS: &[&str] = &[];
-const MODEL: &[&str] = &["model"];
-const MODEL_OR_NAME: &[&str] = &["model", "name"];
-const CREATE: &[&str] = &["model", "name", "from"];
-const COPY: &[&str] = &["source", "destination"];
 
 impl Endpoint<'static> {
     pub const UNKNOWN: Endpoint<'static> = Endpoint {
@@ -213,86 +53,6 @@ impl Endpoint<'_> {
     }
 }
 
-/// One fixed path and method of Ollama's router.
-struct Route {
-    method: Method,
-    /// Without the leading `/`.
-    path: &'static [u8],
-    scope: Scopes,
-    model_members: &'static [&'static str],
-    uncheckable_members: &'static [&'static str],
-    listing: Option<Listing>,
-    extra: BodyExtra,
-}
-
-const fn route(method: Method, path: &'static [u8], scope: Scopes, model_members: &'static [&'static str]) -> Route {
-    Route { method, path, scope, model_members, uncheckable_members: NO_MEMBERS, listing: None, extra: BodyExtra::None }
-}
-
-const fn listing(path: &'static [u8], listing: Listing) -> Route {
-    Route {
-        method: Method::Get,
-        path,
-        scope: Scopes::READ,
-        model_members: NO_MEMBERS,
-        uncheckable_members: NO_MEMBERS,
-        listing: Some(listing),
-        extra: BodyExtra::None,
-    }
-}
-
-use Method::{Delete, Get, Post};
-
-const ROUTES: &[Route] = &[
-    listing(b"api/tags", Listing::Tags),
-    listing(b"api/ps", Listing::Ps),
-    listing(b"v1/models", Listing::V1Models),
-    route(Get, b"api/version", Scopes::READ, NO_MEMBERS),
-    // What `ollama launch` asks for.
-    route(Get, b"api/status", Scopes::READ, NO_MEMBERS),
-    route(Get, b"api/experimental/model-recommendations", Scopes::READ, NO_MEMBERS),
-    route(Post, b"api/show", Scopes::READ, MODEL_OR_NAME),
-    route(Post, b"api/generate", Scopes::INFER, MODEL),
-    route(Post, b"api/chat", Scopes::INFER, MODEL),
-    route(Post, b"api/embed", Scopes::INFER, MODEL),
-    route(Post, b"api/embeddings", Scopes::INFER, MODEL),
-    route(Post, b"v1/chat/completions", Scopes::INFER, MODEL),
-    route(Post, b"v1/completions", Scopes::INFER, MODEL),
-    route(Post, b"v1/embeddings", Scopes::INFER, MODEL),
-    Route { extra: BodyExtra::RESPONSES_SEARCH, ..route(Post, b"v1/responses", Scopes::INFER, MODEL) },
-    Route { extra: BodyExtra::MESSAGES_SEARCH, ..route(Post, b"v1/messages", Scopes::INFER, MODEL) },
-    Route { extra: BodyExtra::FormModel, ..route(Post, b"v1/audio/transcriptions", Scopes::INFER, NO_MEMBERS) },
-    // Signed searches on ollama.com, billed to the server's account.
-    route(Post, b"api/experimental/web_search", Scopes::SEARCH, NO_MEMBERS),
-    route(Post, b"api/experimental/web_fetch", Scopes::SEARCH, NO_MEMBERS),
-    route(Post, b"api/pull", Scopes::MANAGE, MODEL_OR_NAME),
-    route(Post, b"api/push", Scopes::MANAGE, MODEL_OR_NAME),
-    // `files`, `adapters` and `draft_files` name blobs by digest: a model made of any stored
-    // weights.
-    Route {
-        uncheckable_members: &["files", "adapters", "draft_files"],
-        extra: BodyExtra::Create,
-        ..route(Post, b"api/create", Scopes::MANAGE, CREATE)
-    },
-    Route { extra: BodyExtra::Copy, ..route(Post, b"api/copy", Scopes::MANAGE, COPY) },
-    route(Delete, b"api/delete", Scopes::MANAGE, MODEL_OR_NAME),
-];
-
-/// The path without its leading `/` and without one trailing `/` (`/api/pull/` is `/api/pull`,
-/// as Ollama's router redirects it); `None` when it does not start with `/`.
-fn route_path(path: &[u8]) -> Option<&[u8]> {
-    let inner = path.strip_prefix(b"/")?;
-    match inner.strip_suffix(b"/") {
-        Some(trimmed) if !trimmed.is_empty() => Some(trimmed),
-        _ => Some(inner),
-    }
-}
-
-/// A path parameter: one whole, ordinary segment, as the router's `:param` takes it.
-fn is_segment(text: &[u8]) -> bool {
-    !text.is_empty() && !text.contains(&b'/') && text != b"." && text != b".."
-}
-
 /// Says what a request needs, from its method and its path (decoded, without the query, and
 /// with any configured prefix already taken off). Unknown paths and methods need `all`.
 pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
@@ -307,7 +67,7 @@ pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
             _ => Endpoint::UNKNOWN,
         };
     }
-    if let Some(known) = ROUTES.iter().find(|known| known.path == path && known.method == method) {
+    if let Some(known) = find_route(method, path) {
         return Endpoint {
             access: Access::Scope(known.scope),
             model_members: known.model_members,
@@ -333,13 +93,13 @@ pub fn classify(method: Method, path: &[u8]) -> Endpoint<'_> {
 
 /// Why a key may not use an endpoint, for the 403 message and the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub struct ScopeRefusal {
     pub needed: Scopes,
     /// The endpoint is not one this module knows, which is why it needs `all`.
     pub unknown_endpoint: bool,
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for ScopeRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.unknown_endpoint {
             write!(f, "not a known Ollama endpoint, which needs the \"{}\" scope", self.needed)
@@ -350,10 +110,10 @@ impl fmt::Display for Refusal {
 }
 
 /// Whether a key holding `scopes` may use the endpoint (its model is checked separately).
-pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), Refusal> {
+pub fn allows(scopes: Scopes, endpoint: &Endpoint<'_>) -> Result<(), ScopeRefusal> {
     match endpoint.needed_scope() {
         Some(needed) if !scopes.contains(needed) => {
-            Err(Refusal { needed, unknown_endpoint: endpoint.access == Access::OnlyAll })
+            Err(ScopeRefusal { needed, unknown_endpoint: endpoint.access == Access::OnlyAll })
         }
         _ => Ok(()),
     }
@@ -668,6 +428,7 @@ pub fn cut_listing(body: &[u8], listing: Listing, allowed: &ModelPatterns) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoints::Method::{Delete, Get, Post};
 
     const METHODS: [Method; 5] = [Method::Get, Method::Head, Method::Post, Method::Delete, Method::Other];
 
@@ -716,7 +477,7 @@ mod tests {
     fn scope_sets() -> Vec<Scopes> {
         let (r, i, m) = (Scopes::READ, Scopes::INFER, Scopes::MANAGE);
         let s = Scopes::SEARCH;
-        vec![Scopes(0), r, i, m, s, r | i, r | m, i | m, r | i | m, r | i | m | s, Scopes::ALL]
+        vec![Scopes::NONE, r, i, m, s, r | i, r | m, i | m, r | i | m, r | i | m | s, Scopes::ALL]
     }
 
     /// HEAD reaches what GET reaches, and what lists HEAD itself (blobs).
@@ -756,7 +517,7 @@ mod tests {
             let endpoint = classify(method, b"/");
             let open = matches!(method, Method::Get | Method::Head);
             assert_eq!(endpoint.access == Access::AnyKey, open, "{method:?}");
-            assert_eq!(allows(Scopes(0), &endpoint).is_ok(), open);
+            assert_eq!(allows(Scopes::NONE, &endpoint).is_ok(), open);
             assert!(allows(Scopes::ALL, &endpoint).is_ok());
             assert_eq!(endpoint.model_members, NO_MEMBERS);
         }
@@ -799,7 +560,7 @@ mod tests {
                 assert_eq!(endpoint, Endpoint::UNKNOWN, "{method:?} {path:?}");
                 let every_named = Scopes::READ | Scopes::INFER | Scopes::MANAGE | Scopes::SEARCH;
                 let refusal = allows(every_named, &endpoint).unwrap_err();
-                assert_eq!(refusal, Refusal { needed: Scopes::ALL, unknown_endpoint: true });
+                assert_eq!(refusal, ScopeRefusal { needed: Scopes::ALL, unknown_endpoint: true });
                 assert!(allows(Scopes::ALL, &endpoint).is_ok());
             }
         }
@@ -855,7 +616,7 @@ mod tests {
         assert_eq!(Scopes::parse("infer,all").unwrap().to_string(), "all");
         assert_eq!((Scopes::READ | Scopes::INFER | Scopes::MANAGE).to_string(), "read,infer,manage");
         assert_eq!((Scopes::SEARCH | Scopes::INFER).to_string(), "infer,search");
-        assert_eq!(Scopes(0).to_string(), "none");
+        assert_eq!(Scopes::NONE.to_string(), "none");
         for scopes in scope_sets().into_iter().skip(1) {
             assert_eq!(Scopes::parse(&scopes.to_string()), Ok(scopes));
         }

@@ -11,9 +11,9 @@ use super::conf::{refresh, LocConf};
 use ngx_ollama_auth::credentials::{parse_authorization, Credential, DecodeBuffer};
 use ngx_ollama_auth::htpasswd::Verdict;
 use ngx_ollama_auth::keys::KeyLabel;
-use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::queue::key_hash;
+use ngx_ollama_auth::refusal::RefusalReason;
 
 /// What one look at a request's credential found.
 pub enum Decision {

@@ -25,8 +25,8 @@ use super::limit;
 use super::module::Module;
 use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
 use ngx_ollama_auth::judge::{BodyCheck, Refusal};
-use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
+use ngx_ollama_auth::refusal::RefusalReason;
 
 /// Larger bodies read for models or caps are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).

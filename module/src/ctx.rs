@@ -22,9 +22,9 @@ use ngx_ollama_auth::errors::{error_body, ErrorShape};
 use ngx_ollama_auth::estimate::Estimate;
 use ngx_ollama_auth::judge::{BodyCheck, Refusal};
 use ngx_ollama_auth::limits::RateInfo;
-use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::{strip_prefix, Listing};
+use ngx_ollama_auth::refusal::RefusalReason;
 use ngx_ollama_auth::usage::{UsageScanner, UsageStripper};
 
 /// Which schemes a refused request is challenged for.

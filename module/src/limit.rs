@@ -13,7 +13,7 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, refuse, InFlight};
 use super::zone::data::{LimitVerdict, Unenforceable};
 use ngx_ollama_auth::judge::Refusal;
-use ngx_ollama_auth::metrics::RefusalReason;
+use ngx_ollama_auth::refusal::RefusalReason;
 
 /// Counts an admitted request against its entry's limits, if it has any. Answers what the
 /// access phase answers: `NGX_OK`, or the status of a refusal already recorded.

@@ -1,3 +1,5 @@
+use super::data::*;
+use super::index::ORDER_CALLS;
 use super::*;
 
 const W1: u32 = 101; // worker pids

@@ -1,4 +1,8 @@
-//! What an answer is: its API's dialect and framing, and the bounds the scanner keeps to.
+//! What an answer is: its API's dialect (from the endpoint table) and framing, and the bounds
+//! the scanner keeps to.
+
+use crate::endpoints;
+pub use crate::endpoints::Dialect;
 
 /// The longest model name kept; a longer one is not reported. Ollama's own limits make a
 /// name at most about 600 bytes (a 350-byte host and three 80-byte parts).
@@ -14,17 +18,6 @@ pub(super) const MAX_TYPE_LEN: usize = 48;
 /// Containers whose place is tracked (the deepest that counts, `choices[0].delta`, is the
 /// fourth); any deeper are skipped by their brackets, with no limit and no memory.
 pub(super) const TRACKED_DEPTH: usize = 8;
-
-/// Which API shaped the answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// `/api/generate`, `/api/chat`, `/api/embed`, `/api/embeddings`.
-    Native,
-    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`.
-    OpenAi,
-    /// `/v1/messages`.
-    Anthropic,
-}
 
 /// How the answer's JSON is framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +40,7 @@ impl AnswerKind {
     /// `Content-Type`; `None` for an endpoint that reports no usage, or another content type
     /// (then there is nothing to count).
     pub fn for_answer(path: &str, content_type: &[u8]) -> Option<AnswerKind> {
-        let dialect = match path {
-            "/api/generate" | "/api/chat" | "/api/embed" | "/api/embeddings" => Dialect::Native,
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" => Dialect::OpenAi,
-            "/v1/messages" => Dialect::Anthropic,
-            _ => return None,
-        };
+        let dialect = endpoints::answer_dialect(path)?;
         let media_type = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
         let framing = if media_type.eq_ignore_ascii_case(b"text/event-stream") {
             Framing::EventStream
@@ -71,5 +59,5 @@ impl AnswerKind {
 /// glue gives the body to [`add_include_usage`]; if that changed it, the `text/event-stream`
 /// answer goes through a [`UsageStripper`] (after the [`UsageScanner`], which wants the usage).
 pub fn accepts_stream_options(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/completions")
+    endpoints::accepts_stream_options(path)
 }

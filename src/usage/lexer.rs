@@ -1,275 +1,11 @@
-//! The small JSON tokenizer under the scanner: a path stack, the members that count, and
-//! what it found so far (`Tally`), in bounded memory whatever the answer.
+//! The small JSON tokenizer under the scanner: a path stack and the byte-by-byte states of a
+//! value, in bounded memory whatever the answer. What it finds goes to a `Tally`.
 
 use super::kind::*;
-use super::sse::*;
-use crate::json::{self, simple_escape};
-
-/// What the scan has found so far.
-#[derive(Clone, Default)]
-pub(super) struct Tally {
-    pub(super) model: Option<Box<str>>,
-    /// (prompt, completion) of the final usage report.
-    pub(super) finished: Option<(u64, u64)>,
-    /// `message_start.message.usage.input_tokens` of an Anthropic stream.
-    pub(super) start_input_tokens: Option<u64>,
-    pub(super) token_chunks: u64,
-    pub(super) done_marker: bool,
-    pub(super) malformed: bool,
-}
-
-impl Tally {
-    pub(super) fn model(&mut self, source: Src, bytes: &[u8], dialect: Dialect) {
-        let wanted = match source {
-            Src::Root => true,
-            Src::Message => dialect == Dialect::Anthropic,
-            Src::Response => dialect == Dialect::OpenAi,
-        };
-        if wanted && self.model.is_none() {
-            if let Ok(name) = std::str::from_utf8(bytes) {
-                self.model = Some(name.into());
-            }
-        }
-    }
-
-    pub(super) fn finish(&mut self, prompt: Option<u64>, completion: Option<u64>) {
-        self.finished = Some((prompt.unwrap_or(0), completion.unwrap_or(0)));
-    }
-
-    /// A top-level value has ended: count what it says.
-    pub(super) fn commit(&mut self, record: &Record, env: Env) {
-        if !record.is_object {
-            return;
-        }
-        let usage = |source: Src, field: UsageField| record.usage[source as usize][field as usize];
-        use UsageField::{Completion, Input, Output, Prompt};
-        match env.dialect {
-            Dialect::Native => match record.done {
-                Some(true) => self.finish(record.prompt_eval_count, record.eval_count),
-                Some(false) => self.token_chunks += 1,
-                None => {
-                    // /api/embed: one object, no `done`.
-                    if record.prompt_eval_count.is_some() || record.eval_count.is_some() {
-                        self.finish(record.prompt_eval_count, record.eval_count);
-                    }
-                }
-            },
-            Dialect::OpenAi => match record.event_type(env) {
-                EventType::ResponseEnd => {
-                    if record.usage_object[Src::Response as usize] {
-                        self.finish(
-                            usage(Src::Response, Input).or(usage(Src::Response, Prompt)),
-                            usage(Src::Response, Output).or(usage(Src::Response, Completion)),
-                        );
-                    }
-                }
-                EventType::ResponseTextDelta => {
-                    if record.text {
-                        self.token_chunks += 1;
-                    }
-                }
-                _ => {
-                    // Streamed, only the chunk without choices has the real usage.
-                    let choices_allow = env.framing == Framing::Json || record.choices != Choices::NonEmpty;
-                    if record.usage_object[Src::Root as usize] && choices_allow {
-                        self.finish(
-                            usage(Src::Root, Prompt).or(usage(Src::Root, Input)),
-                            usage(Src::Root, Completion).or(usage(Src::Root, Output)),
-                        );
-                    }
-                    if env.framing == Framing::EventStream && record.choices == Choices::NonEmpty && record.text {
-                        self.token_chunks += 1;
-                    }
-                }
-            },
-            Dialect::Anthropic => match record.event_type(env) {
-                EventType::MessageStart => {
-                    if record.usage_object[Src::Message as usize] {
-                        self.start_input_tokens = usage(Src::Message, Input);
-                    }
-                }
-                EventType::MessageDelta => {
-                    if record.usage_object[Src::Root as usize] {
-                        self.finish(usage(Src::Root, Input).or(self.start_input_tokens), usage(Src::Root, Output));
-                    }
-                }
-                EventType::ContentBlockDelta => {
-                    if record.text {
-                        self.token_chunks += 1;
-                    }
-                }
-                _ => {
-                    if env.framing == Framing::Json && record.usage_object[Src::Root as usize] {
-                        self.finish(usage(Src::Root, Input), usage(Src::Root, Output));
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// What the lexer needs to know about the answer around the JSON it reads.
-#[derive(Clone, Copy)]
-pub(super) struct Env {
-    pub(super) dialect: Dialect,
-    pub(super) framing: Framing,
-    /// The SSE `event:` of the current event.
-    pub(super) event: EventType,
-}
-
-impl Env {
-    /// A native JSON answer is read as NDJSON: a top-level value ends on its line, and a line
-    /// that ends inside one is damage, forgotten with its line (Ollama writes each object on
-    /// one line, its single answers too, and a newline never sits inside its strings). So
-    /// each line reads the same whatever came before it.
-    pub(super) fn is_lines(self) -> bool {
-        self.framing == Framing::Json && self.dialect == Dialect::Native
-    }
-}
-
-/// The objects whose `usage` counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Src {
-    /// The top-level object's `usage`.
-    Root = 0,
-    /// `message.usage` (Anthropic's `message_start`).
-    Message = 1,
-    /// `response.usage` (the Responses API's events).
-    Response = 2,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum UsageField {
-    Prompt = 0,
-    Completion = 1,
-    Input = 2,
-    Output = 3,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub(super) enum Choices {
-    #[default]
-    Absent,
-    Empty,
-    NonEmpty,
-}
-
-/// What one top-level value said, as far as counting goes.
-#[derive(Clone, Default)]
-pub(super) struct Record {
-    pub(super) is_object: bool,
-    pub(super) done: Option<bool>,
-    pub(super) prompt_eval_count: Option<u64>,
-    pub(super) eval_count: Option<u64>,
-    pub(super) usage: [[Option<u64>; 4]; 3],
-    /// Whether each `usage` was an object (not `null`).
-    pub(super) usage_object: [bool; 3],
-    /// The `type` member; `None` when absent.
-    pub(super) event_type: Option<EventType>,
-    pub(super) choices: Choices,
-    /// A token-carrying string (`choices[0].delta.content`, `delta.text`...) was non-empty.
-    pub(super) text: bool,
-}
-
-impl Record {
-    pub(super) fn event_type(&self, env: Env) -> EventType {
-        self.event_type.unwrap_or(env.event)
-    }
-}
-
-/// Where a container sits, as far as counting goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Ctx {
-    /// The top-level object.
-    Root,
-    Usage(Src),
-    /// The top-level `message` object.
-    Message,
-    /// The top-level `response` object.
-    Response,
-    /// The top-level `choices` array.
-    Choices,
-    /// `choices[0]`.
-    Choice0,
-    /// `choices[0].delta`.
-    Choice0Delta,
-    /// The top-level `delta` object (Anthropic's `content_block_delta`).
-    RootDelta,
-    Other,
-}
-
-/// What the value about to be read is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Slot {
-    Ignore,
-    /// A top-level value.
-    Top,
-    Model(Src),
-    Type,
-    Done,
-    PromptEvalCount,
-    EvalCount,
-    Count(Src, UsageField),
-    Usage(Src),
-    Message,
-    Response,
-    Choices,
-    Choice0,
-    Choice0Delta,
-    /// The top-level `delta`: an object (Anthropic) or a string (Responses).
-    RootDelta,
-    /// A string whose being non-empty means a token.
-    Text,
-}
-
-pub(super) fn slot_for(ctx: Ctx, name: &[u8]) -> Slot {
-    match ctx {
-        Ctx::Root => match name {
-            b"model" => Slot::Model(Src::Root),
-            b"type" => Slot::Type,
-            b"done" => Slot::Done,
-            b"prompt_eval_count" => Slot::PromptEvalCount,
-            b"eval_count" => Slot::EvalCount,
-            b"usage" => Slot::Usage(Src::Root),
-            b"message" => Slot::Message,
-            b"response" => Slot::Response,
-            b"choices" => Slot::Choices,
-            b"delta" => Slot::RootDelta,
-            _ => Slot::Ignore,
-        },
-        Ctx::Usage(source) => match name {
-            b"prompt_tokens" => Slot::Count(source, UsageField::Prompt),
-            b"completion_tokens" => Slot::Count(source, UsageField::Completion),
-            b"input_tokens" => Slot::Count(source, UsageField::Input),
-            b"output_tokens" => Slot::Count(source, UsageField::Output),
-            _ => Slot::Ignore,
-        },
-        Ctx::Message => match name {
-            b"model" => Slot::Model(Src::Message),
-            b"usage" => Slot::Usage(Src::Message),
-            _ => Slot::Ignore,
-        },
-        Ctx::Response => match name {
-            b"model" => Slot::Model(Src::Response),
-            b"usage" => Slot::Usage(Src::Response),
-            _ => Slot::Ignore,
-        },
-        Ctx::Choice0 => match name {
-            b"delta" => Slot::Choice0Delta,
-            b"text" => Slot::Text,
-            _ => Slot::Ignore,
-        },
-        Ctx::Choice0Delta => match name {
-            b"content" | b"reasoning" => Slot::Text,
-            _ => Slot::Ignore,
-        },
-        Ctx::RootDelta => match name {
-            b"text" | b"thinking" => Slot::Text,
-            _ => Slot::Ignore,
-        },
-        Ctx::Choices | Ctx::Other => Slot::Ignore,
-    }
-}
+use super::sse::EventType;
+use super::tally::*;
+use crate::bytescan;
+use crate::json::simple_escape;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Lex {
@@ -390,7 +126,7 @@ impl Lexer {
                     // next line starts afresh (Ollama writes one object a line, and a newline
                     // never sits inside one of its strings).
                     tally.malformed = true;
-                    match json::find_any(bytes, i, [b'\n']) {
+                    match bytescan::find_any(bytes, i, [b'\n']) {
                         end if end < bytes.len() => {
                             self.reset();
                             i = end + 1;
@@ -688,7 +424,7 @@ impl Lexer {
             match self.escape {
                 Escape::None => {
                     // Plain text up to the next quote, escape or control byte, in one step.
-                    let (stop, _) = json::skip_plain_text(bytes, i);
+                    let (stop, _) = bytescan::skip_plain_text(bytes, i);
                     if stop > i {
                         self.non_empty = true;
                         if self.capture {
@@ -804,7 +540,7 @@ impl Lexer {
                     i += 1;
                     continue;
                 }
-                let at = json::find_any(bytes, i, [b'"', b'\\', newline]);
+                let at = bytescan::find_any(bytes, i, [b'"', b'\\', newline]);
                 if at == bytes.len() {
                     return at;
                 }
@@ -820,7 +556,7 @@ impl Lexer {
                 i += 1;
                 continue;
             }
-            let at = json::find_any(bytes, i, [b'"', b'{', b'[', b'}', b']', newline]);
+            let at = bytescan::find_any(bytes, i, [b'"', b'{', b'[', b'}', b']', newline]);
             if at == bytes.len() {
                 return at;
             }
@@ -845,58 +581,4 @@ impl Lexer {
         }
         i
     }
-}
-
-/// Whether a whole NDJSON line (read from the start of a line, see [`Env::is_lines`]) cannot
-/// carry the counts: it has no escape (so every name in it is as written), no `eval_count`
-/// (nor so `prompt_eval_count`), and no `done"` followed by `:` and a `t`. Then reading it could
-/// at most count a token and flag damage, never finish the answer or change its model (known
-/// already): it is passed over. Built up from the line's stops, one at a time.
-#[derive(Default)]
-pub(super) struct PlainLine {
-    pub(super) counts: bool,
-    pub(super) token: bool,
-}
-
-impl PlainLine {
-    /// The bytes looked at: the end of the line, an escape, the `d` of `done`, the `_` of
-    /// `eval_count`.
-    pub(super) const STOPS: [u8; 4] = [b'\n', b'\\', b'd', b'_'];
-
-    /// Looks at the stop at `bytes[at]` (never a newline): only bytes of its own line matter, as
-    /// a newline is in none of the words looked for.
-    pub(super) fn look_at(&mut self, bytes: &[u8], at: usize) {
-        match bytes[at] {
-            b'\\' => self.counts = true,
-            b'd' if bytes[at..].starts_with(b"done\"") => match value_after(bytes, at + 5) {
-                Some(b't') => self.counts = true,
-                Some(b'f') => self.token = true,
-                _ => {}
-            },
-            b'_' if bytes[at.saturating_sub(4)..].starts_with(b"eval_count") => self.counts = true,
-            _ => {}
-        }
-    }
-
-    /// `None` if the line may count; else whether it looks like a token.
-    pub(super) fn verdict(&self) -> Option<bool> {
-        (!self.counts).then_some(self.token)
-    }
-}
-
-/// After a name's closing quote at `at - 1`: white space, a colon, white space, and the first
-/// byte of the value, if the line has them.
-pub(super) fn value_after(bytes: &[u8], mut at: usize) -> Option<u8> {
-    let white = |at: &mut usize| {
-        while bytes.get(*at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r')) {
-            *at += 1;
-        }
-    };
-    white(&mut at);
-    if bytes.get(at) != Some(&b':') {
-        return None;
-    }
-    at += 1;
-    white(&mut at);
-    bytes.get(at).copied()
 }

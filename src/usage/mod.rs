@@ -42,10 +42,12 @@
 
 mod kind;
 mod lexer;
+mod plain;
 mod request;
 mod scanner;
 mod sse;
 mod strip;
+mod tally;
 #[cfg(test)]
 mod tests;
 

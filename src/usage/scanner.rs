@@ -2,8 +2,10 @@
 
 use super::kind::*;
 use super::lexer::*;
+use super::plain::*;
 use super::sse::*;
-use crate::json;
+use super::tally::*;
+use crate::bytescan;
 
 /// Reads the model and the token counts out of an answer fed to it chunk by chunk.
 ///
@@ -49,7 +51,7 @@ impl UsageScanner {
         let (mut line_start, mut line) = (0, PlainLine::default());
         let mut base = 0;
         while base < chunk.len() {
-            let mut mask = json::mask_of(chunk, base, PlainLine::STOPS);
+            let mut mask = bytescan::mask_of(chunk, base, PlainLine::STOPS);
             while mask != 0 {
                 let at = base + mask.trailing_zeros() as usize;
                 mask &= mask - 1;

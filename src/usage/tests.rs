@@ -1,6 +1,6 @@
 // The usage scanner's unit tests: every dialect and framing, split anywhere.
 #[cfg(test)]
-use super::lexer::PlainLine;
+use super::plain::PlainLine;
 use super::*;
 use crate::json;
 
@@ -10,7 +10,7 @@ fn plain_chunk_line(line: &[u8]) -> Option<bool> {
     let mut plain = PlainLine::default();
     let mut base = 0;
     while base < line.len() {
-        let mut mask = json::mask_of(line, base, PlainLine::STOPS);
+        let mut mask = crate::bytescan::mask_of(line, base, PlainLine::STOPS);
         while mask != 0 {
             let at = base + mask.trailing_zeros() as usize;
             mask &= mask - 1;

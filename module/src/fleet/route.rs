@@ -21,8 +21,8 @@ use crate::hooks::fill;
 use crate::module::Module;
 use ngx_ollama_auth::fleet::{choose, model_key, Candidate};
 use ngx_ollama_auth::judge::Refusal;
-use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Listing, Method};
+use ngx_ollama_auth::refusal::RefusalReason;
 
 /// The header that names a management request's member (its `server` name in the fleet).
 pub const TARGET_HEADER: &str = "x-ollama-backend";

@@ -32,9 +32,9 @@ use crate::hooks::{add_variable, fill};
 use crate::module::Module;
 use crate::policy::is_inference;
 use ngx_ollama_auth::judge::Refusal;
-use ngx_ollama_auth::metrics::RefusalReason;
 use ngx_ollama_auth::queue::{Arrival, Ended, Refused, State, TicketRef, Who};
 use ngx_ollama_auth::queue::{DEFAULT_KEY_QUEUE, DEFAULT_SHARE};
+use ngx_ollama_auth::refusal::RefusalReason;
 
 /// How often that timer also sweeps the tickets of workers that are gone.
 const SWEEP_MS: u64 = 1_000;

@@ -15,9 +15,10 @@ use ngx::ngx_log_error;
 
 use super::slab::{HeldSlab, Key, Map};
 use super::state_file;
-use ngx_ollama_auth::limits::{encode_state, signature, KeyLimits, RateInfo, Refusal};
-use ngx_ollama_auth::metrics::{parse_series_key, series_key, RefusalReason, SeriesCounts, OTHER_USER};
+use ngx_ollama_auth::limits::{encode_state, signature, KeyLimits, RateInfo, RateRefusal};
+use ngx_ollama_auth::metrics::{parse_series_key, series_key, SeriesCounts, OTHER_USER};
 use ngx_ollama_auth::options::EntryOptions;
+use ngx_ollama_auth::refusal::RefusalReason;
 
 /// How often the state file is written, at least.
 pub const STATE_INTERVAL_MS: u64 = 10_000;
@@ -124,7 +125,7 @@ pub type OwnedSeries = (String, String, u16, SeriesCounts);
 pub enum LimitVerdict {
     /// With the tokens reserved for the request (see `KeyLimits::reserve_tokens`).
     Admitted(RateInfo, Counters, u64),
-    Refused(Refusal, RateInfo),
+    Refused(RateRefusal, RateInfo),
 }
 
 /// Why a limited key could not be counted.

@@ -5,7 +5,8 @@ use std::path::Path;
 use ngx_ollama_auth::hashes::{PasswordHash, ShaCryptKind};
 use ngx_ollama_auth::htpasswd::UserTable;
 use ngx_ollama_auth::keys::{fingerprint_of, KeySet};
-use ngx_ollama_auth::options::{format_time, EntryOptions, Window};
+use ngx_ollama_auth::limits::Window;
+use ngx_ollama_auth::options::{format_time, EntryOptions};
 use ngx_ollama_auth::watch::Parse;
 
 use super::{edit, lossy, now, read_file, Failure};
@@ -196,19 +197,9 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// `text` as a JSON string (the library's one escaper).
 pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    ngx_ollama_auth::json::quoted(text)
 }
 
 fn json_or_null(value: Option<String>) -> String {
