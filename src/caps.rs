@@ -14,8 +14,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use crate::endpoints::CapTarget;
 use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError, ValueKind};
-use crate::policy::Method;
 
 /// A `keep_alive` shorter than this unloads the model as surely as `0` does (Ollama drops an
 /// idle model once its keep-alive has passed): it is an unload, for `manage` keys only.
@@ -110,9 +110,9 @@ impl Caps {
 
     /// Whether any of these caps can change or refuse a request to `target`: only then is its
     /// body read.
-    pub fn apply_to(&self, target: Target) -> bool {
+    pub fn apply_to(&self, target: CapTarget) -> bool {
         match target {
-            Target::Native { .. } => !self.is_empty(),
+            CapTarget::Native { .. } => !self.is_empty(),
             _ => self.num_predict.is_some(),
         }
     }
@@ -252,39 +252,6 @@ pub fn parse_go_duration(text: &[u8]) -> Option<i128> {
     Some(if negative { -total } else { total })
 }
 
-/// The endpoints whose bodies carry what a cap limits, and which members they read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `/api/generate` and `/api/chat` (`generates`), `/api/embed` and `/api/embeddings`:
-    /// `options.num_ctx`, `options.num_predict` when it generates, `keep_alive`.
-    Native { generates: bool },
-    /// `/v1/chat/completions`, `/v1/completions`: a `*int` `max_tokens` (Ollama ignores
-    /// `max_completion_tokens`); `null` or missing is no limit.
-    OpenAiMaxTokens,
-    /// `/v1/responses`: a `*int` `max_output_tokens`.
-    Responses,
-    /// `/v1/messages`: an `int` `max_tokens`, which Ollama requires to be positive.
-    Messages,
-}
-
-/// The target of a request, from its method and its path (decoded, any prefix taken off, as
-/// `policy::classify` takes it).
-pub fn target(method: Method, path: &[u8]) -> Option<Target> {
-    if method != Method::Post {
-        return None;
-    }
-    let path = path.strip_prefix(b"/")?;
-    let path = path.strip_suffix(b"/").unwrap_or(path);
-    Some(match path {
-        b"api/generate" | b"api/chat" => Target::Native { generates: true },
-        b"api/embed" | b"api/embeddings" => Target::Native { generates: false },
-        b"v1/chat/completions" | b"v1/completions" => Target::OpenAiMaxTokens,
-        b"v1/responses" => Target::Responses,
-        b"v1/messages" => Target::Messages,
-        _ => return None,
-    })
-}
-
 /// Why a body is refused rather than clamped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CapRefusal {
@@ -366,13 +333,13 @@ fn number(text: &[u8]) -> f64 {
 }
 
 /// Clamps `body` (to `target`) to `caps`. `may_unload`: the key has the `manage` scope.
-pub fn apply_caps(body: &[u8], target: Target, caps: &Caps, may_unload: bool) -> Result<Clamped, CapRefusal> {
+pub fn apply_caps(body: &[u8], target: CapTarget, caps: &Caps, may_unload: bool) -> Result<Clamped, CapRefusal> {
     let mut edits = Edits::default();
     match target {
-        Target::Native { generates } => native(body, generates, caps, may_unload, &mut edits)?,
-        Target::OpenAiMaxTokens => answer_length(body, "max_tokens", true, caps, &mut edits)?,
-        Target::Responses => answer_length(body, "max_output_tokens", true, caps, &mut edits)?,
-        Target::Messages => answer_length(body, "max_tokens", false, caps, &mut edits)?,
+        CapTarget::Native { generates } => native(body, generates, caps, may_unload, &mut edits)?,
+        CapTarget::OpenAiMaxTokens => answer_length(body, "max_tokens", true, caps, &mut edits)?,
+        CapTarget::Responses => answer_length(body, "max_output_tokens", true, caps, &mut edits)?,
+        CapTarget::Messages => answer_length(body, "max_tokens", false, caps, &mut edits)?,
     }
     Ok(edits.apply(body))
 }
@@ -559,7 +526,7 @@ fn options(body: &[u8], range: Range<usize>, generates: bool, caps: &Caps, scan:
 /// The promise of [`apply_caps`], checked (panics if broken), for the fuzz target and the unit
 /// tests: a rewritten body names what changed, is one JSON object, and the same caps leave it as
 /// it is (every value Ollama would read is within them).
-pub fn check_clamp_consistency(body: &[u8], target: Target, caps: &Caps, may_unload: bool) {
+pub fn check_clamp_consistency(body: &[u8], target: CapTarget, caps: &Caps, may_unload: bool) {
     let Ok(clamped) = apply_caps(body, target, caps, may_unload) else { return };
     if let Some(rewritten) = clamped.body {
         assert!(!clamped.changed.is_empty(), "a rewrite names what it changed");
@@ -573,18 +540,24 @@ pub fn check_clamp_consistency(body: &[u8], target: Target, caps: &Caps, may_unl
 mod tests {
     use super::*;
 
-    const CHAT: Target = Target::Native { generates: true };
-    const EMBED: Target = Target::Native { generates: false };
+    const CHAT: CapTarget = CapTarget::Native { generates: true };
+    const EMBED: CapTarget = CapTarget::Native { generates: false };
 
     fn caps(words: &str) -> Caps {
         Caps::parse_words(words.split(' ')).unwrap()
     }
 
     /// The body Ollama would get, and the header's text.
-    fn clamp(body: &str, target: Target, words: &str) -> (String, String) {
+    fn clamp(body: &str, target: CapTarget, words: &str) -> (String, String) {
         let clamped = apply_caps(body.as_bytes(), target, &caps(words), false).unwrap();
         let sent = clamped.body.clone().map_or(body.to_string(), |b| String::from_utf8(b).unwrap());
         (sent, clamped.summary())
+    }
+
+    #[test]
+    fn a_context_cap_applies_to_native_bodies_only() {
+        assert!(!caps("num_ctx=1").apply_to(CapTarget::Messages));
+        assert!(caps("num_ctx=1").apply_to(EMBED));
     }
 
     #[test]
@@ -746,20 +719,22 @@ mod tests {
 
     #[test]
     fn openai_dialects_cap_the_member_ollama_reads() {
-        let (sent, header) = clamp(r#"{"model":"m","max_tokens":100000}"#, Target::OpenAiMaxTokens, "num_predict=512");
+        let (sent, header) =
+            clamp(r#"{"model":"m","max_tokens":100000}"#, CapTarget::OpenAiMaxTokens, "num_predict=512");
         assert_eq!((sent.as_str(), header.as_str()), (r#"{"model":"m","max_tokens":512}"#, "max_tokens=512"));
         // Ollama ignores max_completion_tokens: the cap goes on max_tokens, added.
-        let (sent, _) = clamp(r#"{"max_completion_tokens":100000}"#, Target::OpenAiMaxTokens, "num_predict=512");
+        let (sent, _) = clamp(r#"{"max_completion_tokens":100000}"#, CapTarget::OpenAiMaxTokens, "num_predict=512");
         assert_eq!(sent, r#"{"max_completion_tokens":100000,"max_tokens":512}"#);
-        let (sent, _) = clamp(r#"{"MAX_TOKENS":9999,"max_tokens":null}"#, Target::OpenAiMaxTokens, "num_predict=512");
+        let (sent, _) =
+            clamp(r#"{"MAX_TOKENS":9999,"max_tokens":null}"#, CapTarget::OpenAiMaxTokens, "num_predict=512");
         assert_eq!(sent, r#"{"MAX_TOKENS":512,"max_tokens":null,"max_tokens":512}"#);
-        let (sent, _) = clamp(r#"{"max_output_tokens":-1}"#, Target::Responses, "num_predict=512");
+        let (sent, _) = clamp(r#"{"max_output_tokens":-1}"#, CapTarget::Responses, "num_predict=512");
         assert_eq!(sent, r#"{"max_output_tokens":512}"#);
-        let (sent, _) = clamp(r#"{"max_tokens":100000}"#, Target::Messages, "num_predict=512");
+        let (sent, _) = clamp(r#"{"max_tokens":100000}"#, CapTarget::Messages, "num_predict=512");
         assert_eq!(sent, r#"{"max_tokens":512}"#);
         // Ollama refuses a /v1/messages request without a positive max_tokens: left to it.
-        assert_eq!(clamp(r#"{"model":"m"}"#, Target::Messages, "num_predict=512").1, "");
-        assert_eq!(clamp(r#"{"max_tokens":100}"#, Target::OpenAiMaxTokens, "num_predict=512").1, "");
+        assert_eq!(clamp(r#"{"model":"m"}"#, CapTarget::Messages, "num_predict=512").1, "");
+        assert_eq!(clamp(r#"{"max_tokens":100}"#, CapTarget::OpenAiMaxTokens, "num_predict=512").1, "");
     }
 
     #[test]
@@ -772,7 +747,7 @@ mod tests {
             (r#"{"options":{"num_ctx":"99999"}}"#, CHAT),
             (r#"{"keep_alive":true}"#, CHAT),
             (r#"{"keep_alive":"forever"}"#, CHAT),
-            (r#"{"max_tokens":"99999"}"#, Target::OpenAiMaxTokens),
+            (r#"{"max_tokens":"99999"}"#, CapTarget::OpenAiMaxTokens),
         ] {
             assert!(
                 matches!(apply_caps(body.as_bytes(), target, &all, true), Err(CapRefusal::BadRequest(_))),
@@ -792,7 +767,7 @@ mod tests {
             br#"{ "options" : { "num_predict" : 1e9 } , "keep_alive" : "1m" }"#,
             b"{}",
         ];
-        let targets = [CHAT, EMBED, Target::OpenAiMaxTokens, Target::Responses, Target::Messages];
+        let targets = [CHAT, EMBED, CapTarget::OpenAiMaxTokens, CapTarget::Responses, CapTarget::Messages];
         for seed in seeds {
             for at in 0..seed.len() {
                 for byte in *b"{}[]\",:0-9en " {
@@ -833,16 +808,5 @@ mod tests {
             }
             println!("MEASURE {name} {best_ms:.3}");
         }
-    }
-
-    #[test]
-    fn finds_the_targets() {
-        assert_eq!(target(Method::Post, b"/api/chat"), Some(CHAT));
-        assert_eq!(target(Method::Post, b"/api/embeddings/"), Some(EMBED));
-        assert_eq!(target(Method::Post, b"/v1/responses"), Some(Target::Responses));
-        assert_eq!(target(Method::Get, b"/api/chat"), None);
-        assert_eq!(target(Method::Post, b"/v1/embeddings"), None);
-        assert!(!caps("num_ctx=1").apply_to(Target::Messages));
-        assert!(caps("num_ctx=1").apply_to(EMBED));
     }
 }

@@ -4,6 +4,7 @@
 //! `include_usage`; a body that decodes past the cap is refused (413) before it takes more
 //! memory than the cap, a zstd bomb included.
 
+use crate::endpoints::accepts_zstd;
 use std::io::Read;
 
 use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
@@ -23,12 +24,6 @@ pub enum DecodeError {
     TooLarge,
     /// Not zstd frames Ollama would decode (bad data, a window over 8 MB, a dictionary).
     Invalid,
-}
-
-/// The paths where Ollama reads `Content-Encoding: zstd` (the `/v1` POSTs behind its cloud
-/// passthrough middleware, and `/v1/responses`).
-pub fn accepts_zstd(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" | "/v1/messages")
 }
 
 /// How Ollama reads a request body.

@@ -1,8 +1,9 @@
 //! The one table of Ollama's endpoints: per route (method and path, as Ollama's router,
 //! `server/routes.go`, lists them), what it needs for policy (scope, the body members naming a
 //! model, a listing to cut down, extras in the body), what its answer is for usage (the API
-//! shape of its counts), and whether the gate may add `include_usage` to its request. `policy`
-//! and `usage` read it; neither matches paths of its own.
+//! shape of its counts), and for rewriting and estimating its body (whether the gate may add
+//! `include_usage`, what the caps limit, what its answer does). `policy`, `usage`, `caps` and
+//! `estimate` read it; none matches paths of its own.
 
 use crate::scopes::Scopes;
 
@@ -77,6 +78,29 @@ impl BodyExtra {
     pub const MESSAGES_SEARCH: BodyExtra = BodyExtra::WebSearchTools { type_name: "web_search", prefix: true };
 }
 
+/// The endpoints whose bodies carry what a cap limits, and which members Ollama reads there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapTarget {
+    /// `/api/generate` and `/api/chat` (`generates`), `/api/embed` and `/api/embeddings`:
+    /// `options.num_ctx`, `options.num_predict` when it generates, `keep_alive`.
+    Native { generates: bool },
+    /// `/v1/chat/completions`, `/v1/completions`: a `*int` `max_tokens` (Ollama ignores
+    /// `max_completion_tokens`); `null` or missing is no limit.
+    OpenAiMaxTokens,
+    /// `/v1/responses`: a `*int` `max_output_tokens`.
+    Responses,
+    /// `/v1/messages`: an `int` `max_tokens`, which Ollama requires to be positive.
+    Messages,
+}
+
+/// What kind of answer an endpoint's requests get, for the gate's estimate of their tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Generates,
+    Embeds,
+    Transcribes,
+}
+
 /// Which API shaped an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -112,6 +136,10 @@ pub struct Route {
     pub answer: Option<Dialect>,
     /// Ollama reads `stream_options.include_usage` here, so the gate may add it.
     pub include_usage: bool,
+    /// What the caps limit in its body; `None`: nothing.
+    pub cap_target: Option<CapTarget>,
+    /// What its answer does, for the estimate; `None`: it carries no tokens.
+    pub work: Option<Work>,
 }
 
 const fn route(method: Method, path: &'static [u8], scope: Scopes, model_members: &'static [&'static str]) -> Route {
@@ -125,6 +153,8 @@ const fn route(method: Method, path: &'static [u8], scope: Scopes, model_members
         extra: BodyExtra::None,
         answer: None,
         include_usage: false,
+        cap_target: None,
+        work: None,
     }
 }
 
@@ -139,13 +169,24 @@ const fn listing(path: &'static [u8], listing: Listing) -> Route {
         extra: BodyExtra::None,
         answer: None,
         include_usage: false,
+        cap_target: None,
+        work: None,
     }
 }
 
-/// An inference route whose answer reports usage in `dialect`'s shape.
-const fn counted(path: &'static [u8], dialect: Dialect) -> Route {
-    Route { answer: Some(dialect), ..route(Post, path, Scopes::INFER, MODEL) }
+/// An inference route whose answer reports usage in `dialect`'s shape, its body capped as
+/// `cap_target` says.
+const fn counted(path: &'static [u8], dialect: Dialect, work: Work, cap_target: CapTarget) -> Route {
+    Route {
+        answer: Some(dialect),
+        work: Some(work),
+        cap_target: Some(cap_target),
+        ..route(Post, path, Scopes::INFER, MODEL)
+    }
 }
+
+const GENERATES: CapTarget = CapTarget::Native { generates: true };
+const EMBEDS: CapTarget = CapTarget::Native { generates: false };
 
 use Method::{Delete, Get, Post};
 
@@ -158,16 +199,32 @@ pub const ROUTES: &[Route] = &[
     route(Get, b"api/status", Scopes::READ, NO_MEMBERS),
     route(Get, b"api/experimental/model-recommendations", Scopes::READ, NO_MEMBERS),
     route(Post, b"api/show", Scopes::READ, MODEL_OR_NAME),
-    counted(b"api/generate", Dialect::Native),
-    counted(b"api/chat", Dialect::Native),
-    counted(b"api/embed", Dialect::Native),
-    counted(b"api/embeddings", Dialect::Native),
-    Route { include_usage: true, ..counted(b"v1/chat/completions", Dialect::OpenAi) },
-    Route { include_usage: true, ..counted(b"v1/completions", Dialect::OpenAi) },
-    counted(b"v1/embeddings", Dialect::OpenAi),
-    Route { extra: BodyExtra::RESPONSES_SEARCH, ..counted(b"v1/responses", Dialect::OpenAi) },
-    Route { extra: BodyExtra::MESSAGES_SEARCH, ..counted(b"v1/messages", Dialect::Anthropic) },
-    Route { extra: BodyExtra::FormModel, ..route(Post, b"v1/audio/transcriptions", Scopes::INFER, NO_MEMBERS) },
+    counted(b"api/generate", Dialect::Native, Work::Generates, GENERATES),
+    counted(b"api/chat", Dialect::Native, Work::Generates, GENERATES),
+    counted(b"api/embed", Dialect::Native, Work::Embeds, EMBEDS),
+    counted(b"api/embeddings", Dialect::Native, Work::Embeds, EMBEDS),
+    Route {
+        include_usage: true,
+        ..counted(b"v1/chat/completions", Dialect::OpenAi, Work::Generates, CapTarget::OpenAiMaxTokens)
+    },
+    Route {
+        include_usage: true,
+        ..counted(b"v1/completions", Dialect::OpenAi, Work::Generates, CapTarget::OpenAiMaxTokens)
+    },
+    Route { cap_target: None, ..counted(b"v1/embeddings", Dialect::OpenAi, Work::Embeds, EMBEDS) },
+    Route {
+        extra: BodyExtra::RESPONSES_SEARCH,
+        ..counted(b"v1/responses", Dialect::OpenAi, Work::Generates, CapTarget::Responses)
+    },
+    Route {
+        extra: BodyExtra::MESSAGES_SEARCH,
+        ..counted(b"v1/messages", Dialect::Anthropic, Work::Generates, CapTarget::Messages)
+    },
+    Route {
+        extra: BodyExtra::FormModel,
+        work: Some(Work::Transcribes),
+        ..route(Post, b"v1/audio/transcriptions", Scopes::INFER, NO_MEMBERS)
+    },
     // Signed searches on ollama.com, billed to the server's account.
     route(Post, b"api/experimental/web_search", Scopes::SEARCH, NO_MEMBERS),
     route(Post, b"api/experimental/web_fetch", Scopes::SEARCH, NO_MEMBERS),
@@ -217,6 +274,31 @@ pub fn answer_dialect(path: &str) -> Option<Dialect> {
     route_of_exact_path(path)?.answer
 }
 
+/// What the caps limit in a request's body: its method and path (decoded, any prefix taken
+/// off, one trailing `/` allowed, as the router takes it).
+pub fn cap_target(method: Method, path: &[u8]) -> Option<CapTarget> {
+    find_route(method, route_path(path)?)?.cap_target
+}
+
+/// What the answer to `path` (exactly as written, no query string) does, for the estimate.
+pub fn work_of_path(path: &str) -> Option<Work> {
+    route_of_exact_path(path)?.work
+}
+
+/// Whether a request to `path` (any method; one trailing `/` allowed) changes a server's
+/// models: the `manage` routes and blob uploads. Across several servers, such a request goes to
+/// the one the client names.
+pub fn changes_models(path: &[u8]) -> bool {
+    let manages = |route: &[u8]| ROUTES.iter().any(|known| known.path == route && known.scope == Scopes::MANAGE);
+    path.starts_with(b"/api/blobs/") || route_path(path).is_some_and(manages)
+}
+
+/// The paths where Ollama reads `Content-Encoding: zstd`: its `/v1` middleware decodes it, and
+/// that sits on exactly its OpenAI- and Anthropic-shaped routes.
+pub fn accepts_zstd(path: &str) -> bool {
+    route_of_exact_path(path).is_some_and(|known| matches!(known.answer, Some(Dialect::OpenAi | Dialect::Anthropic)))
+}
+
 /// Whether Ollama reads `stream_options.include_usage` on this path.
 pub fn accepts_stream_options(path: &str) -> bool {
     route_of_exact_path(path).is_some_and(|known| known.include_usage)
@@ -225,6 +307,25 @@ pub fn accepts_stream_options(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_targets() {
+        assert_eq!(cap_target(Method::Post, b"/api/chat"), Some(CapTarget::Native { generates: true }));
+        assert_eq!(cap_target(Method::Post, b"/api/embeddings/"), Some(CapTarget::Native { generates: false }));
+        assert_eq!(cap_target(Method::Post, b"/v1/responses"), Some(CapTarget::Responses));
+        assert_eq!(cap_target(Method::Get, b"/api/chat"), None);
+        assert_eq!(cap_target(Method::Post, b"/v1/embeddings"), None);
+    }
+
+    #[test]
+    fn what_changes_models_goes_by_path_alone() {
+        for path in ["/api/pull", "/api/push/", "/api/create", "/api/copy", "/api/delete", "/api/blobs/sha256:ab"] {
+            assert!(changes_models(path.as_bytes()), "{path}");
+        }
+        for path in ["/api/chat", "/api/tags", "/api/pullx", "api/pull", "/api/blobs", "/"] {
+            assert!(!changes_models(path.as_bytes()), "{path}");
+        }
+    }
 
     #[test]
     fn answers_are_known_by_their_exact_path() {
@@ -237,6 +338,15 @@ mod tests {
         let rewritten: Vec<_> = ROUTES.iter().filter(|route| route.include_usage).map(|route| route.path).collect();
         assert_eq!(rewritten, [&b"v1/chat/completions"[..], b"v1/completions"]);
         assert!(accepts_stream_options("/v1/completions") && !accepts_stream_options("/v1/completions/"));
+        let zstd: Vec<_> =
+            ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"]
+                .into_iter()
+                .filter(|path| accepts_zstd(path))
+                .collect();
+        assert_eq!(zstd.len(), 5);
+        for path in ["/api/chat", "/v1/models", "/v1/audio/transcriptions", "/v1/chat/completions/", "/v1"] {
+            assert!(!accepts_zstd(path), "{path}");
+        }
         // Every route that counts usage is an inference route.
         assert!(ROUTES.iter().filter(|route| route.answer.is_some()).all(|route| route.scope == Scopes::INFER));
     }

@@ -25,31 +25,7 @@ pub const MAX_ANSWER_TOKENS: u64 = 1 << 20;
 const TEXT_BYTES_PER_TOKEN: u64 = 4;
 const AUDIO_BYTES_PER_TOKEN: u64 = 1000;
 
-/// What kind of answer an endpoint's requests get, for the estimate; `None` for an endpoint
-/// whose answers carry no tokens (listings, management).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Work {
-    Generates,
-    Embeds,
-    Transcribes,
-}
-
-impl Work {
-    /// The Ollama path (no query string, no location prefix).
-    pub fn of_path(path: &str) -> Option<Work> {
-        Some(match path {
-            "/api/generate"
-            | "/api/chat"
-            | "/v1/chat/completions"
-            | "/v1/completions"
-            | "/v1/responses"
-            | "/v1/messages" => Work::Generates,
-            "/api/embed" | "/api/embeddings" | "/v1/embeddings" => Work::Embeds,
-            "/v1/audio/transcriptions" => Work::Transcribes,
-            _ => return None,
-        })
-    }
-}
+pub use crate::endpoints::Work;
 
 /// A request's estimated tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -196,9 +172,9 @@ mod tests {
         assert_eq!(Estimate::of_length(Work::Transcribes, 1_000_001).prompt_tokens, 1001);
         assert_eq!(Estimate::of_length(Work::Generates, 0), Estimate { prompt_tokens: 0, answer_tokens: 1024 });
         assert_eq!(Estimate { prompt_tokens: 3, answer_tokens: 4 }.total(), 7);
-        assert_eq!(Work::of_path("/api/chat"), Some(Work::Generates));
-        assert_eq!(Work::of_path("/v1/embeddings"), Some(Work::Embeds));
-        assert_eq!(Work::of_path("/api/tags"), None);
+        assert_eq!(crate::endpoints::work_of_path("/api/chat"), Some(Work::Generates));
+        assert_eq!(crate::endpoints::work_of_path("/v1/embeddings"), Some(Work::Embeds));
+        assert_eq!(crate::endpoints::work_of_path("/api/tags"), None);
     }
 
     #[test]

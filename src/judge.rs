@@ -4,7 +4,8 @@
 
 use std::rc::Rc;
 
-use crate::caps::{target, CapRefusal, Caps, Target};
+use crate::caps::{CapRefusal, Caps};
+use crate::endpoints::{cap_target, CapTarget};
 use crate::options::EntryOptions;
 use crate::policy::{
     allows, check_model, classify, is_judgeable_target, outside_ollama_roots, query_value, strip_prefix, Access,
@@ -111,7 +112,7 @@ pub struct ModelCheck {
 /// What a request body is clamped to.
 pub struct CapCheck {
     pub caps: Caps,
-    pub target: Target,
+    pub target: CapTarget,
     /// The entry has the `manage` scope: it may unload a model.
     pub may_unload: bool,
     pub who: &'static str,
@@ -174,7 +175,7 @@ pub fn cap_check(asked: &Asked<'_>, location: &Location<'_>, admitted: &Admitted
         return None;
     }
     let path = strip_prefix(asked.uri, location.path_prefix.unwrap_or_default())?;
-    let target = target(asked.method, path).filter(|&target| caps.apply_to(target))?;
+    let target = cap_target(asked.method, path).filter(|&target| caps.apply_to(target))?;
     let may_unload = admitted.scopes(location).contains(Scopes::MANAGE);
     Some(CapCheck { caps, target, may_unload, who: admitted.who() })
 }

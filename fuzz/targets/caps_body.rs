@@ -1,15 +1,16 @@
 //! Request bodies clamped to caps (`caps::apply_caps`): never a panic, and the promises that
 //! `caps::check_clamp_consistency` checks hold.
 //! The first byte picks the endpoint and whether the key may unload; the rest is the body.
-use ngx_ollama_auth::caps::{check_clamp_consistency, Caps, KeepAliveRange, Target};
+use ngx_ollama_auth::caps::{check_clamp_consistency, Caps, KeepAliveRange};
+use ngx_ollama_auth::endpoints::CapTarget;
 
-const TARGETS: [Target; 6] = [
-    Target::Native { generates: true },
-    Target::Native { generates: false },
-    Target::OpenAiMaxTokens,
-    Target::Responses,
-    Target::Messages,
-    Target::Native { generates: true },
+const TARGETS: [CapTarget; 6] = [
+    CapTarget::Native { generates: true },
+    CapTarget::Native { generates: false },
+    CapTarget::OpenAiMaxTokens,
+    CapTarget::Responses,
+    CapTarget::Messages,
+    CapTarget::Native { generates: true },
 ];
 
 fn main() {

@@ -19,7 +19,8 @@ use super::ctx::{ctx_mut, ctx_or_new, Accounting};
 use super::hooks::add_phase_handler;
 use super::module::Module;
 use super::zone::data::warn_full;
-use ngx_ollama_auth::estimate::{charge, reached_ollama, Counted, Estimate, Work};
+use ngx_ollama_auth::endpoints::work_of_path;
+use ngx_ollama_auth::estimate::{charge, reached_ollama, Counted, Estimate};
 use ngx_ollama_auth::json::JsonError;
 use ngx_ollama_auth::metrics::SeriesCounts;
 use ngx_ollama_auth::models::ModelName;
@@ -53,7 +54,7 @@ pub fn start(request: &mut Request, conf: &LocConf) -> Option<bool> {
 /// that uses tokens, from an entry with `tokens=`.
 pub fn reserves_tokens(request: &mut Request, conf: &LocConf) -> bool {
     let is_post = request.as_ref().method == NGX_HTTP_POST as usize;
-    let works = is_post && path(request, conf).and_then(Work::of_path).is_some();
+    let works = is_post && path(request, conf).and_then(work_of_path).is_some();
     works
         && ctx_mut(request).is_some_and(|ctx| {
             ctx.accounting.is_some()
@@ -65,7 +66,7 @@ pub fn reserves_tokens(request: &mut Request, conf: &LocConf) -> bool {
 
 /// Estimates a counted request's tokens from its body, read whole (see `estimate`).
 pub fn estimate_from_body(request: &mut Request, conf: &LocConf, body: &[u8]) {
-    let Some(work) = path(request, conf).and_then(Work::of_path) else { return };
+    let Some(work) = path(request, conf).and_then(work_of_path) else { return };
     if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
         accounting.estimate = Some(Estimate::of_body(work, body));
     }
@@ -74,7 +75,7 @@ pub fn estimate_from_body(request: &mut Request, conf: &LocConf, body: &[u8]) {
 /// Estimates a counted request's tokens from its body's length alone (nginx's count, chunked
 /// bodies too, once read).
 pub fn estimate_from_length(request: &mut Request, conf: &LocConf) {
-    let Some(work) = path(request, conf).and_then(Work::of_path) else { return };
+    let Some(work) = path(request, conf).and_then(work_of_path) else { return };
     let length = request.as_ref().headers_in.content_length_n.max(0) as u64;
     if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
         accounting.estimate = Some(Estimate::of_length(work, length));
@@ -159,7 +160,7 @@ extern "C" fn count_finished(r: *mut ngx_http_request_t) -> ngx_int_t {
     let is_post = request.as_ref().method == NGX_HTTP_POST as usize;
     let length = request.as_ref().headers_in.content_length_n.max(0) as u64;
     let conf: Option<&'static LocConf> = Module::location_conf(request);
-    let work = conf.and_then(|conf| path(request, conf)).and_then(Work::of_path).filter(|_| is_post);
+    let work = conf.and_then(|conf| path(request, conf)).and_then(work_of_path).filter(|_| is_post);
     let length_estimate = work.map(|work| Estimate::of_length(work, length));
     let log = request.log();
     let Some(ctx) = ctx_mut(request) else { return Status::NGX_DECLINED.0 };

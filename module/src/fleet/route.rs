@@ -19,6 +19,7 @@ use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, refuse};
 use crate::hooks::fill;
 use crate::module::Module;
+use ngx_ollama_auth::endpoints::changes_models;
 use ngx_ollama_auth::fleet::{choose, model_key, Candidate};
 use ngx_ollama_auth::judge::Refusal;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Listing, Method};
@@ -26,9 +27,6 @@ use ngx_ollama_auth::refusal::RefusalReason;
 
 /// The header that names a management request's member (its `server` name in the fleet).
 pub const TARGET_HEADER: &str = "x-ollama-backend";
-
-/// Paths that change a member's models: they go to the member the client names, never to all.
-const MANAGEMENT: [&[u8]; 5] = [b"/api/pull", b"/api/push", b"/api/create", b"/api/copy", b"/api/delete"];
 
 /// A per-worker counter that turns ties round.
 static mut ROUND: usize = 0;
@@ -75,8 +73,8 @@ pub extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     if let Some(listing) = classify(method, &path).listing {
         return answer_listing(r, fleet, listing);
     }
-    let management = MANAGEMENT.iter().any(|known| route_path(&path) == *known) || path.starts_with(b"/api/blobs/");
-    let chosen = if management {
+    // What changes a member's models goes to the member the client names, never to all.
+    let chosen = if changes_models(&path) {
         match target(request, fleet) {
             Ok(member) => {
                 let Some(held) = fleet.get().lock() else { return Status::NGX_ERROR.0 };
@@ -133,14 +131,6 @@ fn retry(request: &mut Request) -> Result<Vec<usize>, ngx_int_t> {
             ctx.chosen = Some(chosen);
             Err(Status::NGX_DECLINED.0)
         }
-    }
-}
-
-/// The path without one trailing `/`, as Ollama's router takes it.
-fn route_path(path: &[u8]) -> &[u8] {
-    match path.strip_suffix(b"/") {
-        Some(trimmed) if !trimmed.is_empty() => trimmed,
-        _ => path,
     }
 }
 
