@@ -256,7 +256,8 @@ pub(crate) fn is_segment(text: &[u8]) -> bool {
     !text.is_empty() && !text.contains(&b'/') && text != b"." && text != b".."
 }
 
-/// The fixed route a request takes: method (HEAD as GET) and path as [`route_path`] gives it.
+/// The fixed route a request takes: its method (the caller passes HEAD as GET where Ollama
+/// answers it so) and its path as [`route_path`] gives it.
 pub(crate) fn find_route(method: Method, path: &[u8]) -> Option<&'static Route> {
     ROUTES.iter().find(|known| known.path == path && known.method == method)
 }

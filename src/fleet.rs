@@ -9,10 +9,10 @@ use std::hash::Hasher;
 
 use siphasher::sip::SipHasher13;
 
-use crate::json::{for_each_top_level_member, go_name_matches, string_value, JsonError};
+use crate::json::{for_each_top_level_member, go_name_matches, push_string_content, string_value, JsonError};
 use crate::listing::filter_listing;
 use crate::models::{ModelName, DEFAULT_HOST, DEFAULT_NAMESPACE};
-use crate::policy::{classify, Method};
+use crate::policy::{classify, Listing, Method};
 
 /// At most this many models are kept from one member's answer; the rest are ignored (and the
 /// answer counted as truncated). A fleet member with more models than this is not a real one.
@@ -330,6 +330,42 @@ pub fn render_members(members: &[MemberMetrics<'_>]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The union of the members' listings as Ollama's listing of `listing`'s shape: the model names
+/// given (as each member's poll listed them), each once, sorted. The module's listing filter
+/// still cuts it down to a key's models, as it cuts Ollama's own.
+pub fn union_listing<'n>(listing: Listing, names: impl IntoIterator<Item = &'n str>) -> Vec<u8> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut body = Vec::with_capacity(names.len() * 64 + 32);
+    let v1 = listing == Listing::V1Models;
+    body.extend_from_slice(if v1 { b"{\"object\":\"list\",\"data\":[" } else { b"{\"models\":[" });
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let string = |body: &mut Vec<u8>, text: &str| {
+            body.push(b'"');
+            push_string_content(body, text);
+            body.push(b'"');
+        };
+        if v1 {
+            body.extend_from_slice(b"{\"id\":");
+            string(&mut body, name);
+            body.extend_from_slice(b",\"object\":\"model\",\"created\":0,\"owned_by\":");
+            string(&mut body, name.split_once('/').map_or("library", |(owner, _)| owner));
+        } else {
+            body.extend_from_slice(b"{\"name\":");
+            string(&mut body, name);
+            body.extend_from_slice(b",\"model\":");
+            string(&mut body, name);
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,5 +563,23 @@ mod tests {
         let equal = [member(true, true, false, 0), member(true, true, false, 0), member(true, true, false, 0)];
         let picks: Vec<_> = (0..3).map(|start| choose(&equal, start).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2], "ties go round");
+    }
+
+    #[test]
+    fn a_union_listing_is_each_model_once_in_the_shape_asked() {
+        let names = ["qwen3:8b", "gemma3:latest", "qwen3:8b", "me/tuned:1"];
+        let tags = union_listing(Listing::Tags, names);
+        assert_eq!(
+            String::from_utf8(tags).unwrap(),
+            r#"{"models":[{"name":"gemma3:latest","model":"gemma3:latest"},{"name":"me/tuned:1","model":"me/tuned:1"},{"name":"qwen3:8b","model":"qwen3:8b"}]}"#
+        );
+        let v1 = String::from_utf8(union_listing(Listing::V1Models, ["me/tuned:1", "gemma3:latest"])).unwrap();
+        assert_eq!(
+            v1,
+            r#"{"object":"list","data":[{"id":"gemma3:latest","object":"model","created":0,"owned_by":"library"},{"id":"me/tuned:1","object":"model","created":0,"owned_by":"me"}]}"#
+        );
+        assert_eq!(union_listing(Listing::Ps, []), br#"{"models":[]}"#);
+        let odd = String::from_utf8(union_listing(Listing::Tags, ["a\"b"])).unwrap();
+        assert_eq!(odd, r#"{"models":[{"name":"a\"b","model":"a\"b"}]}"#);
     }
 }

@@ -6,12 +6,14 @@ use std::rc::Rc;
 
 use crate::caps::{CapRefusal, Caps};
 use crate::endpoints::{cap_target, CapTarget};
+use crate::limits::{ConfigError, RateRefusal};
 use crate::options::EntryOptions;
 use crate::policy::{
-    allows, check_model, classify, is_judgeable_target, outside_ollama_roots, query_value, strip_prefix, Access,
-    BodyExtra, BodyRule, Endpoint, Listing, Method, ModelRefusal, Scopes,
+    allows, asks_web_search, check_body_models, check_form_models, check_model, classify, is_judgeable_target,
+    outside_ollama_roots, query_value, strip_prefix, Access, BodyExtra, BodyRule, Endpoint, Listing, Method,
+    ModelRefusal, Scopes,
 };
-use crate::refusal::RefusalReason;
+use crate::refusal::{Refusal, RefusalReason};
 
 /// What a request asks, as nginx parsed it.
 #[derive(Clone, Copy)]
@@ -60,27 +62,35 @@ impl Admitted<'_> {
     }
 }
 
-/// The gate's answer in place of the request: status, the kind of error and the reason (the
-/// body's text and the error log's), and the reason for the metrics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub kind: &'static str,
-    pub message: String,
-    pub why: RefusalReason,
+/// Why a limited key's request is not admitted, as the zone found it.
+pub enum LimitsRefused<'a> {
+    /// Over one of its limits.
+    Over(&'a RateRefusal),
+    /// The location has no zone to count them in.
+    NoZone,
+    /// They cannot be counted at all.
+    Uncountable(&'a ConfigError),
+    /// The zone has no room for another limited key.
+    ZoneFull,
 }
 
+/// The refusals a verdict makes.
 impl Refusal {
-    pub fn bad_request(message: impl Into<String>) -> Refusal {
-        Refusal { status: 400, kind: "bad request", message: message.into(), why: RefusalReason::BadRequest }
-    }
-
-    pub fn forbidden(message: impl Into<String>, why: RefusalReason) -> Refusal {
-        Refusal { status: 403, kind: "forbidden", message: message.into(), why }
-    }
-
-    pub fn too_large(message: impl Into<String>, why: RefusalReason) -> Refusal {
-        Refusal { status: 413, kind: "request entity too large", message: message.into(), why }
+    /// A limited key's request the zone does not admit, as the gate answers it.
+    pub fn of_limits(refused: LimitsRefused<'_>, who: &str) -> Refusal {
+        match refused {
+            LimitsRefused::Over(over) => Refusal::rate_limited(over.to_string()),
+            LimitsRefused::NoZone => {
+                Refusal::forbidden(format!("this {who}'s limits cannot be counted here"), RefusalReason::Unenforceable)
+            }
+            LimitsRefused::Uncountable(error) => Refusal::forbidden(
+                format!("this {who}'s limits cannot be counted: {error}"),
+                RefusalReason::Unenforceable,
+            ),
+            LimitsRefused::ZoneFull => {
+                Refusal::unavailable("the server cannot count this key's limits now", RefusalReason::Unenforceable)
+            }
+        }
     }
 
     /// A body-model refusal as the gate answers it.
@@ -136,6 +146,48 @@ pub enum Judgement {
     /// Allowed so far; the body must be read first.
     ReadBody(BodyCheck),
     Refuse(Refusal),
+}
+
+/// The verdict on a body read for `check`: a model the entry may not use, or a web-search tool
+/// without the `search` scope, refuses it. `content_type` is the request's one `Content-Type`
+/// (empty when it has none, or several: which of two Go would read is not guessed at).
+pub fn judge_body(check: &BodyCheck, body: &[u8], content_type: &[u8]) -> Result<(), Refusal> {
+    if let Some(models) = &check.models {
+        let allowed = models.options.models.as_ref().expect("read only for entries with models=");
+        let checked = match models.rule.extra {
+            BodyExtra::FormModel => check_form_models(body, content_type, allowed, models.who),
+            _ => check_body_models(body, models.rule, allowed, models.who),
+        };
+        checked.map_err(Refusal::of_model)?;
+    }
+    let Some((extra, who)) = check.web_search else { return Ok(()) };
+    match asks_web_search(body, extra) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Refusal::forbidden(
+            format!("a web-search tool needs the \"search\" scope; this {who} does not have it"),
+            RefusalReason::ForbiddenScope,
+        )),
+        Err(error) => Err(Refusal::bad_request(format!("the body must be one JSON object: {error}"))),
+    }
+}
+
+/// A body past what the gate reads (`most_bytes`) for `check`: `None` where it was read only for
+/// an estimate (then made from its length), else the refusal. A form's model past it cannot be
+/// read: refused as a model that cannot be checked.
+pub fn judge_too_large(check: &BodyCheck, most_bytes: usize) -> Option<Refusal> {
+    if check.models.is_none() && check.web_search.is_none() && !check.add_usage && check.caps.is_none() {
+        return None;
+    }
+    if let Some(models) = check.models.as_ref().filter(|models| models.rule.extra == BodyExtra::FormModel) {
+        let message = format!(
+            "this {} may use only some models, and a form's model is read within {} MB: name it in the query string (?model=...)",
+            models.who,
+            most_bytes >> 20
+        );
+        return Some(Refusal::forbidden(message, RefusalReason::ForbiddenModel));
+    }
+    let message = format!("a body read by this gate may be at most {} MB", most_bytes >> 20);
+    Some(Refusal::too_large(message, RefusalReason::TooLarge))
 }
 
 /// The endpoint a request asks for, after the location's path prefix.

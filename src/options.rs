@@ -32,6 +32,20 @@ pub struct EntryOptions {
     pub caps: Caps,
 }
 
+impl window::EntryLimits for EntryOptions {
+    fn requests(&self) -> &[Window] {
+        &self.requests
+    }
+
+    fn tokens(&self) -> &[Window] {
+        &self.tokens
+    }
+
+    fn parallel(&self) -> Option<u32> {
+        self.parallel
+    }
+}
+
 impl EntryOptions {
     pub fn has_limits(&self) -> bool {
         !self.tokens.is_empty() || !self.requests.is_empty() || self.parallel.is_some()

@@ -1,5 +1,6 @@
 //! Why the gate itself answered a request instead of Ollama: every refusal's reason, in one
-//! list, as the glue records it and `metrics` counts it (`ollama_auth_refused_total`).
+//! list, as the glue records it and `metrics` counts it (`ollama_auth_refused_total`), and the
+//! refusal itself (status, kind, words, reason), which `errors` gives the endpoint's shape.
 
 /// Why the gate itself answered a request: the `reason` of `ollama_auth_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,5 +57,37 @@ impl RefusalReason {
     /// Its place in [`Self::ALL`], and in the zone's array of counts.
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// The gate's answer in place of the request: status, the kind of error and the reason (the
+/// body's text and the error log's), and the reason for the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    pub why: RefusalReason,
+}
+
+impl Refusal {
+    pub fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal { status: 400, kind: "bad request", message: message.into(), why: RefusalReason::BadRequest }
+    }
+
+    pub fn forbidden(message: impl Into<String>, why: RefusalReason) -> Refusal {
+        Refusal { status: 403, kind: "forbidden", message: message.into(), why }
+    }
+
+    pub fn too_large(message: impl Into<String>, why: RefusalReason) -> Refusal {
+        Refusal { status: 413, kind: "request entity too large", message: message.into(), why }
+    }
+
+    pub fn rate_limited(message: impl Into<String>) -> Refusal {
+        Refusal { status: 429, kind: "rate limited", message: message.into(), why: RefusalReason::RateLimited }
+    }
+
+    pub fn unavailable(message: impl Into<String>, why: RefusalReason) -> Refusal {
+        Refusal { status: 503, kind: "service unavailable", message: message.into(), why }
     }
 }

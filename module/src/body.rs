@@ -24,8 +24,9 @@ use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::limit;
 use super::module::Module;
 use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
-use ngx_ollama_auth::judge::{BodyCheck, Refusal};
-use ngx_ollama_auth::policy::{asks_web_search, check_body_models, check_form_models, BodyExtra};
+use ngx_ollama_auth::judge::{judge_body, judge_too_large, BodyCheck};
+use ngx_ollama_auth::policy::BodyExtra;
+use ngx_ollama_auth::refusal::Refusal;
 use ngx_ollama_auth::refusal::RefusalReason;
 
 /// Larger bodies read for models or caps are refused (413) rather than copied and
@@ -74,9 +75,11 @@ fn verdict(request: &mut Request) -> ngx_int_t {
     };
     let body = zstd.as_ref().map_or(body, |(decoded, _)| &decoded[..]);
     accounting::estimate_from_body(request, conf, body);
-    if let Some(refusal) = body_refusal(request, &check, body) {
+    let is_form = check.models.as_ref().is_some_and(|models| models.rule.extra == BodyExtra::FormModel);
+    if let Err(refusal) = judge_body(&check, body, if is_form { content_type(request) } else { b"" }) {
         return refuse(request, conf, &refusal);
     }
+    ngx_log_debug_http!(request, "ollama auth: request body judged, allowed");
     if let Err(rc) = rewrite(request, conf, &check, body, zstd.as_ref().map(|&(_, encoding)| encoding)) {
         return rc;
     }
@@ -109,53 +112,21 @@ fn body_bytes<'a>(request: &Request, copied: &'a mut Vec<u8>) -> Result<Option<&
 /// What a body too large to scan gets: an estimate by its length where it was read only for
 /// that (`tokens=`), else a refusal.
 fn too_large(request: &mut Request, conf: &LocConf, check: &BodyCheck) -> ngx_int_t {
-    if check.models.is_none() && check.web_search.is_none() && !check.add_usage && check.caps.is_none() {
-        accounting::estimate_from_length(request, conf);
-        return limit::admit(request, conf);
+    match judge_too_large(check, MAX_SCANNED_BODY) {
+        Some(refusal) => refuse(request, conf, &refusal),
+        None => {
+            accounting::estimate_from_length(request, conf);
+            limit::admit(request, conf)
+        }
     }
-    if let Some(models) = check.models.as_ref().filter(|models| models.rule.extra == BodyExtra::FormModel) {
-        // The form's model cannot be read: refused as a model that cannot be checked.
-        let message = format!(
-            "this {} may use only some models, and a form's model is read within {} MB: name it in the query string (?model=...)",
-            models.who,
-            MAX_SCANNED_BODY >> 20
-        );
-        return refuse(request, conf, &Refusal::forbidden(message, RefusalReason::ForbiddenModel));
-    }
-    let message = format!("a body read by this gate may be at most {} MB", MAX_SCANNED_BODY >> 20);
-    refuse(request, conf, &Refusal::too_large(message, RefusalReason::TooLarge))
 }
 
-/// A refusal the body earns: a model the entry may not use, or a web-search tool without the
-/// `search` scope.
-fn body_refusal(request: &Request, check: &BodyCheck, body: &[u8]) -> Option<Refusal> {
-    if let Some(models) = &check.models {
-        let allowed = models.options.models.as_ref().expect("read only for keys with models=");
-        let checked = match models.rule.extra {
-            BodyExtra::FormModel => {
-                // Exactly one Content-Type: which of two Go would read is not guessed at.
-                let content_type = match request_headers_named(request, b"content-type")[..] {
-                    // SAFETY: an entry of this request's header list, in its pool.
-                    [one] => unsafe { (*one).value.as_bytes() },
-                    _ => b"",
-                };
-                check_form_models(body, content_type, allowed, models.who)
-            }
-            _ => check_body_models(body, models.rule, allowed, models.who),
-        };
-        if let Err(refusal) = checked {
-            return Some(Refusal::of_model(refusal));
-        }
-        ngx_log_debug_http!(request, "ollama auth: request body names allowed models");
-    }
-    let (extra, who) = check.web_search?;
-    match asks_web_search(body, extra) {
-        Ok(false) => None,
-        Ok(true) => Some(Refusal::forbidden(
-            format!("a web-search tool needs the \"search\" scope; this {who} does not have it"),
-            RefusalReason::ForbiddenScope,
-        )),
-        Err(error) => Some(Refusal::bad_request(format!("the body must be one JSON object: {error}"))),
+/// The one `Content-Type` of the request, or nothing when it has none or several.
+fn content_type(request: &Request) -> &[u8] {
+    match request_headers_named(request, b"content-type")[..] {
+        // SAFETY: an entry of this request's header list, in its pool, which outlives the borrow.
+        [one] => unsafe { (*one).value.as_bytes() },
+        _ => b"",
     }
 }
 

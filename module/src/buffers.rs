@@ -143,8 +143,9 @@ pub enum ChainBytes<'a> {
 }
 
 /// A chain of one buffer from `pool` holding `bytes`, the last of its chain, and the last of
-/// the answer (or body) with `last_buf`. An empty one holds no memory, so that nginx takes it for
-/// the end marker it is rather than a zero-size buffer.
+/// the answer (or body) with `last_buf`. An empty one holds no memory and is a special buffer
+/// (the end, or else a sync mark, as nginx's `ngx_http_send_special` makes them), never a
+/// zero-size buffer, which nginx's write filter refuses.
 ///
 /// # Safety
 /// `pool` must be a valid pool that outlives every use of the chain.
@@ -185,6 +186,7 @@ pub unsafe fn one_buffer_chain(
     buf.last = unsafe { data.add(len) };
     buf.end = buf.last;
     buf.set_last_buf(u32::from(last_buf));
+    buf.set_sync(u32::from(len == 0 && !last_buf));
     buf.set_last_in_chain(1);
     link.buf = buf;
     link.next = std::ptr::null_mut();

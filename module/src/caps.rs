@@ -8,7 +8,8 @@ use ngx::ngx_log_debug_http;
 
 use super::ctx::ctx_mut;
 use ngx_ollama_auth::caps::apply_caps;
-use ngx_ollama_auth::judge::{CapCheck, Refusal};
+use ngx_ollama_auth::judge::CapCheck;
+use ngx_ollama_auth::refusal::Refusal;
 
 /// The response header naming what the gate changed in the request.
 pub const CLAMPED_HEADER: &str = "x-ollama-clamped";

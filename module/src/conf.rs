@@ -1,8 +1,9 @@
-//! Directives: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
-//! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`, `ollama_auth_usage`,
-//! `ollama_auth_metrics`, `ollama_auth_caps` (and `ollama_auth_zone`, in `zone`;
-//! `ollama_auth_fleet` and `ollama_auth_use_fleet`, in `fleet`); the registry of watched files;
-//! and the worker-start readability check.
+//! The location and main configurations, merged as nginx merges them, and the directives that
+//! set only them: `ollama_bearer_keys_file`, `ollama_basic_user_file`, `ollama_auth_realm`,
+//! `ollama_auth_default_scopes`, `ollama_auth_path_prefix`, `ollama_auth_json_errors`,
+//! `ollama_auth_usage` and `ollama_auth_caps` (the others are in the file of what they set:
+//! `zone`, `metrics`, `queue`, `fleet`); the registry of watched files, and the worker-start
+//! readability check.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, OsStr};

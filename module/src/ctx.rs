@@ -20,10 +20,11 @@ use super::module::Module;
 use super::zone::data::{Counters, Zone};
 use ngx_ollama_auth::errors::{error_body, ErrorShape};
 use ngx_ollama_auth::estimate::Estimate;
-use ngx_ollama_auth::judge::{BodyCheck, Refusal};
+use ngx_ollama_auth::judge::BodyCheck;
 use ngx_ollama_auth::limits::RateInfo;
 use ngx_ollama_auth::options::EntryOptions;
 use ngx_ollama_auth::policy::{strip_prefix, Listing};
+use ngx_ollama_auth::refusal::Refusal;
 use ngx_ollama_auth::refusal::RefusalReason;
 use ngx_ollama_auth::usage::{UsageScanner, UsageStripper};
 

@@ -1,9 +1,12 @@
 //! What every directive handler needs: its arguments, its configuration, its failure message,
-//! and its line in the commands table.
+//! its line in the commands table, and the data of a shared zone it defines.
 
 use std::ffi::{c_char, c_void, CStr};
 
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_HTTP_LOC_CONF_OFFSET};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_pool_cleanup_add, ngx_shm_zone_init_pt, ngx_shm_zone_t, ngx_str_t, ngx_uint_t,
+    NGX_HTTP_LOC_CONF_OFFSET,
+};
 
 /// A directive handler, as nginx calls it.
 pub type Handler = extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -57,4 +60,39 @@ pub const fn main_directive(name: ngx_str_t, contexts: u32, set: Handler) -> ngx
         offset: 0,
         post: std::ptr::null_mut(),
     }
+}
+
+/// Gives a shared zone a directive just added its data: `data`, owned by the configuration (freed
+/// with its pool, after every request of it), and `init`, which nginx calls when it makes the
+/// zone. `None` if the pool is out of memory.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed, and `zone` a zone it added that has no data yet.
+pub unsafe fn attach_to_zone<T>(
+    cf: *mut ngx_conf_t,
+    zone: *mut ngx_shm_zone_t,
+    data: Box<T>,
+    init: ngx_shm_zone_init_pt,
+) -> Option<*mut T> {
+    // SAFETY: cf's pool lives as long as the configuration (the caller's promise);
+    // ngx_pool_cleanup_add returns a cleanup record or NULL.
+    let cleanup = unsafe { ngx_pool_cleanup_add((*cf).pool, 0) };
+    if cleanup.is_null() {
+        return None;
+    }
+    let data = Box::into_raw(data);
+    // SAFETY: the cleanup record just added, and the zone nginx added for this configuration;
+    // the box is freed once, by the cleanup, when the pool goes.
+    unsafe {
+        (*cleanup).data = data.cast();
+        (*cleanup).handler = Some(drop_box::<T>);
+        (*zone).data = data.cast();
+        (*zone).init = init;
+    }
+    Some(data)
+}
+
+unsafe extern "C" fn drop_box<T>(data: *mut c_void) {
+    // SAFETY: registered by attach_to_zone for the box it leaked; run once, with the pool.
+    drop(unsafe { Box::from_raw(data.cast::<T>()) });
 }

@@ -5,7 +5,7 @@ use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_add_variable, ngx_http_handler_pt, ngx_http_request_t, ngx_http_variable_t,
     ngx_int_t, ngx_str_t, ngx_variable_value_t, NGX_HTTP_VAR_NOCACHEABLE,
 };
-use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule, Request};
 
 /// A phase handler, as nginx calls it.
 pub type PhaseHandler = extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t;
@@ -70,4 +70,24 @@ pub fn fill(value: &mut ngx_variable_value_t, text: Option<ngx_str_t>) -> ngx_in
     value.set_no_cacheable(1);
     value.set_not_found(0);
     Status::NGX_OK.0
+}
+
+/// Evaluates a variable of the request's main request to a copy of what `text` gives (the empty
+/// string for `None`), in the request pool.
+///
+/// # Safety
+/// `r` and `value` must be what nginx passes a variable handler.
+pub unsafe fn copied_variable(
+    r: *mut ngx_http_request_t,
+    value: *mut ngx_variable_value_t,
+    text: impl FnOnce(&mut Request) -> Option<String>,
+) -> ngx_int_t {
+    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
+    // for as long as it is.
+    let main = unsafe { Request::from_ngx_http_request((*r).main) };
+    let pool = main.as_ref().pool;
+    // SAFETY: the request pool outlives the variable's use in this request.
+    let copy = text(main).and_then(|text| unsafe { ngx_str_t::from_bytes(pool, text.as_bytes()) });
+    // SAFETY: nginx hands variable handlers a valid value slot to fill.
+    fill(unsafe { &mut *value }, copy)
 }

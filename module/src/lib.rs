@@ -2,19 +2,13 @@
 //! nginx. The rules themselves are plain Rust in the `ngx_ollama_auth` crate.
 //!
 //! This layer is thin on purpose: it turns nginx's structures into the plain Rust types of the
-//! ngx_ollama_auth crate and back. One file per nginx mechanism: `conf` (directives and the
-//! watched files), `ctx` (the per-request context and its decision), `authenticate` (the
-//! credential check), `policy` (what an admitted entry may do), `access` (the access-phase
-//! handler), `body` (reading a request body for its model), `caps` (clamping it to the caps),
-//! `buffers` (copying nginx buffer chains), `filters` (this module's refusals, cut-down model
-//! listings, counted answers), `zone` (the shared-memory zone and its state file), `accounting`
-//! (counting a finished request, the log phase), `limit` (admitting a limited key's request),
-//! `metrics` (the Prometheus endpoint), `variables` (`$ollama_auth_user`, the usage variables
-//! and `$ollama_clamped`), `fleet` (several Ollama servers: `$ollama_request_model`, routing by
-//! model, polling). Every `unsafe` block says what makes it sound.
+//! ngx_ollama_auth crate and back, one file (or folder) per nginx mechanism; CONTRIBUTING.md
+//! gives each one's job. This file registers the module: its commands, its context, and what a
+//! worker does when it starts and exits. Every `unsafe` block says what makes it sound.
 
 mod access;
 mod accounting;
+mod answer;
 mod authenticate;
 mod body;
 mod buffers;
@@ -47,6 +41,14 @@ use ngx::ngx_string;
 
 use directive::{location_directive, main_directive};
 use module::Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only written by nginx while it loads and configures
+        // modules, in the master process, before any request handler can call this.
+        unsafe { &*addr_of!(ngx_http_ollama_auth_module) }
+    }
+}
 
 /// Where the file directives (and most others) may appear.
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;

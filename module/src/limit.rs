@@ -4,7 +4,7 @@
 //! The counting itself is plain Rust (`ngx_ollama_auth::limits`).
 
 use ngx::core::Status;
-use ngx::ffi::{ngx_int_t, NGX_HTTP_FORBIDDEN, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_TOO_MANY_REQUESTS, NGX_LOG_ERR};
+use ngx::ffi::{ngx_int_t, NGX_LOG_ERR};
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
@@ -12,8 +12,8 @@ use super::clock::now_ms;
 use super::conf::LocConf;
 use super::ctx::{ctx_mut, refuse, InFlight};
 use super::zone::data::{LimitVerdict, Unenforceable};
-use ngx_ollama_auth::judge::Refusal;
-use ngx_ollama_auth::refusal::RefusalReason;
+use ngx_ollama_auth::judge::{Admitted, LimitsRefused};
+use ngx_ollama_auth::refusal::Refusal;
 
 /// Counts an admitted request against its entry's limits, if it has any. Answers what the
 /// access phase answers: `NGX_OK`, or the status of a refusal already recorded.
@@ -26,20 +26,13 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
     let (Some(id), Some(options)) = (admission.limit_id.clone(), admission.options.clone()) else {
         return Status::NGX_OK.0;
     };
-    let who = if admission.is_user { "user" } else { "key" };
+    let who = Admitted { options: None, is_user: admission.is_user }.who();
     // What is reserved against `tokens=` until the answer's count is known: the estimate of the
     // body read for it (see `accounting::reserves_tokens`).
     let reserve = ctx.accounting.as_ref().and_then(|accounting| accounting.estimate).map_or(0, |e| e.total());
     let Some(zone) = conf.usage_zone() else {
         // judge() refuses these first; kept so that no path admits a limited entry uncounted.
-        return refused(
-            request,
-            conf,
-            NGX_HTTP_FORBIDDEN,
-            "forbidden",
-            format!("this {who}'s limits cannot be counted here"),
-            RefusalReason::Unenforceable,
-        );
+        return refuse(request, conf, &Refusal::of_limits(LimitsRefused::NoZone, who));
     };
     let verdict = zone.lock().map(|mut locked| locked.admit(&id, &options, now_ms(), reserve));
     match verdict {
@@ -54,12 +47,10 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
                 ctx.rate = Some(rate);
                 ctx.retry_after = Some(refusal.retry_after_seconds);
             }
-            let message = refusal.to_string();
-            refused(request, conf, NGX_HTTP_TOO_MANY_REQUESTS, "rate limited", message, RefusalReason::RateLimited)
+            refuse(request, conf, &Refusal::of_limits(LimitsRefused::Over(&refusal), who))
         }
         Some(Err(Unenforceable::Options(error))) => {
-            let message = format!("this {who}'s limits cannot be counted: {error}");
-            refused(request, conf, NGX_HTTP_FORBIDDEN, "forbidden", message, RefusalReason::Unenforceable)
+            refuse(request, conf, &Refusal::of_limits(LimitsRefused::Uncountable(&error), who))
         }
         Some(Err(Unenforceable::ZoneFull)) | None => {
             ngx_log_error!(
@@ -68,26 +59,7 @@ pub fn admit(request: &mut Request, conf: &LocConf) -> ngx_int_t {
                 "ollama_auth_zone \"{}\" has no room for another limited key",
                 zone.name()
             );
-            let message = "the server cannot count this key's limits now".to_string();
-            refused(
-                request,
-                conf,
-                NGX_HTTP_SERVICE_UNAVAILABLE,
-                "service unavailable",
-                message,
-                RefusalReason::Unenforceable,
-            )
+            refuse(request, conf, &Refusal::of_limits(LimitsRefused::ZoneFull, who))
         }
     }
-}
-
-fn refused(
-    request: &mut Request,
-    conf: &LocConf,
-    status: u32,
-    kind: &'static str,
-    message: String,
-    why: RefusalReason,
-) -> ngx_int_t {
-    refuse(request, conf, &Refusal { status: status as u16, kind, message, why })
 }

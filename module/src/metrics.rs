@@ -4,17 +4,15 @@
 //! only for the copy.
 
 use std::ffi::{c_char, c_void};
-use std::ptr;
 
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_str_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
+    ngx_command_t, ngx_conf_t, ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
-use super::buffers::{one_buffer_chain, ChainBytes};
+use super::answer::send_whole;
 use super::conf::LocConf;
 use super::directive::{arguments, conf_error, conf_mut};
 use super::module::Module;
@@ -45,24 +43,7 @@ pub extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let mut text = render(&borrowed, &refused);
     text.extend(super::queue::store::exposition(zone));
     text.extend(super::fleet::health::exposition(request));
-    let pool = request.as_ref().pool;
-    let out = &mut request.as_mut().headers_out;
-    out.status = NGX_HTTP_OK as usize;
-    out.content_length_n = text.len() as i64;
-    out.content_type = ngx_str_t { len: CONTENT_TYPE.len(), data: CONTENT_TYPE.as_ptr().cast_mut() };
-    out.content_type_len = CONTENT_TYPE.len();
-    out.content_type_lowcase = ptr::null_mut();
-    // SAFETY: a valid request whose header is complete.
-    let rc = unsafe { ngx_http_send_header(r) };
-    if rc == Status::NGX_ERROR.0 || rc > Status::NGX_OK.0 || request.header_only() {
-        return rc;
-    }
-    // SAFETY: the request pool outlives the answer.
-    let Some(chain) = (unsafe { one_buffer_chain(pool, ChainBytes::Copied(&text), true) }) else {
-        return Status::NGX_ERROR.0;
-    };
-    // SAFETY: a valid request whose header was sent; the chain is this handler's to pass on.
-    unsafe { ngx_http_output_filter(r, chain) }
+    send_whole(r, NGX_HTTP_OK as usize, CONTENT_TYPE.as_bytes(), &text)
 }
 
 /// `ollama_auth_metrics <zone>`: this location answers with the zone's counters.

@@ -8,12 +8,12 @@
 //! as the `x-ollama-clamped` header says it; empty when nothing was changed.
 
 use ngx::core::Status;
-use ngx::ffi::{ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t};
+use ngx::ffi::{ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_variable_value_t};
 use ngx::http::{HttpModuleMainConf, Request};
 
 use super::accounting::outcome;
 use super::ctx::{ctx_mut, decided_with_label};
-use super::hooks::{add_variable, fill, is_variable_used, Getter};
+use super::hooks::{add_variable, copied_variable, fill, is_variable_used, Getter};
 use super::module::Module;
 
 const NAME: &str = "ollama_auth_user";
@@ -63,22 +63,17 @@ unsafe extern "C" fn get_usage(
     value: *mut ngx_variable_value_t,
     which: usize,
 ) -> ngx_int_t {
-    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
-    // for as long as it is.
-    let main = unsafe { Request::from_ngx_http_request((*r).main) };
-    let pool = main.as_ref().pool;
-    let text = ctx_mut(main).and_then(|ctx| ctx.accounting.as_ref()).map(|accounting| {
+    let text = |main: &mut Request| {
+        let accounting = ctx_mut(main)?.accounting.as_ref()?;
         let outcome = outcome(accounting.scanner.as_deref());
-        match which {
+        Some(match which {
             0 => outcome.model.to_owned(),
             1 => outcome.prompt_tokens.map(|n| n.to_string()).unwrap_or_default(),
             _ => outcome.completion_tokens.map(|n| n.to_string()).unwrap_or_default(),
-        }
-    });
-    // SAFETY: the request pool outlives the variable's use in this request.
-    let text = unsafe { ngx_str_t::from_bytes(pool, text.unwrap_or_default().as_bytes()) };
-    // SAFETY: nginx hands variable handlers a valid value slot to fill.
-    fill(unsafe { &mut *value }, text)
+        })
+    };
+    // SAFETY: nginx's arguments to a variable handler.
+    unsafe { copied_variable(r, value, text) }
 }
 
 /// Evaluates `$ollama_clamped`.
@@ -87,15 +82,8 @@ unsafe extern "C" fn get_clamped(
     value: *mut ngx_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
-    // for as long as it is.
-    let main = unsafe { Request::from_ngx_http_request((*r).main) };
-    let pool = main.as_ref().pool;
-    let text = ctx_mut(main).and_then(|ctx| ctx.clamped.clone()).unwrap_or_default();
-    // SAFETY: the request pool outlives the variable's use in this request.
-    let text = unsafe { ngx_str_t::from_bytes(pool, text.as_bytes()) };
-    // SAFETY: nginx hands variable handlers a valid value slot to fill.
-    fill(unsafe { &mut *value }, text)
+    // SAFETY: nginx's arguments to a variable handler.
+    unsafe { copied_variable(r, value, |main| ctx_mut(main)?.clamped.clone()) }
 }
 
 /// Evaluates the variable. If it is read before the access phase (by `limit_req` or

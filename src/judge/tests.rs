@@ -1,4 +1,5 @@
 use super::*;
+use crate::refusal::Refusal;
 
 fn options(words: &str) -> Rc<EntryOptions> {
     let words: Vec<&[u8]> = words.split_whitespace().map(str::as_bytes).collect();
@@ -153,4 +154,71 @@ fn inference_is_what_needs_the_infer_scope() {
     assert!(is_inference(&asked(Method::Post, "/ollama/v1/chat/completions"), Some(b"/ollama")));
     assert!(!is_inference(&asked(Method::Get, "/api/tags"), None));
     assert!(!is_inference(&asked(Method::Post, "/api/pull"), None));
+}
+
+#[test]
+fn a_limited_keys_refusals_say_why_and_whose() {
+    let no_zone = Refusal::of_limits(LimitsRefused::NoZone, "user");
+    assert_eq!((no_zone.status, no_zone.why), (403, RefusalReason::Unenforceable));
+    assert_eq!(no_zone.message, "this user's limits cannot be counted here");
+    let error = crate::limits::ConfigError::TooManyWindows(7);
+    let uncountable = Refusal::of_limits(LimitsRefused::Uncountable(&error), "key");
+    assert!(
+        uncountable.message.starts_with("this key's limits cannot be counted: 7 limit windows"),
+        "{}",
+        uncountable.message
+    );
+    let full = Refusal::of_limits(LimitsRefused::ZoneFull, "key");
+    assert_eq!((full.status, full.kind, full.why), (503, "service unavailable", RefusalReason::Unenforceable));
+    let mut key = crate::limits::KeyLimits::new(&options("requests=1/1m").as_ref().clone(), 0).unwrap();
+    key.admit(0).unwrap();
+    let over = key.admit(1).unwrap_err();
+    let refusal = Refusal::of_limits(LimitsRefused::Over(&over), "key");
+    assert_eq!((refusal.status, refusal.kind, refusal.why), (429, "rate limited", RefusalReason::RateLimited));
+    assert_eq!(refusal.message, over.to_string());
+}
+
+fn body_check(judgement: Judgement) -> BodyCheck {
+    match judgement {
+        Judgement::ReadBody(check) => check,
+        _ => panic!("expected a body to read"),
+    }
+}
+
+#[test]
+fn a_body_is_judged_by_every_model_it_names_and_its_tools() {
+    let some = options("models=llama3* scopes=read,infer");
+    let check = body_check(verdict(&asked(Method::Post, "/api/chat"), &LOCATION, Some(&some)));
+    assert_eq!(judge_body(&check, br#"{"model":"llama3.2"}"#, b""), Ok(()));
+    let other = judge_body(&check, br#"{"model":"llama3.2","MODEL":"qwen3"}"#, b"").unwrap_err();
+    assert_eq!((other.status, other.why), (403, RefusalReason::ForbiddenModel));
+    let search = body_check(verdict(&asked(Method::Post, "/v1/responses"), &LOCATION, Some(&some)));
+    let tools = br#"{"model":"llama3.2","tools":[{"type":"web_search"}]}"#;
+    let refusal = judge_body(&search, tools, b"").unwrap_err();
+    assert_eq!((refusal.status, refusal.why), (403, RefusalReason::ForbiddenScope));
+    assert!(refusal.message.contains("\"search\" scope; this key does not have it"), "{}", refusal.message);
+    assert_eq!(judge_body(&search, b"[1]", b"").unwrap_err().status, 400);
+}
+
+#[test]
+fn a_form_model_is_read_with_the_requests_content_type() {
+    let some = options("models=whisper*");
+    let check = body_check(verdict(&asked(Method::Post, "/v1/audio/transcriptions"), &LOCATION, Some(&some)));
+    let form = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n";
+    assert_eq!(judge_body(&check, form, b"multipart/form-data; boundary=b"), Ok(()));
+    let other = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nother\r\n--b--\r\n";
+    assert_eq!(judge_body(&check, other, b"multipart/form-data; boundary=b").unwrap_err().status, 403);
+}
+
+#[test]
+fn a_body_too_large_is_refused_unless_read_only_for_an_estimate() {
+    assert_eq!(judge_too_large(&BodyCheck::default(), 64 << 20), None);
+    let usage = BodyCheck { add_usage: true, ..BodyCheck::default() };
+    let refusal = judge_too_large(&usage, 64 << 20).unwrap();
+    assert_eq!((refusal.status, refusal.message.as_str()), (413, "a body read by this gate may be at most 64 MB"));
+    let some = options("models=whisper*");
+    let form = body_check(verdict(&asked(Method::Post, "/v1/audio/transcriptions"), &LOCATION, Some(&some)));
+    let refusal = judge_too_large(&form, 64 << 20).unwrap();
+    assert_eq!((refusal.status, refusal.why), (403, RefusalReason::ForbiddenModel));
+    assert!(refusal.message.contains("?model="), "{}", refusal.message);
 }

@@ -5,8 +5,7 @@ use std::fmt;
 
 use crate::fnv::{fnv1a_64_extend, FNV1A_64_START};
 use crate::limits::headers::{retry_after_seconds, RateInfo};
-use crate::limits::window::{self, ConfigError, Kind, Limit, WindowCounter, MAX_WINDOWS};
-use crate::options::EntryOptions;
+use crate::limits::window::{self, ConfigError, EntryLimits, Kind, Limit, WindowCounter, MAX_WINDOWS};
 
 /// What one key's counters take in the zone.
 pub const KEY_LIMITS_BYTES: usize = std::mem::size_of::<KeyLimits>();
@@ -23,10 +22,10 @@ const CLOCK_SKEW_TOLERANCE_MS: u64 = 60_000;
 /// A digest of an entry's limits, so the zone can tell cheaply when a reload changed them (and
 /// its counters must be [reconfigured](KeyLimits::reconfigure)). Never 0, which stands for
 /// "not known" (counters read back from the state file).
-pub fn signature(options: &EntryOptions) -> u64 {
+pub fn signature(options: &impl EntryLimits) -> u64 {
     let mut hash = FNV1A_64_START;
     let mut add = |value: u64| hash = fnv1a_64_extend(hash, &value.to_le_bytes());
-    for (tag, windows) in [(1, &options.requests), (2, &options.tokens)] {
+    for (tag, windows) in [(1, options.requests()), (2, options.tokens())] {
         for window in windows.iter() {
             add(tag);
             add(window.limit);
@@ -34,7 +33,7 @@ pub fn signature(options: &EntryOptions) -> u64 {
         }
     }
     add(3);
-    add(options.parallel.map_or(0, |parallel| u64::from(parallel) + 1));
+    add(options.parallel().map_or(0, |parallel| u64::from(parallel) + 1));
     hash.max(1)
 }
 
@@ -95,26 +94,26 @@ impl KeyLimits {
     };
 
     /// Empty counters for an entry's limits: its `requests=` windows, then its `tokens=` ones.
-    pub fn new(options: &EntryOptions, now_ms: u64) -> Result<KeyLimits, ConfigError> {
-        let (windows, window_count) = window::counters(&options.requests, &options.tokens, options.parallel)?;
+    pub fn new(options: &impl EntryLimits, now_ms: u64) -> Result<KeyLimits, ConfigError> {
+        let (windows, window_count) = window::counters(options.requests(), options.tokens(), options.parallel())?;
         Ok(KeyLimits {
             latest_ms: now_ms,
             windows,
-            parallel: options.parallel.unwrap_or(0),
+            parallel: options.parallel().unwrap_or(0),
             window_count: window_count as u8,
             ..KeyLimits::EMPTY
         })
     }
 
     /// Whether an entry's limits can be counted, for the glue to report when it loads the file.
-    pub fn check(options: &EntryOptions) -> Result<(), ConfigError> {
-        window::check(&options.requests, &options.tokens, options.parallel)
+    pub fn check(options: &impl EntryLimits) -> Result<(), ConfigError> {
+        window::check(options.requests(), options.tokens(), options.parallel())
     }
 
     /// Takes the limits of a reloaded entry. A window of the same kind and period keeps its
     /// counts (its limit may have changed), a new one starts empty, a removed one is dropped;
     /// requests in flight stay counted. Options that cannot be counted change nothing.
-    pub fn reconfigure(&mut self, options: &EntryOptions, now_ms: u64) -> Result<(), ConfigError> {
+    pub fn reconfigure(&mut self, options: &impl EntryLimits, now_ms: u64) -> Result<(), ConfigError> {
         let mut next = KeyLimits::new(options, now_ms)?;
         self.advance(now_ms);
         next.latest_ms = self.latest_ms;

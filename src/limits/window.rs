@@ -124,6 +124,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What an entry says of its limits, all its counters are made from: its `requests=` and
+/// `tokens=` windows and its `parallel=` (`options::EntryOptions` says it).
+pub trait EntryLimits {
+    fn requests(&self) -> &[Window];
+    fn tokens(&self) -> &[Window];
+    fn parallel(&self) -> Option<u32>;
+}
+
 /// Whether limits can be counted: at most [`MAX_WINDOWS`] windows, each of at least 1 over 1 s
 /// to 366 days and one per kind and period, and a `parallel=` of at least 1.
 pub fn check(requests: &[Window], tokens: &[Window], parallel: Option<u32>) -> Result<(), ConfigError> {

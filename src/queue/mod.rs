@@ -26,8 +26,10 @@
 //! - `ops.rs`: the operations and the dispatch;
 //! - `fair.rs`: the fair-share arithmetic (slot time to virtual time);
 //! - `index.rs`: the hash index and the min-heap of waiting keys;
-//! - `render.rs`: the queues' metrics.
+//! - `render.rs`: the queues' metrics;
+//! - `answers.rs`: what the gate answers a request the queue does not take.
 
+pub mod answers;
 mod data;
 mod fair;
 mod index;

@@ -14,14 +14,13 @@ use ngx::ngx_log_debug_http;
 
 use super::headers::{add_challenge, push_header, set_content_length};
 use super::next::{next_body, next_header};
+use crate::answer::JSON_CONTENT_TYPE;
 use crate::buffers::{consume, one_buffer_chain, ChainBytes};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, ctx_or_new, error_shape, RefusalAnswer, CHALLENGE_BASIC, CHALLENGE_BEARER};
 use crate::module::Module;
 use ngx_ollama_auth::challenges::Challenges;
 use ngx_ollama_auth::errors::{answers_as_json, default_retry_after, error_body, nginx_error_text, NginxResponse};
-
-const JSON_CONTENT_TYPE: &[u8] = b"application/json; charset=utf-8";
 
 /// Makes nginx's own error page (a special response: `limit_req`'s 429, a 502 or 504 with Ollama
 /// down, a 413) in a location with `ollama_auth_json_errors on` one of this module's refusals,

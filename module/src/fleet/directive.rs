@@ -5,15 +5,15 @@ use std::ffi::{c_char, c_void};
 
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_parse_size, ngx_parse_time, ngx_parse_url, ngx_pool_cleanup_add,
-    ngx_shared_memory_add, ngx_str_t, ngx_url_t, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_parse_size, ngx_parse_time, ngx_parse_url, ngx_shared_memory_add,
+    ngx_str_t, ngx_url_t, NGX_LOG_EMERG,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_conf_log_error;
 
 use super::shared::{self, Fleet, FleetRef, MemberConf, MAX_MEMBERS};
 use crate::conf::LocConf;
-use crate::directive::{arguments, conf_error, conf_mut};
+use crate::directive::{arguments, attach_to_zone, conf_error, conf_mut};
 use crate::module::{module_tag, Module};
 
 const DEFAULT_PORT: u16 = 11434;
@@ -128,27 +128,13 @@ unsafe fn finish_fleet(cf: *mut ngx_conf_t, mut fleet: Box<Fleet>) -> *mut c_cha
             return NGX_CONF_ERROR;
         }
         fleet.zone = zone;
-        let cleanup = ngx_pool_cleanup_add((*cf).pool, 0);
-        if cleanup.is_null() {
-            return NGX_CONF_ERROR;
-        }
-        let fleet = Box::into_raw(fleet);
-        (*cleanup).data = fleet.cast();
-        (*cleanup).handler = Some(drop_fleet);
-        (*zone).data = fleet.cast();
-        (*zone).init = Some(shared::init_zone);
+        let Some(fleet) = attach_to_zone(cf, zone, fleet, Some(shared::init_zone)) else { return NGX_CONF_ERROR };
         match Module::main_conf_mut(&*cf) {
             Some(main) => main.fleets.push(FleetRef(fleet)),
             None => return NGX_CONF_ERROR,
         }
     }
     NGX_CONF_OK
-}
-
-unsafe extern "C" fn drop_fleet(data: *mut c_void) {
-    // SAFETY: registered by finish_fleet for the box it leaked; run once, when the
-    // configuration's pool goes, after every request and timer of that configuration.
-    drop(unsafe { Box::from_raw(data.cast::<Fleet>()) });
 }
 
 /// One line of a fleet block: `server <address> [name=<name>];`.

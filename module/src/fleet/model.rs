@@ -10,7 +10,7 @@ use std::any::Any;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_int_t, ngx_str_t, ngx_variable_value_t, NGX_HTTP_SPECIAL_RESPONSE,
+    ngx_int_t, ngx_variable_value_t, NGX_HTTP_SPECIAL_RESPONSE,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 
@@ -18,7 +18,7 @@ use crate::body::as_ollama_decodes;
 use crate::buffers::{append_chain, single_memory_buffer};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, ctx_or_new, decided_with_label};
-use crate::hooks::fill;
+use crate::hooks::copied_variable;
 use crate::module::Module;
 use ngx_ollama_auth::fleet::request_model;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Method};
@@ -178,13 +178,6 @@ pub unsafe extern "C" fn get_request_model(
     value: *mut ngx_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid
-    // for as long as it is.
-    let main = unsafe { Request::from_ngx_http_request((*r).main) };
-    let pool = main.as_ref().pool;
-    let model = Module::location_conf(main).and_then(|conf| model_of(main, conf));
-    // SAFETY: the request pool outlives the variable's use in this request.
-    let text = model.and_then(|model| unsafe { ngx_str_t::from_bytes(pool, model.as_bytes()) });
-    // SAFETY: nginx hands variable handlers a valid value slot.
-    fill(unsafe { &mut *value }, text)
+    // SAFETY: nginx's arguments to a variable handler.
+    unsafe { copied_variable(r, value, |main| Module::location_conf(main).and_then(|conf| model_of(main, conf))) }
 }

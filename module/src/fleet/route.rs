@@ -7,22 +7,22 @@
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_str_t,
-    ngx_variable_value_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE,
+    ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
 use super::model::{fleet_ctx, model_of};
 use super::shared::{Chosen, FleetRef, MemberState, MAX_MEMBERS};
-use crate::buffers::{one_buffer_chain, ChainBytes};
+use crate::answer::{send_whole, JSON_CONTENT_TYPE};
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, refuse};
 use crate::hooks::fill;
 use crate::module::Module;
 use ngx_ollama_auth::endpoints::changes_models;
 use ngx_ollama_auth::fleet::{choose, model_key, Candidate};
-use ngx_ollama_auth::judge::Refusal;
 use ngx_ollama_auth::policy::{classify, strip_prefix, Listing, Method};
+use ngx_ollama_auth::refusal::Refusal;
 use ngx_ollama_auth::refusal::RefusalReason;
 
 /// The header that names a management request's member (its `server` name in the fleet).
@@ -159,44 +159,19 @@ fn refuse_here(request: &mut Request, conf: &LocConf, status: u32, kind: &'stati
     refuse(request, conf, &Refusal { status: status as u16, kind, message, why: RefusalReason::BadRequest })
 }
 
-/// The union of the members' listings (those up), each model once, in Ollama's shape.
+/// The union of the members' listings (those up; for `ps`, the models each has loaded).
 fn union_listing(fleet: FleetRef, listing: Listing) -> Option<Vec<u8>> {
     let held = fleet.get().lock()?;
-    let mut names: Vec<&[u8]> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
     for member in held.members.iter().filter(|m| m.up) {
-        for name in member.names().split(|&b| b == b'\n').filter(|name| !name.is_empty()) {
-            let loaded =
-                || std::str::from_utf8(name).is_ok_and(|text| member.ps().binary_search(&model_key(text)).is_ok());
-            if listing != Listing::Ps || loaded() {
+        let listed = member.names().split(|&b| b == b'\n').filter_map(|name| std::str::from_utf8(name).ok());
+        for name in listed.filter(|name| !name.is_empty()) {
+            if listing != Listing::Ps || member.ps().binary_search(&model_key(name)).is_ok() {
                 names.push(name);
             }
         }
     }
-    names.sort_unstable();
-    names.dedup();
-    let mut body = Vec::with_capacity(names.len() * 64 + 32);
-    body.extend_from_slice(if listing == Listing::V1Models {
-        b"{\"object\":\"list\",\"data\":["
-    } else {
-        b"{\"models\":["
-    });
-    for (i, name) in names.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        // Names are normalized model names: letters, digits and `_-.:/` only, nothing to escape.
-        let name = String::from_utf8_lossy(name);
-        let entry = match listing {
-            Listing::V1Models => {
-                let owner = name.split_once('/').map_or("library", |(owner, _)| owner);
-                format!("{{\"id\":\"{name}\",\"object\":\"model\",\"created\":0,\"owned_by\":\"{owner}\"}}")
-            }
-            _ => format!("{{\"name\":\"{name}\",\"model\":\"{name}\"}}"),
-        };
-        body.extend_from_slice(entry.as_bytes());
-    }
-    body.extend_from_slice(b"]}");
-    Some(body)
+    Some(ngx_ollama_auth::fleet::union_listing(listing, names))
 }
 
 /// Answers a listing from the fleet's state. The module's listing filter still cuts it down
@@ -210,22 +185,9 @@ fn answer_listing(r: *mut ngx_http_request_t, fleet: FleetRef, listing: Listing)
     if discarded != Status::NGX_OK.0 {
         return discarded;
     }
-    // SAFETY: a valid main request in the precontent phase; the buffer and link are from its pool
-    // and live as long as it; the answer is sent and the request finalized here, once.
-    unsafe {
-        let pool = (*r).pool;
-        let Some(link) = one_buffer_chain(pool, ChainBytes::Copied(&body), true) else { return Status::NGX_ERROR.0 };
-        (*r).headers_out.status = NGX_HTTP_OK as usize;
-        (*r).headers_out.content_length_n = body.len() as i64;
-        let content_type = b"application/json; charset=utf-8";
-        (*r).headers_out.content_type = ngx_str_t { len: content_type.len(), data: content_type.as_ptr().cast_mut() };
-        (*r).headers_out.content_type_len = content_type.len();
-        let mut rc = ngx_http_send_header(r);
-        if rc != Status::NGX_ERROR.0 && rc <= Status::NGX_OK.0 && (*r).header_only() == 0 {
-            rc = ngx_http_output_filter(r, link);
-        }
-        ngx_http_finalize_request(r, rc);
-    }
+    let rc = send_whole(r, NGX_HTTP_OK as usize, JSON_CONTENT_TYPE, &body);
+    // SAFETY: a valid main request in the precontent phase, answered here, finalized once.
+    unsafe { ngx_http_finalize_request(r, rc) };
     Status::NGX_DONE.0
 }
 

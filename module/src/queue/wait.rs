@@ -17,31 +17,30 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_http_block_reading, ngx_http_core_run_phases,
     ngx_http_request_empty_handler, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_test_reading, ngx_int_t,
-    ngx_str_t, ngx_variable_value_t, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    ngx_variable_value_t, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
 use super::store::{self, QueueConf};
 use super::ticket::{Queued, Stage};
-use super::waiters::{add_waiter, alive_checker, arm_timer, local, pid, take_waiter, WaitKey};
+use super::waiters::{
+    add_waiter, alive_checker, arm_timer, busy_queues, expired, has_waiters, init_timer, is_waiting, pid, sweep_due,
+    take_waiter, WaitKey,
+};
 use crate::clock::now_ms;
 use crate::conf::LocConf;
 use crate::ctx::{ctx_mut, ctx_or_new, refuse};
-use crate::hooks::{add_variable, fill};
+use crate::hooks::{add_variable, copied_variable};
 use crate::module::Module;
 use crate::policy::is_inference;
-use ngx_ollama_auth::judge::Refusal;
-use ngx_ollama_auth::queue::{Arrival, Ended, Refused, State, TicketRef, Who};
+use ngx_ollama_auth::queue::answers::NotQueued;
+use ngx_ollama_auth::queue::{Arrival, Ended, State, TicketRef, Who};
 use ngx_ollama_auth::queue::{DEFAULT_KEY_QUEUE, DEFAULT_SHARE};
-use ngx_ollama_auth::refusal::RefusalReason;
+use ngx_ollama_auth::refusal::Refusal;
 
 /// How often that timer also sweeps the tickets of workers that are gone.
 const SWEEP_MS: u64 = 1_000;
-
-/// `Retry-After` of a refusal because this key's own queue is full, and of the others.
-const RETRY_KEY_FULL_S: u64 = 5;
-const RETRY_FULL_S: u64 = 10;
 
 /// Puts an admitted inference request in its location's queue. Answers what the access phase
 /// answers: `NGX_OK` (a slot: go on), `NGX_AGAIN` (waiting), or a refusal's status.
@@ -79,7 +78,7 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
         running_since_ms: None,
         slot_ms: None,
     };
-    let (message, retry) = match arrival {
+    let not_queued = match arrival {
         Some(Ok(Arrival::Dispatched(ticket))) => {
             queued.ticket = Some(ticket);
             queued.running_since_ms = Some(now);
@@ -92,7 +91,7 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
             queued.stage = Stage::Waiting;
             ctx.queued = Some(queued);
             add_waiter(queue_conf, ticket, r, now + queue_conf.timeout_ms);
-            arm_timer(on_tick);
+            arm_timer();
             // SAFETY: a main request in the access phase: its handlers are ours to set until
             // it resumes (see resume), as limit_req's delay sets them.
             unsafe {
@@ -101,26 +100,18 @@ pub fn enter(r: *mut ngx_http_request_t, conf: &LocConf, queue_conf: &QueueConf)
             }
             return Status::NGX_AGAIN.0;
         }
-        Some(Err(Refused::KeyQueueFull)) => {
-            ("too many requests of this key are waiting for the model", RETRY_KEY_FULL_S)
-        }
-        Some(Err(Refused::QueueFull)) => ("too many requests are waiting for the model", RETRY_FULL_S),
-        None => ("the server cannot queue this request now", RETRY_FULL_S),
+        Some(Err(refused)) => NotQueued::Refused(refused),
+        None => NotQueued::NoRoom,
     };
-    queued.stage = Stage::Refused(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+    let (refusal, retry) = not_queued.answer();
+    queued.stage = Stage::Refused(refusal.status as ngx_int_t);
     queued.retry_after = Some(retry);
     ctx.queued = Some(queued);
     if arrival.is_none() {
         let zone = queue_conf.zone.name();
         ngx_log_error!(NGX_LOG_ERR, request.log(), "ollama_auth_queue: zone \"{}\" has no room for the queue", zone);
     }
-    refused(request, conf, message)
-}
-
-fn refused(request: &mut Request, conf: &LocConf, message: &str) -> ngx_int_t {
-    let status = NGX_HTTP_SERVICE_UNAVAILABLE as u16;
-    let why = RefusalReason::RateLimited;
-    refuse(request, conf, &Refusal { status, kind: "service unavailable", message: message.into(), why })
+    refuse(request, conf, &refusal)
 }
 
 /// Whether this request's context says how the queue answered it already (the access handler
@@ -137,22 +128,8 @@ struct Due {
 
 unsafe extern "C" fn on_tick(_event: *mut ngx_event_t) {
     let now = now_ms();
-    let sweep = {
-        let local = local();
-        let due = now.saturating_sub(local.last_sweep_ms) >= SWEEP_MS;
-        if due {
-            local.last_sweep_ms = now;
-        }
-        due
-    };
-    let busy: Vec<(usize, QueueConf)> = local()
-        .queues
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, count))| *count > 0 || sweep)
-        .map(|(at, (conf, _))| (at, *conf))
-        .collect();
-    for (at, conf) in busy {
+    let sweep = sweep_due(now, SWEEP_MS);
+    for (at, conf) in busy_queues(sweep) {
         let due = collect(at, &conf, now, sweep);
         for (key, waited_ms) in due.granted {
             resume(key, |queued| {
@@ -164,15 +141,16 @@ unsafe extern "C" fn on_tick(_event: *mut ngx_event_t) {
         }
         for key in due.expired {
             resume(key, |queued| {
-                queued.stage = Stage::Refused(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
-                queued.retry_after = Some(RETRY_FULL_S);
+                let (refusal, retry_after) = NotQueued::WaitedTooLong.answer();
+                queued.stage = Stage::Refused(refusal.status as ngx_int_t);
+                queued.retry_after = Some(retry_after);
                 queued.ticket = None; // it left the queue already
-                Some("waited too long for the model: the server is busy")
+                Some(refusal)
             });
         }
     }
-    if !local().waiters.is_empty() {
-        arm_timer(on_tick);
+    if has_waiters() {
+        arm_timer();
     }
 }
 
@@ -180,16 +158,7 @@ unsafe extern "C" fn on_tick(_event: *mut ngx_event_t) {
 /// (taken out of the queue), and a sweep of dead workers' tickets when due.
 fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
     let mut due = Due { granted: Vec::new(), expired: Vec::new() };
-    let expired: Vec<WaitKey> = {
-        let local = local();
-        local
-            .deadlines
-            .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
-            .map(|(_, key)| *key)
-            .filter(|key| key.queue == at)
-            .collect()
-    };
+    let expired = expired(at, now);
     let Some(mut locked) = conf.zone.lock() else { return due };
     let Some(mut queue) = store::queue(&mut locked, conf) else { return due };
     if sweep {
@@ -199,7 +168,7 @@ fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
     queue.take_grants(pid(), |ticket| granted.push(ticket));
     for ticket in granted {
         let key = WaitKey { queue: at, index: ticket.index, seq: ticket.seq };
-        if local().waiters.contains_key(&key) {
+        if is_waiting(key) {
             due.granted.push((key, queue.waited_ms(ticket)));
         } else {
             queue.end(ticket, now); // no request of ours waits for it: never leak the slot
@@ -223,22 +192,22 @@ fn collect(at: usize, conf: &QueueConf, now: u64, sweep: bool) -> Due {
 }
 
 /// Resumes a waiting request of this worker, if it still waits: `update` marks its context
-/// (and may give a refusal's message); then its phases run again from the access phase.
-fn resume(key: WaitKey, update: impl FnOnce(&mut Queued) -> Option<&'static str>) {
+/// (and may give a refusal); then its phases run again from the access phase.
+fn resume(key: WaitKey, update: impl FnOnce(&mut Queued) -> Option<Refusal>) {
     let Some(waiter) = take_waiter(key) else { return };
     let r = waiter.request;
     {
         // SAFETY: the request was in this worker's map, so its pool cleanup has not run: it is
         // alive, waiting in the access phase, and no borrow of it is held elsewhere.
         let request = unsafe { Request::from_ngx_http_request(r) };
-        let message = match ctx_mut(request).and_then(|ctx| ctx.queued.as_mut()) {
+        let refusal = match ctx_mut(request).and_then(|ctx| ctx.queued.as_mut()) {
             Some(queued) => update(queued),
             None => return,
         };
-        if let Some(message) = message {
+        if let Some(refusal) = refusal {
             let conf: Option<&'static LocConf> = Module::location_conf(request);
             if let Some(conf) = conf {
-                refused(request, conf, message);
+                refuse(request, conf, &refusal);
             }
         }
     }
@@ -257,7 +226,9 @@ fn resume(key: WaitKey, update: impl FnOnce(&mut Queued) -> Option<&'static str>
 /// At worker start: gives back what workers that are gone held (a crash, or a worker killed:
 /// nginx starts a new one), so the in-flight count is the true one again.
 pub fn start_in_worker(cycle: *mut ngx_cycle_t) {
-    // SAFETY: init_process runs once per worker with the running cycle.
+    // SAFETY: init_process runs once per worker with the running cycle, whose log is valid.
+    init_timer(on_tick, unsafe { (*cycle).log });
+    // SAFETY: as above.
     let Some(main) = (unsafe { Module::main_conf(&*cycle) }) else { return };
     let now = now_ms();
     for zone in &main.zones {
@@ -288,12 +259,6 @@ pub unsafe fn register_variable(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn get_wait(r: *mut ngx_http_request_t, value: *mut ngx_variable_value_t, _: usize) -> ngx_int_t {
-    // SAFETY: nginx calls variable handlers with a valid request, whose main request is valid.
-    let main = unsafe { Request::from_ngx_http_request((*r).main) };
-    let pool = main.as_ref().pool;
-    let text = ctx_mut(main).and_then(|ctx| ctx.queued.as_ref()).and_then(Queued::wait_text).unwrap_or_default();
-    // SAFETY: the request pool outlives the variable's use in this request.
-    let text = unsafe { ngx_str_t::from_bytes(pool, text.as_bytes()) };
-    // SAFETY: nginx hands variable handlers a valid value slot to fill.
-    fill(unsafe { &mut *value }, text)
+    // SAFETY: nginx's arguments to a variable handler.
+    unsafe { copied_variable(r, value, |main| ctx_mut(main)?.queued.as_ref()?.wait_text()) }
 }

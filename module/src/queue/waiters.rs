@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ptr;
 
-use ngx::ffi::{ngx_event_t, ngx_http_request_t};
+use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_log_t};
 
 use super::store::QueueConf;
 use ngx_ollama_auth::queue::TicketRef;
@@ -25,20 +25,20 @@ pub struct Waiter {
 }
 
 #[derive(Default)]
-pub struct Local {
+struct Local {
     /// The queues this worker has waited in: their configuration (the same for the worker's
     /// life: one cycle), and how many of its requests wait there now.
-    pub queues: Vec<(QueueConf, usize)>,
-    pub waiters: HashMap<WaitKey, Waiter>,
-    pub deadlines: BTreeSet<(u64, WaitKey)>,
-    pub last_sweep_ms: u64,
+    queues: Vec<(QueueConf, usize)>,
+    waiters: HashMap<WaitKey, Waiter>,
+    deadlines: BTreeSet<(u64, WaitKey)>,
+    last_sweep_ms: u64,
 }
 
 static mut LOCAL: Option<Local> = None;
 static mut TIMER: Option<ngx_event_t> = None;
 
 /// This worker's waiters.
-pub fn local() -> &'static mut Local {
+fn local() -> &'static mut Local {
     // SAFETY: a worker runs its event loop on one thread; every caller takes this borrow for a
     // few statements and never across a call that could come back here (a resumption runs
     // only after the borrow ends).
@@ -82,29 +82,71 @@ pub fn forget_waiter(conf: &QueueConf, ticket: TicketRef) {
     }
 }
 
-/// Runs `on_tick` within the next tick, unless it is due already.
-pub fn arm_timer(on_tick: unsafe extern "C" fn(*mut ngx_event_t)) {
-    // SAFETY: the worker's own static timer, on its thread; the event lives for the process.
+/// Makes this worker's timer, which runs `on_tick` when armed. At worker start, before any
+/// request can wait.
+pub fn init_timer(on_tick: unsafe extern "C" fn(*mut ngx_event_t), log: *mut ngx_log_t) {
+    // SAFETY: the worker's own static timer, on its thread, made once before any use; the event
+    // lives for the process.
     unsafe {
-        let timer = (*ptr::addr_of_mut!(TIMER)).get_or_insert_with(|| {
-            let mut event: ngx_event_t = std::mem::zeroed();
-            event.handler = Some(on_tick);
-            event.log = (*ngx::ffi::ngx_cycle).log;
-            event.data = ptr::addr_of_mut!(TIMER).cast();
-            // Not cancelable: a worker shutting down (reload) still dispatches its waiters.
-            event
-        });
-        if timer.timer_set() == 0 {
-            ngx::ffi::ngx_add_timer(timer, TICK_MS as _);
+        let mut event: ngx_event_t = std::mem::zeroed();
+        event.handler = Some(on_tick);
+        event.log = log;
+        event.data = ptr::addr_of_mut!(TIMER).cast();
+        // Not cancelable: a worker shutting down (reload) still dispatches its waiters.
+        *ptr::addr_of_mut!(TIMER) = Some(event);
+    }
+}
+
+/// Runs the tick within the next `TICK_MS`, unless it is due already.
+pub fn arm_timer() {
+    // SAFETY: the worker's own static timer (made by init_timer), on its thread.
+    unsafe {
+        if let Some(timer) = (*ptr::addr_of_mut!(TIMER)).as_mut() {
+            if timer.timer_set() == 0 {
+                ngx::ffi::ngx_add_timer(timer, TICK_MS as _);
+            }
         }
     }
 }
 
+/// Whether it is time to sweep dead workers' tickets (at most every `every_ms`); if so, the
+/// sweep is counted as done now.
+pub fn sweep_due(now: u64, every_ms: u64) -> bool {
+    let local = local();
+    let due = now.saturating_sub(local.last_sweep_ms) >= every_ms;
+    if due {
+        local.last_sweep_ms = now;
+    }
+    due
+}
+
+/// The queues this worker has requests waiting in (all it knows, with `all`), by index.
+pub fn busy_queues(all: bool) -> Vec<(usize, QueueConf)> {
+    let local = local();
+    let busy = local.queues.iter().enumerate().filter(|(_, (_, count))| *count > 0 || all);
+    busy.map(|(at, (conf, _))| (at, *conf)).collect()
+}
+
+/// This worker's waits in queue `at` whose deadline has passed.
+pub fn expired(at: usize, now: u64) -> Vec<WaitKey> {
+    let local = local();
+    let due = local.deadlines.iter().take_while(|(deadline, _)| *deadline <= now).map(|(_, key)| *key);
+    due.filter(|key| key.queue == at).collect()
+}
+
+pub fn is_waiting(key: WaitKey) -> bool {
+    local().waiters.contains_key(&key)
+}
+
+pub fn has_waiters() -> bool {
+    !local().waiters.is_empty()
+}
+
 /// Runs the tick after the events being handled now.
 pub fn post_tick() {
-    // SAFETY: the worker's own static timer event, on its thread (made by arm_timer when this
-    // worker's first request waited: a grant for it implies one did); ngx_posted_events is the
-    // worker's queue of posted events, and a posted event is queued once however often posted.
+    // SAFETY: the worker's own static timer event (made by init_timer), on its thread;
+    // ngx_posted_events is the worker's queue of posted events, and a posted event is queued once
+    // however often posted.
     unsafe {
         if let Some(timer) = (*ptr::addr_of_mut!(TIMER)).as_mut() {
             ngx::ffi::ngx_post_event(timer, ptr::addr_of_mut!(ngx::ffi::ngx_posted_events));

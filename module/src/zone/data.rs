@@ -389,11 +389,12 @@ unsafe fn make_data(pool: *mut ngx_slab_pool_t, conf: &ZoneConf, log: *mut ngx_l
         queues: [(0, 0, ptr::null_mut()); MAX_QUEUES],
     };
     let place = ngx::allocator::allocate(data, &alloc).ok()?.as_ptr();
-    if let Some(path) = &conf.state_path {
+    if let Some((path, entries)) = conf.state_path.as_ref().and_then(|path| Some((path, state_file::read(path, log)?)))
+    {
         // SAFETY: just made, and not shared yet.
         let data = unsafe { &mut *place };
         let mut kept = 0;
-        for (id, limits) in state_file::read(path, log) {
+        for (id, limits) in entries {
             let Ok(key) = NgxString::try_from_bytes_in(&id, alloc.clone()) else { break };
             // Signature 0: the options are not known until the key's next request.
             if data.limits.try_insert(key, LimitEntry { signature: 0, limits }).is_err() {

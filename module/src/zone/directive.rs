@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_parse_size, ngx_pool_cleanup_add,
-    ngx_shared_memory_add, ngx_str_t, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_parse_size, ngx_shared_memory_add, ngx_str_t,
+    NGX_LOG_EMERG,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_conf_log_error;
 
 use super::data::{init_zone, Zone, ZoneConf};
-use crate::directive::conf_error;
+use crate::directive::{arguments, attach_to_zone, conf_error};
 use crate::module::{module_tag, Module};
 use ngx_ollama_auth::watch::check_writable_dir;
 
@@ -38,7 +38,7 @@ pub unsafe fn zone_reference(cf: *mut ngx_conf_t, name: &ngx_str_t, size: usize)
 pub extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx calls directive handlers with the configuration being parsed, whose args
     // hold the directive and its 2 or 3 arguments (NGX_CONF_TAKE23).
-    let args = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
+    let args = unsafe { arguments(cf) };
     let name = args[1];
     if name.is_empty() || name.as_bytes().iter().any(|&b| b <= b' ') {
         return conf_error(c"needs a zone name");
@@ -93,26 +93,14 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf:
             return NGX_CONF_ERROR;
         }
         let conf = Box::new(ZoneConf::new(name.to_string(), state_path));
-        let cleanup = ngx_pool_cleanup_add((*cf).pool, 0);
-        if cleanup.is_null() {
+        if attach_to_zone(cf, zone.0, conf, Some(init_zone)).is_none() {
             return NGX_CONF_ERROR;
         }
-        let conf = Box::into_raw(conf);
-        (*cleanup).data = conf.cast();
-        (*cleanup).handler = Some(drop_zone_conf);
-        (*zone.0).data = conf.cast();
-        (*zone.0).init = Some(init_zone);
         if let Some(main) = Module::main_conf_mut(&*cf) {
             main.zones.push(zone);
         }
     }
     NGX_CONF_OK
-}
-
-unsafe extern "C" fn drop_zone_conf(data: *mut c_void) {
-    // SAFETY: registered by set_zone for the box it leaked; run once, when the configuration's
-    // pool goes, after every request of that configuration.
-    drop(unsafe { Box::from_raw(data.cast::<ZoneConf>()) });
 }
 
 /// The user and group worker processes will run as: `user`'s, or nobody's when the master runs

@@ -8,7 +8,7 @@ use ngx::core::NgxString;
 use ngx::ffi::{ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t};
 
 /// The slab pool as an allocator for the zone's data: it allocates without taking the pool's
-/// mutex, because every use of the data already holds it (see [`Zone::lock`]).
+/// mutex, because every use of the data already holds it (see `data::Zone::lock`).
 #[derive(Clone)]
 pub struct HeldSlab(pub NonNull<ngx_slab_pool_t>);
 

@@ -9,9 +9,9 @@ use ngx::ngx_log_error;
 use ngx_ollama_auth::limits::{decode_state, KeyLimits};
 use ngx_ollama_auth::state_file;
 
-/// The entries the state file holds, or none (a missing file; one that cannot be read or is
-/// not a state file, said in the error log).
-pub fn read(path: &Path, log: *mut ngx_log_t) -> Vec<(Vec<u8>, KeyLimits)> {
+/// The entries the state file holds; `None` for a missing file, or one that cannot be read or
+/// is not a state file (said in the error log).
+pub fn read(path: &Path, log: *mut ngx_log_t) -> Option<Vec<(Vec<u8>, KeyLimits)>> {
     let shown = path.to_string_lossy();
     if state_file::others_can_write(path) == Some(true) {
         ngx_log_error!(
@@ -24,7 +24,7 @@ pub fn read(path: &Path, log: *mut ngx_log_t) -> Vec<(Vec<u8>, KeyLimits)> {
     }
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => {
             ngx_log_error!(
                 NGX_LOG_ERR,
@@ -33,10 +33,11 @@ pub fn read(path: &Path, log: *mut ngx_log_t) -> Vec<(Vec<u8>, KeyLimits)> {
                 shown,
                 error
             );
-            return Vec::new();
+            return None;
         }
     };
-    decode_state(&bytes).unwrap_or_else(|error| {
+    let decoded = decode_state(&bytes);
+    if let Err(error) = &decoded {
         ngx_log_error!(
             NGX_LOG_ERR,
             log,
@@ -44,8 +45,8 @@ pub fn read(path: &Path, log: *mut ngx_log_t) -> Vec<(Vec<u8>, KeyLimits)> {
             shown,
             error
         );
-        Vec::new()
-    })
+    }
+    decoded.ok()
 }
 
 /// Writes the state file (atomically, for its owner only); a failure is said in the error log.

@@ -47,8 +47,8 @@ unsafe extern "C" fn on_state_timer(event: *mut ngx_event_t) {
 
 /// Writes every zone's state file (that is due, or all with `force`).
 pub fn save_all(force: bool) {
-    // SAFETY: ngx_cycle is the running cycle on this worker's thread; ngx_time() reads nginx's
-    // cached time.
+    // SAFETY: ngx_cycle is the running cycle on this worker's thread, and its log is valid while
+    // it runs.
     unsafe {
         let cycle = ngx_cycle;
         let Some(main) = Module::main_conf(&*cycle) else { return };
