@@ -4,19 +4,21 @@
 //! `ngx-ollama-auth-module` package in `module/`.
 //!
 //! - the credential: `credentials` (the Authorization header), `hashes` (password hashes),
-//!   `cache` (credentials already verified, by keyed digest);
+//!   `cache` (credentials already verified, by keyed digest), `challenges` (a 401's
+//!   `WWW-Authenticate` values for a realm);
 //! - the files: `lines` (the line syntax both share), `keys`, `htpasswd`, `options` (what an
 //!   entry may carry), `watch` (one change-watching mechanism for both);
 //! - the policy: `endpoints` (the one table of Ollama's routes: scope, model members,
-//!   listings, body extras, usage shape), `scopes` (a key's scopes), `policy` (a request judged
-//!   against the table: scopes, body models, cloud models), `listing` (model listings cut
+//!   listings, body extras, usage shape, caps and estimate), `scopes` (a key's scopes), `policy`
+//!   (a request judged against the table: scopes, body models, cloud models), `judge` (the
+//!   verdict on an admitted request, its body and its limits), `listing` (model listings cut
 //!   down), `models` (Ollama's model names and patterns), `json` (Go-compatible JSON member
 //!   scanning, and the one JSON string escaper), `bytescan` (the byte search `json` and `usage`
 //!   share, the library's only `unsafe`), `form` (a multipart form's field, for
 //!   transcriptions), `compressed` (zstd request bodies);
 //! - usage and limits: `usage` (token counts and the model from Ollama's answers, streamed, in
 //!   bounded memory; the `/v1` include_usage rewrite), `metrics` (the counts a zone keeps and
-//!   their Prometheus text exposition), `refusal` (why the gate answered itself: every reason),
+//!   their Prometheus text exposition), `refusal` (why the gate answered itself: every reason, and the refusal),
 //!   `limits` (per-key sliding windows, in-flight counts, rate-limit headers and the state
 //!   file, as fixed-size data for a shared zone), `fnv` (the state file's checksum),
 //!   `state_file` (that file on disk: atomic, owner only), `estimate` (a request's tokens by the
