@@ -5,6 +5,7 @@
 //! memory than the cap, a zstd bomb included.
 
 use crate::endpoints::accepts_zstd;
+use crate::refusal::{Refusal, RefusalReason};
 use std::io::Read;
 
 use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
@@ -48,6 +49,45 @@ pub fn body_encoding(path: &str, content_encodings: &[&[u8]]) -> BodyEncoding {
         [value] if *value == b"zstd" => BodyEncoding::Zstd,
         [_] => BodyEncoding::AsIs,
         _ => BodyEncoding::Ambiguous,
+    }
+}
+
+/// Why a body cannot be read as Ollama reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotDecoded {
+    /// More than one `Content-Encoding` where Ollama decodes zstd.
+    Ambiguous,
+    /// More than [`MAX_DECODED_BYTES`] once decoded.
+    TooLarge,
+    /// Not zstd frames Ollama would decode.
+    Invalid,
+}
+
+impl NotDecoded {
+    /// The gate's answer: as Ollama would refuse the body (400, or 413 past the cap).
+    pub fn refusal(self) -> Refusal {
+        match self {
+            NotDecoded::Ambiguous => Refusal::bad_request("at most one Content-Encoding"),
+            NotDecoded::TooLarge => Refusal::too_large(
+                format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20),
+                RefusalReason::TooLarge,
+            ),
+            NotDecoded::Invalid => Refusal::bad_request("the zstd body cannot be decoded"),
+        }
+    }
+}
+
+/// A body sent to `path` with these `Content-Encoding` values, as Ollama reads it: decoded
+/// (`Some`) where it decodes zstd, `None` where it takes the bytes as they came.
+pub fn as_ollama_reads(path: &str, content_encodings: &[&[u8]], body: &[u8]) -> Result<Option<Vec<u8>>, NotDecoded> {
+    match body_encoding(path, content_encodings) {
+        BodyEncoding::AsIs => Ok(None),
+        BodyEncoding::Ambiguous => Err(NotDecoded::Ambiguous),
+        BodyEncoding::Zstd => match decode_zstd(body, MAX_DECODED_BYTES) {
+            Ok(decoded) => Ok(Some(decoded)),
+            Err(DecodeError::TooLarge) => Err(NotDecoded::TooLarge),
+            Err(DecodeError::Invalid) => Err(NotDecoded::Invalid),
+        },
     }
 }
 
@@ -201,5 +241,22 @@ mod tests {
         assert_eq!(window_size(&[0x20, 200]), Some(200));
         assert_eq!(window_size(&[0x60, 0x00, 0x01]), Some(512));
         assert_eq!(window_size(&[0x00]), None);
+    }
+
+    #[test]
+    fn a_body_is_read_as_ollama_reads_it_or_refused_as_it_refuses() {
+        let chat = "/v1/chat/completions";
+        let body = frame(br#"{"model":"m"}"#, &[]);
+        assert_eq!(as_ollama_reads(chat, &[b"zstd"], &body), Ok(Some(br#"{"model":"m"}"#.to_vec())));
+        assert_eq!(as_ollama_reads("/api/chat", &[b"zstd"], &body), Ok(None));
+        assert_eq!(as_ollama_reads(chat, &[b"gzip"], &body), Ok(None));
+        assert_eq!(as_ollama_reads(chat, &[b"zstd", b"zstd"], &body), Err(NotDecoded::Ambiguous));
+        assert_eq!(as_ollama_reads(chat, &[b"zstd"], b"not zstd"), Err(NotDecoded::Invalid));
+        let bomb = frame(b"", &[(b'a', MAX_DECODED_BYTES + 1)]);
+        assert_eq!(as_ollama_reads(chat, &[b"zstd"], &bomb), Err(NotDecoded::TooLarge));
+        assert_eq!(NotDecoded::TooLarge.refusal().status, 413);
+        assert_eq!(NotDecoded::TooLarge.refusal().message, "a zstd body may be at most 20 MB decoded");
+        assert_eq!(NotDecoded::Ambiguous.refusal().status, 400);
+        assert_eq!(NotDecoded::Invalid.refusal().status, 400);
     }
 }

@@ -7,7 +7,8 @@ use ngx::{ngx_log_debug_http, ngx_log_error};
 use std::rc::Rc;
 
 use super::clock::monotonic_ms;
-use super::conf::{refresh, LocConf};
+use super::conf::LocConf;
+use super::files::refresh;
 use ngx_ollama_auth::credentials::{parse_authorization, Credential, DecodeBuffer};
 use ngx_ollama_auth::htpasswd::Verdict;
 use ngx_ollama_auth::keys::KeyLabel;

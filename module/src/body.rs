@@ -23,11 +23,10 @@ use super::conf::LocConf;
 use super::ctx::{ctx_mut, ctx_or_new, refuse, BodyState};
 use super::limit;
 use super::module::Module;
-use ngx_ollama_auth::compressed::{body_encoding, decode_zstd, BodyEncoding, DecodeError, MAX_DECODED_BYTES};
+use ngx_ollama_auth::compressed::{as_ollama_reads, NotDecoded};
 use ngx_ollama_auth::judge::{judge_body, judge_too_large, BodyCheck};
 use ngx_ollama_auth::policy::BodyExtra;
 use ngx_ollama_auth::refusal::Refusal;
-use ngx_ollama_auth::refusal::RefusalReason;
 
 /// Larger bodies read for models or caps are refused (413) rather than copied and
 /// scanned: the scan runs on the worker's event loop (about 1.6 ms for 20 MB here).
@@ -175,23 +174,7 @@ fn zstd_decoded(
     body: &[u8],
 ) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ngx_int_t> {
     let path = accounting::path(request, conf).unwrap_or_default().as_bytes();
-    let refusal = match as_ollama_decodes(request, path, body) {
-        Ok(decoded) => return Ok(decoded),
-        Err(ZstdRefusal::Ambiguous) => Refusal::bad_request("at most one Content-Encoding"),
-        Err(ZstdRefusal::TooLarge) => Refusal::too_large(
-            format!("a zstd body may be at most {} MB decoded", MAX_DECODED_BYTES >> 20),
-            RefusalReason::TooLarge,
-        ),
-        Err(ZstdRefusal::Invalid) => Refusal::bad_request("the zstd body cannot be decoded"),
-    };
-    Err(refuse(request, conf, &refusal))
-}
-
-/// Why a zstd body is not read.
-pub enum ZstdRefusal {
-    Ambiguous,
-    TooLarge,
-    Invalid,
+    as_ollama_decodes(request, path, body).map_err(|not_decoded| refuse(request, conf, &not_decoded.refusal()))
 }
 
 /// A body as Ollama reads it at `path` (after the location's prefix): decoded, with its
@@ -201,19 +184,13 @@ pub fn as_ollama_decodes(
     request: &Request,
     path: &[u8],
     body: &[u8],
-) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, ZstdRefusal> {
+) -> Result<Option<(Vec<u8>, *mut ngx_table_elt_t)>, NotDecoded> {
     let headers = request_headers_named(request, b"content-encoding");
     // SAFETY: entries of this request's header list, in its pool.
     let values: Vec<&[u8]> = headers.iter().map(|&header| unsafe { (*header).value.as_bytes() }).collect();
-    match body_encoding(std::str::from_utf8(path).unwrap_or_default(), &values) {
-        BodyEncoding::AsIs => Ok(None),
-        BodyEncoding::Ambiguous => Err(ZstdRefusal::Ambiguous),
-        BodyEncoding::Zstd => match decode_zstd(body, MAX_DECODED_BYTES) {
-            Ok(decoded) => Ok(Some((decoded, headers[0]))),
-            Err(DecodeError::TooLarge) => Err(ZstdRefusal::TooLarge),
-            Err(DecodeError::Invalid) => Err(ZstdRefusal::Invalid),
-        },
-    }
+    let decoded = as_ollama_reads(std::str::from_utf8(path).unwrap_or_default(), &values, body)?;
+    // A decoded body had exactly one Content-Encoding.
+    Ok(decoded.map(|decoded| (decoded, headers[0])))
 }
 
 /// The request's headers named `name` (any case), in the order sent.

@@ -17,6 +17,7 @@ mod clock;
 mod conf;
 mod ctx;
 mod directive;
+mod files;
 mod filters;
 mod fleet;
 mod hooks;
