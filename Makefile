@@ -62,8 +62,10 @@ deps-build: toolchain
 deps: deps-build
 	$(call apt_install,$(TEST_PACKAGES))
 	@[ -x $(VENV_PYTHON) ] || $(PYTHON) -m venv $(VENV)
-	@$(VENV_PYTHON) -c 'import pytest, yaml, ollama, openai, anthropic, prometheus_client, promql_parser' 2>/dev/null \
-		|| $(VENV_PYTHON) -m pip install --quiet $(PYTHON_TEST_PACKAGES)
+	@# Imports and pytest's own start-up: a half-deleted .venv/ is mended here, not in mid-test.
+	@{ $(VENV_PYTHON) -c 'import pytest, yaml, ollama, openai, anthropic, prometheus_client, promql_parser' \
+		&& $(VENV_PYTHON) -m pytest --version; } >/dev/null 2>&1 \
+		|| $(VENV_PYTHON) -m pip install --quiet --force-reinstall $(PYTHON_TEST_PACKAGES)
 	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
 # The module (module/, against the nginx that nginx-sys vendors). Its build.rs records the nginx
