@@ -1,5 +1,5 @@
-//! Just enough JSON to see a request body the way Ollama (Go's `encoding/json`) will, and to
-//! trim Ollama's model listings.
+//! Just enough JSON to see a request body the way Ollama (Go's `encoding/json`) will (the
+//! scanner `listing` cuts model listings with), and the one string escaper (`escape`).
 //!
 //! A gate that reads the model out of a body differently from the server behind it can be
 //! walked around, so the rules here follow Go's where it matters and are stricter elsewhere:
