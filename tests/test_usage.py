@@ -379,6 +379,55 @@ CHAT = {"model": "gemma3", "messages": [{"role": "user", "content": "sky?"}], "s
 COMPLETE = {"model": "gemma3", "prompt": "Once", "stream": True}
 
 
+def resident_mb(pid):
+    status = open(f"/proc/{pid}/status").read()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+@pytest.mark.parametrize("buffering", ["off", "on"])
+def test_a_client_that_reads_slowly_holds_ollama_back_not_the_worker_s_memory(gate, ollama, buffering):
+    """The gate asked for usage and takes it back out of the stream in buffers of its own. A client
+    that reads nothing for a while must hold the answer back, as it would without the gate (nginx's
+    back-pressure: the upstream's buffer is not reused until what came from it is sent), not make
+    the worker copy the whole stream into memory as fast as Ollama writes it. Then it reads all.
+    With `proxy_buffering on`, nginx's own buffers and temporary file take what the client has not."""
+    start(gate, proxy=PROXY.replace("proxy_buffering off;", f"proxy_buffering {buffering};"))
+    events = 30_000  # about 6 MB of events: copied a pool buffer each, over 100 MB
+    body = json.dumps(CHAT).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k-bob\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Fake-Words: {events}\r\n"
+            f"X-Fake-Delay: 0\r\nConnection: close\r\n\r\n").encode()
+    worker = gate.worker_pids()[0]
+    before = resident_mb(worker)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", gate.port))
+    client.sendall(head + body)
+    peak = before
+    deadline = time.time() + 4  # the stand-in writes the whole stream in about a second
+    while time.time() < deadline:
+        peak = max(peak, resident_mb(worker))
+        time.sleep(0.05)
+    client.settimeout(30)
+    received = bytearray()
+    while chunk := client.recv(1 << 16):
+        received += chunk
+    client.close()
+    head, _, chunked = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
+    stream = bytearray()
+    while True:
+        size_line, _, chunked = chunked.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        stream += chunked[:size]
+        chunked = chunked[size + 2:]
+    assert stream.count(b"data: {") == events + 1, "every chunk and the last one, nothing lost"
+    assert b"usage" not in stream and stream.endswith(b"data: [DONE]\n\n")
+    assert peak - before < 8, f"the worker grew {peak - before:.1f} MB while the client read nothing"
+
+
 @pytest.mark.parametrize("path,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETE)],
                          ids=["chat", "completions"])
 @pytest.mark.parametrize("asked", [True, False], ids=["include_usage", "not_asked"])

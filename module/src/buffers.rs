@@ -201,12 +201,36 @@ pub unsafe fn consume(mut chain: *mut ngx_chain_t) {
     while !chain.is_null() {
         // SAFETY: the caller guarantees every link and buffer of the chain is valid.
         unsafe {
-            let buf = (*chain).buf;
-            if !buf.is_null() {
-                (*buf).pos = (*buf).last;
-                (*buf).file_pos = (*buf).file_last;
-            }
+            consume_buf((*chain).buf);
             chain = (*chain).next;
         }
     }
+}
+
+/// Marks one buffer as sent (see [`consume`]).
+///
+/// # Safety
+/// `buf` must be NULL or a valid buffer.
+pub unsafe fn consume_buf(buf: *mut ngx_buf_t) {
+    // SAFETY: the caller's promise.
+    if let Some(buf) = unsafe { buf.as_mut() } {
+        buf.pos = buf.last;
+        buf.file_pos = buf.file_last;
+    }
+}
+
+/// The buffers of a chain, in order.
+///
+/// # Safety
+/// `chain` must be NULL or a valid chain.
+pub unsafe fn chain_bufs(mut chain: *mut ngx_chain_t) -> Vec<*mut ngx_buf_t> {
+    let mut bufs = Vec::new();
+    while !chain.is_null() {
+        // SAFETY: the caller's promise.
+        unsafe {
+            bufs.push((*chain).buf);
+            chain = (*chain).next;
+        }
+    }
+    bufs
 }

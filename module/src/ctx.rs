@@ -10,7 +10,7 @@ use std::mem::{align_of, size_of};
 use std::rc::Rc;
 
 use ngx::core::Status;
-use ngx::ffi::{ngx_chain_t, ngx_int_t, ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
+use ngx::ffi::{ngx_buf_t, ngx_chain_t, ngx_int_t, ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, NGX_LOG_ERR};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
@@ -59,6 +59,10 @@ pub struct Accounting {
     /// `ngx_chain_update_chains` keeps both lists, in the request pool).
     pub free: *mut ngx_chain_t,
     pub busy: *mut ngx_chain_t,
+    /// Each stripper buffer not yet sent, with the upstream's buffers its bytes came from: those
+    /// are given back (marked consumed) only once it is sent, so that a slow client holds Ollama
+    /// back as it would without the gate (as nginx's sub filter holds its input by `shadow`).
+    pub held: Vec<(*mut ngx_buf_t, Vec<*mut ngx_buf_t>)>,
 }
 
 impl Accounting {
@@ -73,6 +77,7 @@ impl Accounting {
             end_delivered: false,
             free: std::ptr::null_mut(),
             busy: std::ptr::null_mut(),
+            held: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use ngx::ngx_log_error;
 use super::headers::set_content_length;
 use super::next::next_body;
 use crate::accounting::path;
-use crate::buffers::{consume, for_each_piece};
+use crate::buffers::{chain_bufs, consume_buf, for_each_piece};
 use crate::ctx::{ctx_mut, Accounting, RequestCtx};
 use crate::module::{module_tag, Module};
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
@@ -72,13 +72,15 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
     let request = unsafe { Request::from_ngx_http_request(r) };
     let pool = request.as_ref().pool;
     let log = request.log();
-    let Some(Accounting { scanner: Some(scanner), stripper, answer_ended, .. }) =
-        ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut())
-    else {
+    let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) else {
+        return next_body(r, input);
+    };
+    give_back_sent(accounting);
+    let Accounting { scanner: Some(scanner), stripper, answer_ended, .. } = accounting else {
         return next_body(r, input);
     };
     let mut out = stripper.as_ref().map(|_| Vec::new());
-    let (mut last, mut flush) = (false, false);
+    let (mut last, mut flush, mut recycled) = (false, false, false);
     let mut link = input;
     while !link.is_null() {
         // SAFETY: nginx hands body filters a valid chain of valid buffers.
@@ -98,6 +100,7 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
         }
         last |= buf.last_buf() != 0;
         flush |= buf.flush() != 0;
+        recycled |= buf.recycled() != 0;
         // SAFETY: as above.
         link = unsafe { (*link).next };
     }
@@ -112,26 +115,64 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
         note_end_delivered(request);
         return rc;
     };
-    // SAFETY: the input's bytes are all in `out` now; its buffers go back to their producer.
-    unsafe { consume(input) };
+    // The input's bytes are all in `out` (or the stripper's partial event) now.
+    // SAFETY: nginx hands body filters a valid chain (or NULL).
+    let inputs = unsafe { chain_bufs(input) };
     if out.is_empty() && !flush && !last {
-        // Only part of an event came: nothing to send yet, but what the writer holds may go,
-        // and with it the answer's end.
+        // Only part of an event came: nothing to send yet, and nothing to hold the input for
+        // (the stripper keeps the partial event); what the writer holds may go, and with it
+        // the answer's end.
+        for buf in inputs {
+            // SAFETY: a buffer of the chain nginx handed this filter.
+            unsafe { consume_buf(buf) };
+        }
         let rc = next_body(r, ptr::null_mut());
-        note_end_delivered(request);
+        sent_and_given_back(request, pool, ptr::null_mut());
         return rc;
     }
-    let Some(mut chain) = stripped_chain(pool, &out, flush, last, ctx_mut(request)) else {
+    // Output that holds recycled buffers back (proxy_buffering's) is flushed at once, as nginx's
+    // sub filter marks its shadows: the upstream waits for them, so postpone_output must not.
+    let marks = Marks { flush, last, recycled };
+    let Some(mut chain) = stripped_chain(pool, &out, marks, ctx_mut(request)) else {
         return Status::NGX_ERROR.0;
     };
-    let rc = next_body(r, chain);
     if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
-        // SAFETY: the lists are this request's, in its pool; nginx moves sent buffers with this
-        // module's tag from busy to free.
-        unsafe { ngx_chain_update_chains(pool, &mut accounting.free, &mut accounting.busy, &mut chain, buffer_tag()) };
+        // SAFETY: the chain stripped_chain just made: one link, one buffer.
+        accounting.held.push((unsafe { (*chain).buf }, inputs));
+    }
+    let rc = next_body(r, chain);
+    sent_and_given_back(request, pool, &mut chain);
+    rc
+}
+
+/// After passing the stripper's buffers on: the sent ones go back to its free list (nginx's
+/// `ngx_chain_update_chains`), the upstream's buffers held for them are given back, and the
+/// answer's end is noted if it reached the client.
+fn sent_and_given_back(request: &mut Request, pool: *mut ngx::ffi::ngx_pool_t, chain: *mut *mut ngx_chain_t) {
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        if !chain.is_null() {
+            // SAFETY: the lists are this request's, in its pool; nginx moves sent buffers with
+            // this module's tag from busy to free.
+            unsafe { ngx_chain_update_chains(pool, &mut accounting.free, &mut accounting.busy, chain, buffer_tag()) };
+        }
+        give_back_sent(accounting);
     }
     note_end_delivered(request);
-    rc
+}
+
+/// Gives the upstream back its buffers held for stripper buffers that have been sent, oldest
+/// first (the writer sends in order). Runs before a sent buffer can be reused: a held entry
+/// never names a buffer that holds new bytes.
+fn give_back_sent(accounting: &mut Accounting) {
+    // SAFETY: held buffers are this module's, in the request pool; a sent one has pos at last.
+    let sent = accounting.held.iter().take_while(|(ours, _)| unsafe { (**ours).pos == (**ours).last }).count();
+    for (_, inputs) in accounting.held.drain(..sent) {
+        for buf in inputs {
+            // SAFETY: an upstream buffer handed to this filter, still in the upstream's busy
+            // list (its bytes were never marked consumed), alive while the request is.
+            unsafe { consume_buf(buf) };
+        }
+    }
 }
 
 /// Records that the answer's end reached the client: it was seen, and nothing is left unsent.
@@ -145,13 +186,21 @@ fn note_end_delivered(request: &mut Request) {
     }
 }
 
+/// What the input's buffers said, for the buffer that carries their bytes on.
+#[derive(Clone, Copy)]
+struct Marks {
+    flush: bool,
+    last: bool,
+    /// The input holds recycled buffers (`proxy_buffering`'s), given back only once this is sent.
+    recycled: bool,
+}
+
 /// One buffer holding `bytes` for the next filter: a free one of the module's if it has room,
 /// else fresh memory from the pool.
 fn stripped_chain(
     pool: *mut ngx::ffi::ngx_pool_t,
     bytes: &[u8],
-    flush: bool,
-    last: bool,
+    marks: Marks,
     ctx: Option<&mut RequestCtx>,
 ) -> Option<*mut ngx_chain_t> {
     let accounting = ctx?.accounting.as_mut()?;
@@ -184,10 +233,10 @@ fn stripped_chain(
         buf.set_temporary(u32::from(!bytes.is_empty()));
         buf.set_memory(0);
         buf.set_in_file(0);
-        buf.set_recycled(0);
-        buf.set_flush(u32::from(flush));
-        buf.set_last_buf(u32::from(last));
-        buf.set_last_in_chain(u32::from(last));
+        buf.set_recycled(u32::from(marks.recycled));
+        buf.set_flush(u32::from(marks.flush));
+        buf.set_last_buf(u32::from(marks.last));
+        buf.set_last_in_chain(u32::from(marks.last));
         (*link).next = ptr::null_mut();
     }
     Some(link)
