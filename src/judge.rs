@@ -18,7 +18,8 @@ use crate::refusal::{Refusal, RefusalReason};
 /// What a request asks, as nginx parsed it.
 #[derive(Clone, Copy)]
 pub struct Asked<'r> {
-    pub method: Method,
+    /// The method as sent, read into a [`Method`] only where the endpoint matters.
+    pub method_name: &'r [u8],
     /// The normalized path (decoded, no query, no `//` or `/./`).
     pub uri: &'r [u8],
     /// The request target as the client sent it.
@@ -193,7 +194,7 @@ pub fn judge_too_large(check: &BodyCheck, most_bytes: usize) -> Option<Refusal> 
 /// The endpoint a request asks for, after the location's path prefix.
 pub fn endpoint<'r>(asked: &Asked<'r>, path_prefix: Option<&[u8]>) -> Endpoint<'r> {
     match strip_prefix(asked.uri, path_prefix.unwrap_or_default()) {
-        Some(path) => classify(asked.method, path),
+        Some(path) => classify(Method::from_name(asked.method_name), path),
         None => Endpoint::UNKNOWN,
     }
 }
@@ -227,7 +228,7 @@ pub fn cap_check(asked: &Asked<'_>, location: &Location<'_>, admitted: &Admitted
         return None;
     }
     let path = strip_prefix(asked.uri, location.path_prefix.unwrap_or_default())?;
-    let target = cap_target(asked.method, path).filter(|&target| caps.apply_to(target))?;
+    let target = cap_target(Method::from_name(asked.method_name), path).filter(|&target| caps.apply_to(target))?;
     let may_unload = admitted.scopes(location).contains(Scopes::MANAGE);
     Some(CapCheck { caps, target, may_unload, who: admitted.who() })
 }

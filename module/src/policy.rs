@@ -7,19 +7,20 @@ use super::authenticate::Admission;
 use super::clock::now_seconds;
 use super::conf::LocConf;
 use ngx_ollama_auth::judge::{self, Admitted, Asked, Judgement, Location};
-use ngx_ollama_auth::policy::Method;
 
 /// What the request asks, as nginx parsed it.
+#[inline]
 fn asked(request: &Request) -> Asked<'_> {
     let r = request.as_ref();
     Asked {
-        method: Method::from_name(r.method_name.as_bytes()),
+        method_name: r.method_name.as_bytes(),
         uri: r.uri.as_bytes(),
         target: r.unparsed_uri.as_bytes(),
         args: r.args.as_bytes(),
     }
 }
 
+#[inline]
 fn location(conf: &LocConf) -> Location<'_> {
     Location {
         path_prefix: conf.path_prefix.as_deref(),

@@ -7,7 +7,14 @@ fn options(words: &str) -> Rc<EntryOptions> {
 }
 
 fn asked(method: Method, uri: &'static str) -> Asked<'static> {
-    Asked { method, uri: uri.as_bytes(), target: uri.as_bytes(), args: b"" }
+    let method_name: &'static [u8] = match method {
+        Method::Get => b"GET",
+        Method::Head => b"HEAD",
+        Method::Post => b"POST",
+        Method::Delete => b"DELETE",
+        Method::Other => b"PATCH",
+    };
+    Asked { method_name, uri: uri.as_bytes(), target: uri.as_bytes(), args: b"" }
 }
 
 const LOCATION: Location<'static> =

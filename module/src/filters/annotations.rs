@@ -10,6 +10,7 @@ use crate::caps::CLAMPED_HEADER;
 use crate::ctx::ctx_mut;
 
 /// Adds the `x-ratelimit-*` headers of a limited key's answer, and a 429's `Retry-After`.
+#[inline]
 pub fn add_rate_headers(request: &mut Request) -> Option<()> {
     let status = request.as_ref().headers_out.status;
     let (rate, retry_after) = match ctx_mut(request) {
@@ -35,6 +36,7 @@ pub fn add_rate_headers(request: &mut Request) -> Option<()> {
 }
 
 /// Names what the caps changed in the request (`x-ollama-clamped`), once.
+#[inline]
 pub fn add_clamped_header(request: &mut Request) -> Option<()> {
     let summary = match ctx_mut(request) {
         Some(ctx) if !ctx.clamped_sent && ctx.clamped.is_some() => {
@@ -48,6 +50,7 @@ pub fn add_clamped_header(request: &mut Request) -> Option<()> {
 
 /// The fair queue's headers: how long an answer waited for its slot, and a queue refusal's
 /// `Retry-After`.
+#[inline]
 pub fn add_queue_headers(request: &mut Request) -> Option<()> {
     let status = request.as_ref().headers_out.status;
     let (wait, retry_after) = match ctx_mut(request).and_then(|ctx| ctx.queued.as_mut()) {
@@ -67,6 +70,7 @@ pub fn add_queue_headers(request: &mut Request) -> Option<()> {
 }
 
 /// All of them, on a main request's answer.
+#[inline]
 pub fn annotate(request: &mut Request) -> Option<()> {
     add_rate_headers(request)?;
     add_clamped_header(request)?;

@@ -6,7 +6,7 @@ use std::ptr;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_http_request_t, ngx_int_t, ngx_palloc,
+    ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_http_request_t, ngx_int_t, ngx_palloc,
     NGX_LOG_ERR, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
@@ -21,6 +21,7 @@ use crate::module::{module_tag, Module};
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
 
 /// Sets up the reading of a counted answer, once its header says what it is.
+#[inline]
 pub fn start_scanning(request: &mut Request) {
     let counted_and_new = |ctx: &mut RequestCtx| ctx.accounting.as_ref().is_some_and(|a| a.scanner.is_none());
     if !ctx_mut(request).is_some_and(counted_and_new) {
@@ -72,13 +73,14 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
     let request = unsafe { Request::from_ngx_http_request(r) };
     let pool = request.as_ref().pool;
     let log = request.log();
-    let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) else {
+    let Some(Accounting { scanner: Some(scanner), stripper, answer_ended, held, .. }) =
+        ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut())
+    else {
         return next_body(r, input);
     };
-    give_back_sent(accounting);
-    let Accounting { scanner: Some(scanner), stripper, answer_ended, .. } = accounting else {
-        return next_body(r, input);
-    };
+    if !held.is_empty() {
+        give_back_sent(held);
+    }
     let mut out = stripper.as_ref().map(|_| Vec::new());
     let (mut last, mut flush, mut recycled) = (false, false, false);
     let mut link = input;
@@ -100,7 +102,7 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
         }
         last |= buf.last_buf() != 0;
         flush |= buf.flush() != 0;
-        recycled |= buf.recycled() != 0;
+        recycled |= stripper.is_some() && buf.recycled() != 0;
         // SAFETY: as above.
         link = unsafe { (*link).next };
     }
@@ -155,7 +157,9 @@ fn sent_and_given_back(request: &mut Request, pool: *mut ngx::ffi::ngx_pool_t, c
             // this module's tag from busy to free.
             unsafe { ngx_chain_update_chains(pool, &mut accounting.free, &mut accounting.busy, chain, buffer_tag()) };
         }
-        give_back_sent(accounting);
+        if !accounting.held.is_empty() {
+            give_back_sent(&mut accounting.held);
+        }
     }
     note_end_delivered(request);
 }
@@ -163,10 +167,10 @@ fn sent_and_given_back(request: &mut Request, pool: *mut ngx::ffi::ngx_pool_t, c
 /// Gives the upstream back its buffers held for stripper buffers that have been sent, oldest
 /// first (the writer sends in order). Runs before a sent buffer can be reused: a held entry
 /// never names a buffer that holds new bytes.
-fn give_back_sent(accounting: &mut Accounting) {
+fn give_back_sent(held: &mut Vec<(*mut ngx_buf_t, Vec<*mut ngx_buf_t>)>) {
     // SAFETY: held buffers are this module's, in the request pool; a sent one has pos at last.
-    let sent = accounting.held.iter().take_while(|(ours, _)| unsafe { (**ours).pos == (**ours).last }).count();
-    for (_, inputs) in accounting.held.drain(..sent) {
+    let sent = held.iter().take_while(|(ours, _)| unsafe { (**ours).pos == (**ours).last }).count();
+    for (_, inputs) in held.drain(..sent) {
         for buf in inputs {
             // SAFETY: an upstream buffer handed to this filter, still in the upstream's busy
             // list (its bytes were never marked consumed), alive while the request is.
