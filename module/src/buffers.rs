@@ -218,19 +218,3 @@ pub unsafe fn consume_buf(buf: *mut ngx_buf_t) {
         buf.file_pos = buf.file_last;
     }
 }
-
-/// The buffers of a chain, in order.
-///
-/// # Safety
-/// `chain` must be NULL or a valid chain.
-pub unsafe fn chain_bufs(mut chain: *mut ngx_chain_t) -> Vec<*mut ngx_buf_t> {
-    let mut bufs = Vec::new();
-    while !chain.is_null() {
-        // SAFETY: the caller's promise.
-        unsafe {
-            bufs.push((*chain).buf);
-            chain = (*chain).next;
-        }
-    }
-    bufs
-}

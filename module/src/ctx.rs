@@ -59,10 +59,13 @@ pub struct Accounting {
     /// `ngx_chain_update_chains` keeps both lists, in the request pool).
     pub free: *mut ngx_chain_t,
     pub busy: *mut ngx_chain_t,
-    /// Each stripper buffer not yet sent, with the upstream's buffers its bytes came from: those
-    /// are given back (marked consumed) only once it is sent, so that a slow client holds Ollama
-    /// back as it would without the gate (as nginx's sub filter holds its input by `shadow`).
-    pub held: Vec<(*mut ngx_buf_t, Vec<*mut ngx_buf_t>)>,
+    /// Each stripper buffer not yet sent, paired with each upstream buffer its bytes came from
+    /// (oldest first): those are given back (marked consumed) only once it is sent, so that a
+    /// slow client holds Ollama back as it would without the gate (as nginx's sub filter holds
+    /// its input by `shadow`). One list for the answer's life: no allocation per buffer.
+    pub held: Vec<(*mut ngx_buf_t, *mut ngx_buf_t)>,
+    /// The stripped bytes of one call, kept for the next so they are not allocated each time.
+    pub stripped: Vec<u8>,
 }
 
 impl Accounting {
@@ -78,6 +81,7 @@ impl Accounting {
             free: std::ptr::null_mut(),
             busy: std::ptr::null_mut(),
             held: Vec::new(),
+            stripped: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use ngx::ngx_log_error;
 use super::headers::set_content_length;
 use super::next::next_body;
 use crate::accounting::path;
-use crate::buffers::{chain_bufs, consume_buf, for_each_piece};
+use crate::buffers::{consume, consume_buf, for_each_piece};
 use crate::ctx::{ctx_mut, Accounting, RequestCtx};
 use crate::module::{module_tag, Module};
 use ngx_ollama_auth::usage::{AnswerKind, Framing, UsageScanner, UsageStripper};
@@ -73,7 +73,7 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
     let request = unsafe { Request::from_ngx_http_request(r) };
     let pool = request.as_ref().pool;
     let log = request.log();
-    let Some(Accounting { scanner: Some(scanner), stripper, answer_ended, held, .. }) =
+    let Some(Accounting { scanner: Some(scanner), stripper, answer_ended, held, stripped, .. }) =
         ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut())
     else {
         return next_body(r, input);
@@ -81,7 +81,7 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
     if !held.is_empty() {
         give_back_sent(held);
     }
-    let mut out = stripper.as_ref().map(|_| Vec::new());
+    let mut out = stripper.as_ref().map(|_| std::mem::take(stripped));
     let (mut last, mut flush, mut recycled) = (false, false, false);
     let mut link = input;
     while !link.is_null() {
@@ -118,16 +118,13 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
         return rc;
     };
     // The input's bytes are all in `out` (or the stripper's partial event) now.
-    // SAFETY: nginx hands body filters a valid chain (or NULL).
-    let inputs = unsafe { chain_bufs(input) };
     if out.is_empty() && !flush && !last {
         // Only part of an event came: nothing to send yet, and nothing to hold the input for
         // (the stripper keeps the partial event); what the writer holds may go, and with it
         // the answer's end.
-        for buf in inputs {
-            // SAFETY: a buffer of the chain nginx handed this filter.
-            unsafe { consume_buf(buf) };
-        }
+        // SAFETY: nginx hands body filters a valid chain (or NULL).
+        unsafe { consume(input) };
+        keep_scratch(request, out);
         let rc = next_body(r, ptr::null_mut());
         sent_and_given_back(request, pool, ptr::null_mut());
         return rc;
@@ -139,9 +136,18 @@ pub fn account_body(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_
         return Status::NGX_ERROR.0;
     };
     if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
-        // SAFETY: the chain stripped_chain just made: one link, one buffer.
-        accounting.held.push((unsafe { (*chain).buf }, inputs));
+        // SAFETY: the chain stripped_chain just made (one link, one buffer), and the chain
+        // nginx handed this filter (or NULL).
+        unsafe {
+            let ours = (*chain).buf;
+            let mut link = input;
+            while !link.is_null() {
+                accounting.held.push((ours, (*link).buf));
+                link = (*link).next;
+            }
+        }
     }
+    keep_scratch(request, out);
     let rc = next_body(r, chain);
     sent_and_given_back(request, pool, &mut chain);
     rc
@@ -167,15 +173,28 @@ fn sent_and_given_back(request: &mut Request, pool: *mut ngx::ffi::ngx_pool_t, c
 /// Gives the upstream back its buffers held for stripper buffers that have been sent, oldest
 /// first (the writer sends in order). Runs before a sent buffer can be reused: a held entry
 /// never names a buffer that holds new bytes.
-fn give_back_sent(held: &mut Vec<(*mut ngx_buf_t, Vec<*mut ngx_buf_t>)>) {
+fn give_back_sent(held: &mut Vec<(*mut ngx_buf_t, *mut ngx_buf_t)>) {
     // SAFETY: held buffers are this module's, in the request pool; a sent one has pos at last.
     let sent = held.iter().take_while(|(ours, _)| unsafe { (**ours).pos == (**ours).last }).count();
-    for (_, inputs) in held.drain(..sent) {
-        for buf in inputs {
-            // SAFETY: an upstream buffer handed to this filter, still in the upstream's busy
-            // list (its bytes were never marked consumed), alive while the request is.
-            unsafe { consume_buf(buf) };
-        }
+    for (_, buf) in held.drain(..sent) {
+        // SAFETY: an upstream buffer handed to this filter, still in the upstream's busy list
+        // (its bytes were never marked consumed), alive while the request is.
+        unsafe { consume_buf(buf) };
+    }
+}
+
+/// The largest stripped-bytes vector kept from one call to the next.
+const MAX_KEPT_SCRATCH: usize = 16 << 10;
+
+/// Keeps the call's stripped-bytes vector, emptied, for the next call; one grown past a few
+/// events' worth (a call that brought many buffers at once) is let go rather than kept.
+fn keep_scratch(request: &mut Request, mut out: Vec<u8>) {
+    if out.capacity() > MAX_KEPT_SCRATCH {
+        return;
+    }
+    if let Some(accounting) = ctx_mut(request).and_then(|ctx| ctx.accounting.as_mut()) {
+        out.clear();
+        accounting.stripped = out;
     }
 }
 

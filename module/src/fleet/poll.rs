@@ -120,15 +120,29 @@ fn connect(poll: *mut Poll, path: &[u8]) {
     }
 }
 
-unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
-    // SAFETY: nginx calls event handlers with the connection's event, whose data is the
-    // connection, whose data is the Poll set by connect.
+/// The connection and poll an event of a poll's connection is for; `None` (the poll ended as
+/// failed) when the event timed out.
+///
+/// # Safety
+/// `ev` must be an event of a connection made by `connect`, whose data is its Poll.
+unsafe fn poll_of(ev: *mut ngx_event_t) -> Option<(*mut ngx_connection_t, *mut Poll)> {
+    // SAFETY: the caller's promise: the event's data is the connection, whose data is the Poll.
     unsafe {
         let c = (*ev).data.cast::<ngx_connection_t>();
         let poll = (*c).data.cast::<Poll>();
         if (*ev).timedout() != 0 {
-            return fail(poll, c, "timed out");
+            fail(poll, c, "timed out");
+            return None;
         }
+        Some((c, poll))
+    }
+}
+
+unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
+    // SAFETY: nginx calls event handlers with the connection's event, whose data is the
+    // connection, whose data is the Poll set by connect.
+    unsafe {
+        let Some((c, poll)) = poll_of(ev) else { return };
         let p = &mut *poll;
         while p.sent < p.request.len() {
             let rest = &p.request[p.sent..];
@@ -158,11 +172,7 @@ unsafe extern "C" fn ignore(_ev: *mut ngx_event_t) {}
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     // SAFETY: as in on_write.
     unsafe {
-        let c = (*ev).data.cast::<ngx_connection_t>();
-        let poll = (*c).data.cast::<Poll>();
-        if (*ev).timedout() != 0 {
-            return fail(poll, c, "timed out");
-        }
+        let Some((c, poll)) = poll_of(ev) else { return };
         let p = &mut *poll;
         if p.sent < p.request.len() {
             return; // still connecting or sending: on_write reads when it is done
